@@ -1,0 +1,60 @@
+# Headrace: every target bootstraps what it needs and is safe to run again.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HEADRACE_HOME ?= $(CURDIR)/.headrace
+
+.PHONY: install demo dev test test-fast lint bench kafka-up kafka-down kafka-status postgres-up postgres-down validate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-up: install
+	$(BIN)/headrace kafka up
+kafka-down: install
+	$(BIN)/headrace kafka down
+kafka-status: install
+	$(BIN)/headrace kafka status
+
+postgres-up:
+	bash infra/postgres/setup.sh
+postgres-down:
+	bash infra/postgres/setup.sh stop
+
+validate: install
+	$(BIN)/headrace validate connectors
+
+demo: install
+	$(BIN)/headrace demo
+
+dev: install kafka-up
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster $(BIN)/headrace dagster-home && \
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+# The full suite: bootstraps PostgreSQL (Debian packages) and local Kafka, then runs every test.
+test: install
+	bash infra/postgres/setup.sh
+	$(BIN)/headrace kafka up
+	$(BIN)/ruff check .
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/headrace dagster-home && \
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
+
+bench: install
+	bash infra/postgres/setup.sh
+	$(BIN)/headrace kafka up
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	-$(BIN)/headrace kafka down
+	rm -rf $(HEADRACE_HOME)

@@ -1,0 +1,1 @@
+"""Headrace: the console script and the demo."""

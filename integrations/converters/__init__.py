@@ -1,0 +1,1 @@
+"""Converters: Arrow columns to Kafka key/value bytes, and back, per batch."""

@@ -1,0 +1,1 @@
+"""Kafka clients, settings and the local single-node broker."""

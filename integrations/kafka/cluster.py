@@ -1,0 +1,182 @@
+"""Settings and client factories for the Kafka cluster the connectors talk to.
+
+The cluster is ``KAFKA_BOOTSTRAP_SERVERS`` when set (nothing local is started then), else the local
+broker on ``127.0.0.1:$HEADRACE_KAFKA_PORT``. Extra librdkafka properties (``security.protocol``,
+``sasl.*``, ``ssl.*``) come from ``HEADRACE_KAFKA_CONFIG`` as ``key=value`` pairs separated by ``;``,
+with ``${env:VAR}`` for secrets; they are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from integrations.errors import KafkaUnavailable
+
+
+def _extra_config() -> dict[str, str]:
+    from integrations.config import resolve_env
+
+    raw = os.environ.get("HEADRACE_KAFKA_CONFIG", "")
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(";"))):
+        k, _, v = part.partition("=")
+        out[k.strip()] = resolve_env(v.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the cluster is and how to talk to it."""
+
+    bootstrap_servers: str
+    client_config: dict[str, str] = field(default_factory=dict, repr=False)
+    connect_retries: int = 5
+    connect_backoff: float = 0.5
+    message_timeout_ms: int = 120_000
+
+    @classmethod
+    def from_env(cls) -> KafkaSettings:
+        """Settings from the environment (``KAFKA_BOOTSTRAP_SERVERS`` or the local broker)."""
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (
+            f"127.0.0.1:{os.environ.get('HEADRACE_KAFKA_PORT', '9092')}"
+        )
+        return cls(
+            bootstrap_servers=bootstrap,
+            client_config=_extra_config(),
+            connect_retries=int(os.environ.get("HEADRACE_KAFKA_CONNECT_RETRIES", "5")),
+            message_timeout_ms=int(os.environ.get("HEADRACE_KAFKA_MESSAGE_TIMEOUT_MS", "120000")),
+        )
+
+    @property
+    def is_external(self) -> bool:
+        """True when the user pointed us at an existing cluster."""
+        return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+
+    def base(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config}
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.base())
+
+    def producer(self, **overrides: Any) -> Producer:
+        """An idempotent producer with acks=all, sized for batch throughput."""
+        conf = {
+            **self.base(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "compression.type": "lz4",
+            "message.timeout.ms": self.message_timeout_ms,
+            "delivery.report.only.error": True,
+            **overrides,
+        }
+        return Producer(conf)
+
+    def consumer(self, group_id: str, **overrides: Any) -> Consumer:
+        """A consumer that never auto-commits and reads only committed records."""
+        conf = {
+            **self.base(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 10_485_760,
+            "queued.max.messages.kbytes": 262_144,
+            **overrides,
+        }
+        return Consumer(conf)
+
+    def wait_available(self) -> None:
+        """Check that a broker answers, retrying with exponential backoff; raise KafkaUnavailable."""
+        delay, last = self.connect_backoff, None
+        for attempt in range(1, self.connect_retries + 1):
+            try:
+                md = self.admin().list_topics(timeout=3)
+                if md.brokers:
+                    return
+            except KafkaException as e:
+                last = e
+            if attempt < self.connect_retries:
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+        raise KafkaUnavailable(
+            f"Kafka at {self.bootstrap_servers} is unreachable after {self.connect_retries} attempts"
+            + (f" ({last.args[0].str()})" if last else "")
+            + "; start it with `headrace kafka up` or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+
+    def ensure_topic(
+        self, topic: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None
+    ) -> None:
+        """Create ``topic`` if it does not exist (no error if it does)."""
+        admin = self.admin()
+        if topic in admin.list_topics(timeout=10).topics:
+            return
+        fut = admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replication, config=config or {})]
+        )[topic]
+        try:
+            fut.result(timeout=30)
+        except KafkaException as e:
+            if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+        _wait_for_leader(admin, topic)
+
+    def partitions(self, topic: str) -> list[int]:
+        """Partition ids of an existing topic (empty if the topic does not exist)."""
+        md = self.admin().list_topics(topic=topic, timeout=10)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            return []
+        return sorted(t.partitions)
+
+    def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """``{partition: (low, high)}`` for a topic; cheap metadata calls only."""
+        c = self.consumer(group_id="headrace-watermarks")
+        try:
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in self.partitions(topic)}
+        finally:
+            c.close()
+
+    def committed(self, group_id: str, topic: str) -> dict[int, int | None]:
+        """The group's committed offset per partition (None where nothing is committed)."""
+        c = self.consumer(group_id=group_id)
+        try:
+            tps = [TopicPartition(topic, p) for p in self.partitions(topic)]
+            if not tps:
+                return {}
+            return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in c.committed(tps, timeout=10)}
+        finally:
+            c.close()
+
+    def delete_topics(self, topics: list[str]) -> None:
+        """Delete topics, ignoring those that do not exist."""
+        if not topics:
+            return
+        for _t, fut in self.admin().delete_topics(topics, operation_timeout=30).items():
+            try:
+                fut.result(timeout=30)
+            except KafkaException as e:
+                if e.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                    raise
+
+
+def _wait_for_leader(admin: AdminClient, topic: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = admin.list_topics(topic=topic, timeout=5).topics.get(topic)
+        if t and t.error is None and t.partitions and all(p.leader >= 0 for p in t.partitions.values()):
+            return
+        time.sleep(0.1)

@@ -1,0 +1,109 @@
+"""Source offsets in a compacted Kafka topic, keyed like Kafka Connect's: ``["<connector>", {partition}]``.
+
+An offset is written only after every record of its batch is acknowledged, so a crash between the
+two re-reads the batch (at-least-once). A null value (tombstone) resets the partition.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from integrations.errors import DeliveryError
+from integrations.kafka.cluster import KafkaSettings
+
+DEFAULT_TOPIC = os.environ.get("HEADRACE_OFFSETS_TOPIC", "headrace-offsets")
+
+
+def offset_key(connector: str, partition: dict[str, Any]) -> bytes:
+    """The record key for a source partition, byte-compatible with Kafka Connect's offset keys."""
+    return orjson.dumps([connector, partition], option=orjson.OPT_SORT_KEYS)
+
+
+class OffsetStore:
+    """Reads and writes source offsets in a compacted topic."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str = DEFAULT_TOPIC) -> None:
+        self.kafka = kafka
+        self.topic = topic
+
+    def ensure(self) -> None:
+        """Create the compacted offsets topic if missing."""
+        self.kafka.ensure_topic(
+            self.topic, partitions=1, config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        )
+
+    def read(self, connector: str, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+        """Latest offset per source partition of one connector: ``{json(partition): offset}``."""
+        return {part: value for (name, part), value in self.read_all(timeout).items() if name == connector}
+
+    def read_all(self, timeout: float = 15.0) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every live offset in the topic, ``{(connector, partition as sorted JSON): offset}``."""
+        parts = self.kafka.partitions(self.topic)
+        if not parts:
+            return {}
+        c = self.kafka.consumer(group_id="headrace-offsets-reader", **{"enable.partition.eof": True})
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            highs = {}
+            for p in parts:
+                _, high = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+                if high > 0:
+                    highs[p] = high
+            if not highs:
+                return {}
+            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in highs])
+            done: set[int] = set()
+            deadline = time.monotonic() + timeout
+            while len(done) < len(highs):
+                if time.monotonic() > deadline:
+                    raise DeliveryError(f"timed out after {timeout:.0f}s reading offsets topic {self.topic!r}")
+                msgs = c.consume(num_messages=10_000, timeout=0.2)
+                for m in msgs:
+                    if m.error():
+                        if m.error().code() == -191:  # _PARTITION_EOF
+                            done.add(m.partition())
+                            continue
+                        raise DeliveryError(f"reading offsets: {m.error()}")
+                    name, part = orjson.loads(m.key())
+                    key = (name, orjson.dumps(part, option=orjson.OPT_SORT_KEYS).decode())
+                    if m.value() is None:
+                        out.pop(key, None)
+                    else:
+                        out[key] = orjson.loads(m.value())
+                    if m.offset() + 1 >= highs[m.partition()]:
+                        done.add(m.partition())
+        finally:
+            c.close()
+        return out
+
+    def write(self, connector: str, offsets: dict[str, dict[str, Any] | None], timeout: float = 60.0) -> None:
+        """Store offsets (``{json(partition): offset or None}``) and wait until Kafka acknowledges them."""
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        p = self.kafka.producer(**{"delivery.report.only.error": False, "linger.ms": 0})
+        for part_json, value in offsets.items():
+            p.produce(
+                self.topic,
+                key=offset_key(connector, orjson.loads(part_json)),
+                value=None if value is None else orjson.dumps(value),
+                on_delivery=on_delivery,
+            )
+        left = p.flush(timeout)
+        if left or errors:
+            raise DeliveryError(f"offsets for {connector} not acknowledged: {errors or f'{left} pending'}")
+
+    def reset(self, connector: str) -> list[str]:
+        """Forget every stored offset of a connector (tombstones); return the partitions reset."""
+        current = self.read(connector)
+        if current:
+            self.write(connector, dict.fromkeys(current))
+        return list(current)

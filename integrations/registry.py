@@ -1,0 +1,30 @@
+"""Connector type → implementation. A new source or sink registers itself here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from integrations.config import ParquetSinkConfig, SqlSourceConfig
+
+
+def source_class(config: Any) -> type:
+    """The Source class for a source connector config."""
+    if isinstance(config, SqlSourceConfig):
+        from integrations.sources.sql import SqlSource
+
+        return SqlSource
+    raise TypeError(f"{type(config).__name__} is not a source connector")
+
+
+def sink_class(config: Any) -> type:
+    """The Sink class for a sink connector config."""
+    if isinstance(config, ParquetSinkConfig):
+        from integrations.sinks.parquet import ParquetSink
+
+        return ParquetSink
+    raise TypeError(f"{type(config).__name__} is not a sink connector")
+
+
+def is_source(config: Any) -> bool:
+    """True for source connectors (into Kafka)."""
+    return isinstance(config, SqlSourceConfig)

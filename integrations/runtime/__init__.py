@@ -1,0 +1,1 @@
+"""The micro-batch runtime: runs a source or sink connector for one bounded batch."""

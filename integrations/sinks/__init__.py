@@ -1,0 +1,1 @@
+"""Sinks: write Arrow batches read from Kafka into an external system."""

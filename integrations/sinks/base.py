@@ -1,0 +1,54 @@
+"""The sink contract, as small as Kafka Connect's ``SinkTask.put()`` / ``flush()``.
+
+The runtime hands a sink contiguous records of one topic-partition, in offset order. ``put`` may
+write them out whenever it likes; it returns the next offset that is durably written (everything
+before it is safe to commit), or None when nothing new is durable. ``flush`` writes whatever is
+buffered and returns the same.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class TopicPartitionRange:
+    """Offsets ``[start, end)`` of one topic-partition that a run reads."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(self.end - self.start, 0)
+
+
+@dataclass
+class SinkStats:
+    """What a sink wrote: files (or tables), rows and bytes."""
+
+    rows: int = 0
+    bytes: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+class Sink(ABC):
+    """A sink connector's task."""
+
+    stats: SinkStats
+
+    @abstractmethod
+    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
+        """Accept decoded records with their Kafka offsets; return the next durable offset, if any."""
+
+    @abstractmethod
+    def flush(self, topic: str, partition: int) -> int | None:
+        """Write everything buffered for a topic-partition; return the next durable offset, if any."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release resources."""

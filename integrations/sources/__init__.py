@@ -1,0 +1,1 @@
+"""Sources: read an external system into Arrow batches plus their source offsets."""

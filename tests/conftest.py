@@ -1,0 +1,98 @@
+"""Shared fixtures: the real local Kafka broker and the real PostgreSQL server.
+
+Both are started by ``make test`` (``headrace kafka up``, ``infra/postgres/setup.sh``). A test that
+needs one fails loudly with the reason when it is unreachable; nothing is skipped. Every fixture
+cleans up the topics, databases and folders it made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from integrations.kafka.cluster import KafkaSettings
+
+REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("HEADRACE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres")
+
+
+@pytest.fixture(scope="session")
+def kafka() -> KafkaSettings:
+    """Settings for the running broker; fails (never skips) when it does not answer."""
+    settings = KafkaSettings.from_env()
+    try:
+        settings.wait_available()
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"Kafka is required for this test and is unreachable: {e}. Run `make test` or "
+                    "`headrace kafka up`.", pytrace=False)
+    return settings
+
+
+@pytest.fixture
+def topic_factory(kafka: KafkaSettings) -> Iterator:
+    """Make unique topic names (``prefix-<hex>``); every topic made is deleted afterwards."""
+    made: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 1, create: bool = True) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        if create:
+            kafka.ensure_topic(name, partitions=partitions)
+        made.append(name)
+        return name
+
+    yield make
+    kafka.delete_topics(made)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names of connectors, groups and tables."""
+    return uuid.uuid4().hex[:10]
+
+
+def _pg_engine(url: str) -> sa.Engine:
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """URL of the PostgreSQL server; fails loudly when unreachable."""
+    try:
+        with _pg_engine(PG_URL).connect() as c:
+            c.execute(sa.text("select 1"))
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL is required for this test and is unreachable at {PG_URL}: {e}. "
+                    "Run `make test` or `bash infra/postgres/setup.sh`.", pytrace=False)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = f"hr_test_{uuid.uuid4().hex[:10]}"
+    admin = _pg_engine(pg_server)
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``headrace ...`` in a child process (real crashes, real exit codes)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "headrace.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"headrace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
