@@ -18,11 +18,13 @@ from confluent_kafka import TopicPartition
 
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
+from integrations.converters.factory import build_converter
 from integrations.converters.json import JsonConverter
 from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.faults import fault_point
 from integrations.sinks.base import Sink, SinkStats, TopicPartitionRange
+from integrations.transforms.chain import TransformFn, build_chain
 
 log = logging.getLogger("headrace.sink")
 _EOF = -191  # librdkafka's _PARTITION_EOF
@@ -113,11 +115,12 @@ def run_sink(
     result = SinkResult(config.name, ranges=plan)
     sink = build_sink(config)
     schema = schema_from_mapping(config.value_schema) if config.value_schema else None
-    converter = JsonConverter()
+    converter = build_converter(config.value_converter)
+    transform = build_chain(config)
     consumer = kafka.consumer(group_id=group)
     try:
         if plan:
-            _drain(consumer, sink, converter, schema, plan, result, consume_batch)
+            _drain(consumer, sink, converter, transform, schema, plan, result, consume_batch)
     finally:
         consumer.close()
         sink.close()
@@ -128,7 +131,7 @@ def run_sink(
 
 
 def _drain(
-    consumer, sink: Sink, converter: JsonConverter, schema: pa.Schema | None,
+    consumer, sink: Sink, converter: JsonConverter, transform: TransformFn, schema: pa.Schema | None,
     plan: list[TopicPartitionRange], result: SinkResult, consume_batch: int,
 ) -> None:
     ends = {(r.topic, r.partition): r.end for r in plan}
@@ -171,7 +174,7 @@ def _drain(
             if off + 1 >= ends[key]:
                 finished.append(key)
         for (topic, partition), (vals, offs) in grouped.items():
-            table = converter.decode(vals, schema)
+            table = transform(converter.decode(vals, schema))
             result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + table.num_rows
             durable = sink.put(topic, partition, table, pa.array(offs, pa.int64()))
             commit(topic, partition, durable)

@@ -12,12 +12,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from integrations.config import SqlSourceConfig, redact_url
+from integrations.converters.factory import build_converter
 from integrations.converters.json import JsonConverter
 from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
 from integrations.runtime.faults import fault_point
 from integrations.sources.base import Source, SourceBatch
+from integrations.transforms.chain import build_chain
 
 log = logging.getLogger("headrace.source")
 
@@ -111,7 +113,8 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
     store = OffsetStore(kafka, offsets_topic) if offsets_topic else OffsetStore(kafka)
     store.ensure()
     stored = store.read(config.name)
-    converter = JsonConverter()
+    converter = build_converter(config.value_converter)
+    transform = build_chain(config)
     result = SourceResult(config.name)
     budget = config.max_rows_per_run
     source = build_source(config)
@@ -128,6 +131,8 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                     break
                 if budget is not None and batch.num_rows > budget:
                     batch = _truncate(batch, budget, source)
+                rows_read = batch.num_rows
+                batch = SourceBatch(batch.partition, batch.topic, transform(batch.records), batch.offset)
                 stats.bytes += _deliver(kafka, producing, converter, config, batch)
                 fault_point("source_after_produce")
                 if batch.offset is not None:
@@ -136,7 +141,7 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                 stats.rows += batch.num_rows
                 stats.offset_after = batch.offset
                 if budget is not None:
-                    budget -= batch.num_rows
+                    budget -= rows_read
             if not stats.topic:
                 stats.topic = config.topic_for(partition.get("table", "query"))
     finally:
