@@ -165,7 +165,8 @@ class KafkaSettings:
         """Delete topics, ignoring those that do not exist."""
         if not topics:
             return
-        for _t, fut in self.admin().delete_topics(topics, operation_timeout=30).items():
+        admin = self.admin()  # keep the client alive until every future resolves
+        for _t, fut in admin.delete_topics(topics, operation_timeout=30).items():
             try:
                 fut.result(timeout=30)
             except KafkaException as e:

@@ -80,12 +80,10 @@ def _fix_pg_types(table: pa.Table) -> pa.Table:
         meta = f.metadata or {}
         typ = f.type
         if isinstance(typ, pa.ExtensionType) or meta.get(b"POSTGRESQL:type") == b"numeric":
-            storage = col.cast(typ.storage_type) if isinstance(typ, pa.ExtensionType) else col
-            if isinstance(storage, pa.ChunkedArray):
-                storage = pa.chunked_array(
-                    [c.storage if isinstance(c, pa.ExtensionArray) else c for c in storage.chunks],
-                    type=typ.storage_type if isinstance(typ, pa.ExtensionType) else typ,
-                )
+            if isinstance(typ, pa.ExtensionType):
+                storage = pa.chunked_array([c.storage for c in col.chunks], type=typ.storage_type)
+            else:
+                storage = col
             typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
             if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4:
                 precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
