@@ -1,0 +1,89 @@
+"""kafka_to_parquet: 1,000,000 JSON messages → a Parquet dataset through the engine's Parquet sink.
+
+Ceiling: consume(num_messages=…) → newline-join → pyarrow.json with the same explicit schema →
+pyarrow.parquet write of the same file size with the same codec, then commit.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+from confluent_kafka import TopicPartition
+
+from bench.common import VALUE_SCHEMA, delete_topics, produce_json_topic
+from integrations.arrow_types import schema_from_mapping
+from integrations.config import ParquetSinkConfig
+from integrations.kafka.cluster import KafkaSettings
+from integrations.runtime.sink_runner import run_sink
+
+NAME = "kafka_to_parquet"
+DEFAULT_ROWS = 1_000_000
+FLUSH = 250_000
+
+
+def setup(rows: int) -> dict:
+    """Produce the messages once; each run reads them with a fresh group into a fresh folder."""
+    return {"topic": produce_json_topic(rows), "rows": rows, "dir": tempfile.mkdtemp(prefix="bench-pq-")}
+
+
+def engine(state: dict) -> int:
+    """Drain the topic through Headrace's Parquet sink."""
+    out = Path(state["dir"]) / uuid.uuid4().hex[:8]
+    cfg = ParquetSinkConfig(
+        name=f"bench-{uuid.uuid4().hex[:8]}", type="parquet_sink", topics=[state["topic"]], path=str(out),
+        flush_size=FLUSH, value_schema=VALUE_SCHEMA, compression="zstd",
+    )
+    rows = run_sink(cfg).rows
+    shutil.rmtree(out)
+    return rows
+
+
+def ceiling(state: dict) -> int:
+    """The bare loop: consume batches, parse each with pyarrow.json, write files of FLUSH rows."""
+    kafka = KafkaSettings.from_env()
+    topic = state["topic"]
+    out = Path(state["dir"]) / f"c-{uuid.uuid4().hex[:8]}"
+    out.mkdir()
+    schema = schema_from_mapping(VALUE_SCHEMA)
+    c = kafka.consumer(group_id=f"bench-c-{uuid.uuid4().hex[:8]}")
+    _, high = c.get_watermark_offsets(TopicPartition(topic, 0))
+    c.assign([TopicPartition(topic, 0, 0)])
+    opts = pj.ParseOptions(explicit_schema=schema)
+    buf: list[pa.Table] = []
+    buffered, total, start, pos = 0, 0, 0, 0
+    while pos < high:
+        msgs = c.consume(num_messages=50_000, timeout=1.0)
+        vals = [m.value() for m in msgs if m.error() is None]
+        if not vals:
+            continue
+        pos = msgs[-1].offset() + 1
+        blob = b"\n".join(vals)
+        t = pj.read_json(io.BytesIO(blob), read_options=pj.ReadOptions(block_size=len(blob) + 1),
+                         parse_options=opts)
+        buf.append(t)
+        buffered += t.num_rows
+        while buffered >= FLUSH or (pos >= high and buffered):
+            all_ = pa.concat_tables(buf)
+            n = min(FLUSH, buffered)
+            pq.write_table(all_.slice(0, n), out / f"{topic}+0+{start:020d}.parquet", compression="zstd")
+            c.commit(offsets=[TopicPartition(topic, 0, start + n)], asynchronous=False)
+            start += n
+            total += n
+            rest = all_.slice(n)
+            buf, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+    c.close()
+    shutil.rmtree(out)
+    return total
+
+
+def teardown(state: dict) -> None:
+    """Delete the topic and the folder."""
+    delete_topics(state["topic"])
+    shutil.rmtree(state["dir"], ignore_errors=True)

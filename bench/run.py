@@ -1,0 +1,131 @@
+"""Benchmark harness: ``make bench`` → bench/results/latest.json and BENCHMARKS.md.
+
+Each case runs its engine path and its ceiling (the bare library loop doing the same work) in
+separate child processes, alternating, ``--repeat`` times each; we quote medians and the ratio
+engine/ceiling, since the machines are shared and noisy. Peak RSS is the engine child's maximum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+ORDER = [
+    "sql_to_kafka", "kafka_to_parquet", "sql_to_kafka_fast", "csv_to_kafka",
+    "kafka_to_duckdb_upsert", "kafka_to_postgres_upsert", "kafka_to_parquet_daily",
+    "transform_chain", "avro_roundtrip",
+]
+
+
+def _child(module: str, part: str, state: str, *extra: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run_case", module, part, state, *extra],
+        capture_output=True, text=True, cwd=ROOT, timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {part} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_case(module: str, rows: int | None, repeat: int) -> dict:
+    """Set up, alternate engine and ceiling runs, tear down; return the result row."""
+    case = importlib.import_module(f"bench.cases.{module}")
+    rows = rows or case.DEFAULT_ROWS
+    with tempfile.TemporaryDirectory(prefix=f"bench-{module}-") as tmp:
+        state = os.path.join(tmp, "state.json")
+        _child(module, "setup", state, str(rows))
+        eng, ceil = [], []
+        try:
+            for _ in range(repeat):
+                eng.append(_child(module, "engine", state))
+                ceil.append(_child(module, "ceiling", state))
+        finally:
+            _child(module, "teardown", state)
+    moved = eng[0]["rows"]
+    e_s = statistics.median(r["seconds"] for r in eng)
+    c_s = statistics.median(r["seconds"] for r in ceil)
+    return {
+        "name": case.NAME,
+        "rows": moved,
+        "seconds": round(e_s, 3),
+        "rows_per_s": round(moved / e_s),
+        "ceiling_rows_per_s": round(ceil[0]["rows"] / c_s),
+        "ratio": round((moved / e_s) / (ceil[0]["rows"] / c_s), 3),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in eng),
+        "ceiling_peak_rss_mb": max(r["peak_rss_mb"] for r in ceil),
+        "repeats": repeat,
+        "engine_seconds_all": [round(r["seconds"], 3) for r in eng],
+        "ceiling_seconds_all": [round(r["seconds"], 3) for r in ceil],
+    }
+
+
+def available() -> list[str]:
+    """Case modules present, in the canonical order first."""
+    found = {m.name for m in pkgutil.iter_modules([str(ROOT / "bench" / "cases")])}
+    return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
+
+
+def write_markdown(results: list[dict], path: Path) -> None:
+    """BENCHMARKS.md: one row per case, each figure beside its in-run ceiling."""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. Medians of alternating runs; the ceiling is "
+        "the bare library loop doing the same work, measured in the same run (see each case's `ceiling()` in "
+        "`bench/cases/`). Ratio = engine rate / ceiling rate.",
+        "",
+        "| benchmark | rows | engine rows/s | ceiling rows/s | ratio | engine peak RSS (MB) | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error'][:80]} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['rows']:,} | {r['rows_per_s']:,} | {r['ceiling_rows_per_s']:,} | "
+            f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} | {r['repeats']} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    """Run the selected cases and write the results."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("cases", nargs="*", help="case modules (default: all)")
+    ap.add_argument("--rows", type=int, default=None, help="override each case's DEFAULT_ROWS")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    results = []
+    for module in args.cases or available():
+        print(f"bench {module} ...", flush=True)
+        try:
+            r = run_case(module, args.rows, args.repeat)
+        except Exception as e:  # noqa: BLE001 - a failing case is reported, the rest still run
+            r = {"name": module, "error": str(e)}
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.cases and (RESULTS / "latest.json").exists():  # partial run: merge into the last results
+        old = {r["name"]: r for r in json.loads((RESULTS / "latest.json").read_text())}
+        old.update({r["name"]: r for r in results})
+        results = [old[n] for n in [*ORDER, *sorted(set(old) - set(ORDER))] if n in old]
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, ROOT / "BENCHMARKS.md")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Child process of the benchmark harness: runs one part of one case and prints a JSON line.
+
+Usage: python -m bench.run_case <module> <setup|engine|ceiling|teardown> <state.json> [rows]
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import sys
+import time
+
+
+def main() -> None:
+    """Run the requested part and print ``{"rows", "seconds", "peak_rss_mb"}`` (or the state)."""
+    module, part, state_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    case = importlib.import_module(f"bench.cases.{module}")
+    if part == "setup":
+        rows = int(sys.argv[4]) if len(sys.argv) > 4 else case.DEFAULT_ROWS
+        state = case.setup(rows)
+        state.setdefault("rows", rows)
+        with open(state_path, "w") as f:
+            json.dump(state, f)
+        print(json.dumps({"ok": True}))
+        return
+    with open(state_path) as f:
+        state = json.load(f)
+    if part == "teardown":
+        case.teardown(state)
+        print(json.dumps({"ok": True}))
+        return
+    fn = getattr(case, part)
+    t0 = time.perf_counter()
+    rows = fn(state)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": round(peak, 1)}))
+
+
+if __name__ == "__main__":
+    main()
