@@ -76,6 +76,13 @@ class SqlSourceConfig(_ConnectorBase):
     ]
     mode: Annotated[SqlMode, Field(description="bulk | incrementing | timestamp | timestamp+incrementing")]
     tables: Annotated[list[str], Field(description="Tables to read, optionally schema-qualified")] = []
+    table_include: Annotated[
+        list[str], Field(description="Regexes (full match) of tables to read, discovered on every poll")
+    ] = []
+    table_exclude: Annotated[list[str], Field(description="Regexes (full match) of tables to leave out")] = []
+    schema_pattern: Annotated[
+        str | None, Field(description="Regex of schemas scanned by table_include (default: the default schema)")
+    ] = None
     query: Annotated[str | None, Field(description="A custom SELECT; writes to the topic named by topic_prefix")] = None
     incrementing_column: str | None = None
     timestamp_column: Annotated[
@@ -93,7 +100,41 @@ class SqlSourceConfig(_ConnectorBase):
     key_columns: Annotated[list[str], Field(description="Columns that form the Kafka message key")] = []
     topic_partitions: Annotated[int, Field(gt=0, le=10_000)] = 1
     topic_replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
-    db_timezone: str = "UTC"
+    db_timezone: Annotated[
+        str, Field(description="IANA zone of timestamp columns without a time zone (used for their bounds)")
+    ] = "UTC"
+    numeric_mapping: Annotated[
+        Literal["none", "precision_only", "best_fit"],
+        Field(description="none: numeric(p,s) as exact decimals; precision_only: scale-0 numerics as integers; "
+                          "best_fit: also scaled numerics as float64 (lossy)"),
+    ] = "none"
+    validate_non_null: Annotated[
+        bool, Field(description="Refuse nullable incrementing/timestamp columns (Kafka Connect's default is true)")
+    ] = False
+    transaction_guard: Annotated[
+        bool, Field(description="PostgreSQL: never read past the oldest open transaction (no skipped rows)")
+    ] = True
+
+    @field_validator("table_include", "table_exclude")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for r in v:
+            try:
+                re.compile(r)
+            except re.error as e:
+                raise ValueError(f"{r!r} is not a valid regular expression: {e}") from None
+        return v
+
+    @field_validator("db_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known IANA time zone") from None
+        return v
 
     @field_validator("timestamp_column", mode="before")
     @classmethod
@@ -102,10 +143,12 @@ class SqlSourceConfig(_ConnectorBase):
 
     @model_validator(mode="after")
     def _check_mode(self) -> SqlSourceConfig:
-        if not self.tables and not self.query:
-            raise ValueError("set 'tables' (a list of table names) or 'query' (a custom SELECT)")
-        if self.tables and self.query:
-            raise ValueError("set either 'tables' or 'query', not both")
+        if not self.tables and not self.table_include and not self.query:
+            raise ValueError("set 'tables' (names), 'table_include' (regexes) or 'query' (a custom SELECT)")
+        if (self.tables or self.table_include) and self.query:
+            raise ValueError("set either 'tables'/'table_include' or 'query', not both")
+        if self.table_exclude and not self.table_include:
+            raise ValueError("'table_exclude' filters 'table_include'; set 'table_include' too")
         if self.query and not self.topic_prefix:
             raise ValueError("with 'query', 'topic_prefix' names the topic to write to")
         if "incrementing" in self.mode and not self.incrementing_column:
@@ -125,8 +168,10 @@ class SqlSourceConfig(_ConnectorBase):
 
     @property
     def source_names(self) -> list[str]:
-        """Source partitions: one per table, or ``query`` for a custom query."""
-        return list(self.tables) if self.tables else ["query"]
+        """Source partitions known without a database: the listed tables, or ``query`` for a custom query.
+
+        With ``table_include`` the tables are discovered: use ``integrations.sources.sql.list_tables``."""
+        return ["query"] if self.query else list(self.tables)
 
 
 class ParquetSinkConfig(_ConnectorBase):
@@ -141,6 +186,106 @@ class ParquetSinkConfig(_ConnectorBase):
         dict[str, str] | None,
         Field(description="Declared value columns (name: arrow type, e.g. decimal(12,2), timestamp[us, tz=UTC])"),
     ] = None
+    group_id: Annotated[str | None, Field(description="Consumer group (default headrace-<name>)")] = None
+    max_records_per_run: Annotated[int | None, Field(gt=0)] = None
+    partitioner: Annotated[
+        Literal["default", "field", "time"],
+        Field(description="default: partition=<n>; field: <f>=<value>/...; time: path_format of the record time"),
+    ] = "default"
+    partition_fields: Annotated[list[str], Field(description="Fields of the field partitioner, in path order")] = []
+    partition_duration: Annotated[
+        Literal["hourly", "daily"], Field(description="Width of a time partition")
+    ] = "daily"
+    path_format: Annotated[
+        str | None,
+        Field(description="Time partition path; tokens YYYY MM dd HH mm, 'quoted' literals "
+                          "(default year=YYYY/month=MM/day=dd[/hour=HH])"),
+    ] = None
+    timestamp_field: Annotated[
+        str | None,
+        Field(description="Record field holding the record time (timestamp, epoch ms or ISO string); "
+                          "default: the Kafka message timestamp"),
+    ] = None
+    timezone: Annotated[str, Field(description="IANA time zone of time partition paths")] = "UTC"
+    rotate_interval: Annotated[
+        float | None, Field(gt=0, description="Seconds of record time after which a file is closed")
+    ] = None
+    storage_options: Annotated[
+        dict[str, str],
+        Field(description="Object storage options (endpoint_override, region, access_key, secret_key, scheme); "
+                          "use ${env:VAR} for secrets"),
+    ] = {}
+
+    @field_validator("topics")
+    @classmethod
+    def _legal_topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not TOPIC_RE.match(t) or t in (".", ".."):
+                raise ValueError(f"{t!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
+        return v
+
+    @field_validator("value_schema")
+    @classmethod
+    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None:
+            from integrations.arrow_types import parse_type
+
+            for col, typ in v.items():
+                parse_type(typ, col)
+        return v
+
+    @model_validator(mode="after")
+    def _check_partitioner(self) -> ParquetSinkConfig:
+        if self.partitioner == "field" and not self.partition_fields:
+            raise ValueError("partitioner 'field' needs 'partition_fields' (one or more record fields)")
+        if self.partitioner != "field" and self.partition_fields:
+            raise ValueError("'partition_fields' is only used with partitioner 'field'")
+        if self.partitioner == "time":
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+        elif self.path_format is not None:
+            raise ValueError("'path_format' is only used with partitioner 'time'")
+        return self
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or f"headrace-{self.name}"
+
+
+class TableSinkConfig(_ConnectorBase):
+    """A database table sink, like Kafka Connect's JDBC sink: DuckDB, PostgreSQL or any SQLAlchemy database."""
+
+    type: Literal["table_sink"]
+    topics: Annotated[list[str], Field(min_length=1, description="Topics to read")]
+    connection_url: Annotated[
+        str,
+        Field(description="duckdb:///<file> (default: the embedded warehouse), postgresql://..., or any "
+                          "SQLAlchemy URL; put secrets in ${env:VAR}"),
+    ] = "duckdb:///${env:HEADRACE_HOME}/warehouse.duckdb"
+    table_name_format: Annotated[str, Field(description="Target table; ${topic} is replaced")] = "${topic}"
+    db_schema: Annotated[str | None, Field(description="Database schema of the tables (default: the default)")] = None
+    insert_mode: Literal["insert", "upsert", "update"] = "insert"
+    pk_mode: Literal["none", "kafka", "record_key", "record_value"] = "none"
+    pk_fields: Annotated[
+        list[str],
+        Field(description="kafka: 3 names for topic/partition/offset; record_key: key fields (or the column "
+                          "name of a primitive key); record_value: value fields"),
+    ] = []
+    auto_create: bool = False
+    auto_evolve: bool = False
+    delete_enabled: bool = False
+    batch_size: Annotated[int, Field(gt=0, le=10_000_000, description="Records per database transaction")] = 100_000
+    value_schema: Annotated[
+        dict[str, str] | None,
+        Field(description="Declared value columns (name: arrow type, e.g. decimal(12,2), timestamp[us, tz=UTC])"),
+    ] = None
+    offsets_table: Annotated[
+        str, Field(description="Table holding the sink's offsets, written in the same transaction as the rows")
+    ] = "headrace_sink_offsets"
     group_id: Annotated[str | None, Field(description="Consumer group (default headrace-<name>)")] = None
     max_records_per_run: Annotated[int | None, Field(gt=0)] = None
 
@@ -162,13 +307,29 @@ class ParquetSinkConfig(_ConnectorBase):
                 parse_type(typ, col)
         return v
 
+    @model_validator(mode="after")
+    def _check_modes(self) -> TableSinkConfig:
+        if self.pk_mode == "none" and self.insert_mode != "insert":
+            raise ValueError(f"insert_mode '{self.insert_mode}' needs a primary key; set pk_mode")
+        if self.pk_mode == "record_value" and not self.pk_fields:
+            raise ValueError("pk_mode 'record_value' needs 'pk_fields'")
+        if self.pk_mode == "kafka" and self.pk_fields and len(self.pk_fields) != 3:
+            raise ValueError("pk_mode 'kafka' takes 3 pk_fields (topic, partition, offset column names)")
+        if self.delete_enabled and self.pk_mode != "record_key":
+            raise ValueError("delete_enabled needs pk_mode 'record_key' (a tombstone deletes by its key)")
+        return self
+
     @property
     def consumer_group(self) -> str:
         return self.group_id or f"headrace-{self.name}"
 
+    def table_for(self, topic: str) -> str:
+        """The target table name of a topic."""
+        return self.table_name_format.replace("${topic}", topic)
 
-ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig, Field(discriminator="type")]
-CONNECTOR_TYPES = ("sql_source", "parquet_sink")
+
+ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfig, Field(discriminator="type")]
+CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink")
 
 
 class _Envelope(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.config import ParquetSinkConfig, SqlSourceConfig
+from integrations.config import ParquetSinkConfig, SqlSourceConfig, TableSinkConfig
 
 
 def source_class(config: Any) -> type:
@@ -22,6 +22,10 @@ def sink_class(config: Any) -> type:
         from integrations.sinks.parquet import ParquetSink
 
         return ParquetSink
+    if isinstance(config, TableSinkConfig):
+        from integrations.sinks.table import TableSink
+
+        return TableSink
     raise TypeError(f"{type(config).__name__} is not a sink connector")
 
 

@@ -56,7 +56,7 @@ class SinkResult:
 
 def plan_ranges(
     kafka: KafkaSettings, group_id: str, topics: list[str], max_records: int | None = None,
-    requested: list[TopicPartitionRange] | None = None,
+    requested: list[TopicPartitionRange] | None = None, stored: dict[tuple[str, int], int] | None = None,
 ) -> list[TopicPartitionRange]:
     """Ranges to read: from the committed offset (or the log start) to the high watermark.
 
@@ -67,6 +67,8 @@ def plan_ranges(
     out = []
     for topic in topics:
         committed = kafka.committed(group_id, topic)
+        if stored is not None:  # the sink keeps its offsets with the data: those win over the group's
+            committed = {p: o for (t, p), o in stored.items() if t == topic}
         for p, (low, high) in kafka.watermarks(topic).items():
             start = max(committed.get(p) if committed.get(p) is not None else low, low)
             end = high
@@ -104,16 +106,17 @@ def build_sink(config: ParquetSinkConfig) -> Sink:
 
 def run_sink(
     config: ParquetSinkConfig, kafka: KafkaSettings | None = None,
-    ranges: list[TopicPartitionRange] | None = None, consume_batch: int = 50_000,
+    ranges: list[TopicPartitionRange] | None = None, consume_batch: int = 50_000, sink: Sink | None = None,
 ) -> SinkResult:
     """Drain the planned (or given) ranges into the sink and commit offsets after durable writes."""
     kafka = kafka or KafkaSettings.from_env()
     started = time.monotonic()
     kafka.wait_available()
     group = config.consumer_group
-    plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges)
+    sink = sink or build_sink(config)
+    stored = sink.stored_offsets(config.topics)
+    plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
     result = SinkResult(config.name, ranges=plan)
-    sink = build_sink(config)
     schema = schema_from_mapping(config.value_schema) if config.value_schema else None
     converter = build_converter(config.value_converter)
     transform = build_chain(config)
@@ -165,7 +168,9 @@ def _drain(
             if key not in pending or off >= ends[key]:
                 continue
             value = m.value()
-            if value is None:
+            if sink.wants_messages:  # keys, timestamps and tombstones go to the sink as they are
+                grouped.setdefault(key, ([], []))[0].append(m)
+            elif value is None:
                 result.tombstones += 1
             else:
                 vals, offs = grouped.setdefault(key, ([], []))
@@ -174,6 +179,12 @@ def _drain(
             if off + 1 >= ends[key]:
                 finished.append(key)
         for (topic, partition), (vals, offs) in grouped.items():
+            if sink.wants_messages:
+                n, dead, durable = sink.put_messages(topic, partition, vals, lambda v: transform(converter.decode(v, schema)))
+                result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + n
+                result.tombstones += dead
+                commit(topic, partition, durable)
+                continue
             table = transform(converter.decode(vals, schema))
             result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + table.num_rows
             durable = sink.put(topic, partition, table, pa.array(offs, pa.int64()))

@@ -9,6 +9,7 @@ buffered and returns the same.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -52,3 +53,23 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources."""
+
+    #: When True the runtime calls ``put_messages`` with the raw messages (keys, timestamps and
+    #: tombstones included) instead of ``put`` with decoded values.
+    wants_messages: bool = False
+
+    def put_messages(
+        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+    ) -> tuple[int, int, int | None]:
+        """Accept raw confluent-kafka messages in offset order; ``decode`` turns values into a table.
+
+        Returns ``(rows, tombstones, next durable offset or None)``.
+        """
+        raise NotImplementedError
+
+    def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int] | None:
+        """Offsets the sink keeps with its data (exactly-once targets): ``{(topic, partition): next}``.
+
+        When not None, the runtime starts from these instead of the consumer group's offsets.
+        """
+        return None

@@ -1,24 +1,41 @@
-"""Parquet dataset sink with exactly-once files.
+"""Parquet dataset sink with exactly-once files, on local disk or object storage.
 
-Files are ``<root>/<topic>/partition=<n>/<topic>+<n>+<start offset, 20 digits>.parquet``. Each file
-holds at most ``flush_size`` records of one Kafka partition, starting at a committed offset, so the
-boundaries are deterministic: a re-run after a crash rewrites the same names with the same rows.
-A file is written under a temporary name and renamed atomically; the runtime commits the group's
-offsets only after the rename.
+Files are ``<root>/<topic>/<encoded partition>/<topic>+<n>+<start offset, 20 digits>.parquet``; the
+encoded partition is ``partition=<n>`` (default), ``<field>=<value>`` (field) or a ``path_format`` of
+the record time (time), see ``parquet_partitioners``.
+
+Records of one Kafka partition are cut into *segments* of consecutive offsets. A segment closes when it
+holds ``flush_size`` records, when a record is ``rotate_interval`` (record time) past the segment's
+first record, when the batch schema changes, and at the end of each run's planned range (so idle
+partitions never keep open files). Closing writes one file per encoded partition in the segment,
+named by the offset of its first record, then the runtime commits the offset after the segment.
+
+Why this is exactly-once whatever the segment boundaries of a crashed run were: a file starts at the
+first record of its encoded partition within a segment, and every segment starts at or after the
+committed offset. A re-run starts at the committed offset ``c``; the segment that re-covers a stale
+file's first offset ``f`` starts in ``[c, f]``, where no earlier record of that encoded partition
+exists, so ``f`` starts a file again and the stale file is overwritten, never duplicated.
+
+Local files are written under a temporary name and renamed atomically; on object storage a PUT is
+itself atomic (the object appears only when complete), so the file is written to its final key.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import uuid
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from integrations.config import ParquetSinkConfig, resolve_path
+from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
 from integrations.sinks.base import Sink, SinkStats
+from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
 
 
 def file_name(topic: str, partition: int, start: int) -> str:
@@ -26,72 +43,158 @@ def file_name(topic: str, partition: int, start: int) -> str:
     return f"{topic}+{partition}+{start:020d}.parquet"
 
 
-def safe_join(root: Path, *parts: str) -> Path:
-    """Join under ``root``; refuse any part that would escape it."""
-    path = root.joinpath(*parts).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise HeadraceError(f"path {'/'.join(parts)!r} escapes the dataset root {root}")
-    return path
+@dataclass
+class _Segment:
+    """Buffered records of one Kafka partition, consecutive in offset order."""
+
+    tables: list[pa.Table] = field(default_factory=list)
+    offsets: list[pa.Array] = field(default_factory=list)
+    times: list[pa.Array] = field(default_factory=list)
+    count: int = 0
+    first_time: int | None = None
+    schema: pa.Schema | None = None
+    last_offset: int = -1
 
 
 class ParquetSink(Sink):
-    """Buffers up to ``flush_size`` records per topic-partition and writes them as one file."""
+    """Cuts each Kafka partition into segments and writes one file per encoded partition per segment."""
 
-    def __init__(self, config: ParquetSinkConfig, after_write: callable | None = None) -> None:
+    def __init__(
+        self, config: ParquetSinkConfig, after_write: Callable[[str], None] | None = None, *,
+        root: str | None = None, window: tuple[int, int] | None = None,
+    ) -> None:
         self.config = config
-        self.root = resolve_path(config.path)
+        self.fs, self.root, self.atomic_rename = open_root(config)
+        if root is not None:
+            self.root = root
+        self.window = window
         self.stats = SinkStats()
-        self._buf: dict[tuple[str, int], list[tuple[pa.Table, pa.Array]]] = {}
-        self._count: dict[tuple[str, int], int] = {}
-        self._after_write = after_write
+        self.partitioner = Partitioner(config)
         self.compression = None if config.compression == "none" else config.compression
+        self.needs_time = config.partitioner == "time" or config.rotate_interval is not None or window is not None
+        self.wants_messages = self.needs_time and config.timestamp_field is None
+        self.interval_ms = int(config.rotate_interval * 1000) if config.rotate_interval else None
+        self._segs: dict[tuple[str, int], _Segment] = {}
+        self._after_write = after_write
+        self._made_dirs: set[str] = set()
 
-    def partition_dir(self, topic: str, partition: int) -> Path:
-        return safe_join(self.root, topic, f"partition={partition}")
+    # -- the Sink contract -------------------------------------------------------------------------
 
     def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
-        key = (topic, partition)
-        self._buf.setdefault(key, []).append((records, offsets))
-        self._count[key] = self._count.get(key, 0) + records.num_rows
-        durable = None
-        while self._count[key] >= self.config.flush_size:
-            durable = self._write(key, self.config.flush_size)
-        return durable
+        times = record_times(records, self.config.timestamp_field, None) if self.needs_time else None
+        return self._add((topic, partition), records, offsets, times)
+
+    def put_messages(
+        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+    ) -> tuple[int, int, int | None]:
+        vals, offs, stamps = [], [], []
+        for m in messages:
+            v = m.value()
+            if v is None:
+                continue
+            vals.append(v)
+            offs.append(m.offset())
+            stamps.append(m.timestamp()[1])
+        dead = len(messages) - len(vals)
+        if not vals:
+            return 0, dead, None
+        table = decode(vals)
+        offsets = pa.array(offs, pa.int64())
+        if table.num_rows != len(offs):
+            raise HeadraceError("a transform changed the number of records; the Parquet sink needs one row per message")
+        times = record_times(table, self.config.timestamp_field, pa.array(stamps, pa.int64()))
+        return table.num_rows, dead, self._add((topic, partition), table, offsets, times)
 
     def flush(self, topic: str, partition: int) -> int | None:
-        key = (topic, partition)
-        if self._count.get(key, 0) == 0:
-            return None
-        return self._write(key, self._count[key])
+        return self._close((topic, partition))
 
-    def _write(self, key: tuple[str, int], n: int) -> int:
+    # -- segments ------------------------------------------------------------------------------------
+
+    def _add(self, key: tuple[str, int], table: pa.Table, offsets: pa.Array, times: pa.Array | None) -> int | None:
+        if self.window is not None and table.num_rows:
+            ms = times.cast(pa.int64())
+            keep = pc.and_(pc.greater_equal(ms, self.window[0]), pc.less(ms, self.window[1]))
+            table, offsets, times = table.filter(keep), offsets.filter(keep), times.filter(keep)
+        n = table.num_rows
+        durable = None
+        seg = self._segs.setdefault(key, _Segment())
+        if n and seg.count and table.schema != seg.schema:
+            durable = self._close(key)  # a schema change starts new files
+        flush_size = self.config.flush_size
+        pos = 0
+        while pos < n:
+            seg = self._segs[key]
+            if seg.count == 0:
+                seg.schema = table.schema
+                seg.first_time = times[pos].value if times is not None else None
+            k = min(n - pos, flush_size - seg.count)
+            rotate = False
+            if self.interval_ms is not None:
+                ms = times.slice(pos, k).cast(pa.int64())
+                over = pc.greater_equal(pc.subtract(ms, seg.first_time), self.interval_ms)
+                idx = pc.index(over, True).as_py()
+                if idx >= 0:
+                    k, rotate = idx, True
+            if k:
+                seg.tables.append(table.slice(pos, k))
+                seg.offsets.append(offsets.slice(pos, k))
+                if times is not None:
+                    seg.times.append(times.slice(pos, k))
+                seg.count += k
+                seg.last_offset = offsets[pos + k - 1].as_py()
+                pos += k
+            if seg.count >= flush_size or rotate:
+                durable = self._close(key)
+        return durable
+
+    def _close(self, key: tuple[str, int]) -> int | None:
+        seg = self._segs.get(key)
+        if seg is None or seg.count == 0:
+            return None
         topic, partition = key
-        chunks = self._buf[key]
-        tables = [t for t, _ in chunks]
-        offs = [o for _, o in chunks]
-        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        offsets = pa.chunked_array(offs) if len(offs) > 1 else pa.chunked_array([offs[0]])
-        head, tail = table.slice(0, n), table.slice(n)
-        start = offsets[0].as_py()
-        next_offset = offsets[n - 1].as_py() + 1
-        rest_offsets = offsets.slice(n)
-        folder = self.partition_dir(topic, partition)
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / file_name(topic, partition, start)
-        tmp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            pq.write_table(head, tmp, compression=self.compression)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.stats.rows += head.num_rows
-        self.stats.bytes += final.stat().st_size
-        self.stats.files.append(str(final))
-        if tail.num_rows:
-            self._buf[key] = [(tail.combine_chunks(), rest_offsets.combine_chunks())]
+        table = pa.concat_tables(seg.tables).combine_chunks() if len(seg.tables) > 1 else seg.tables[0]
+        offsets = pa.concat_arrays(seg.offsets) if len(seg.offsets) > 1 else seg.offsets[0]
+        times = (pa.concat_arrays(seg.times) if len(seg.times) > 1 else seg.times[0]) if seg.times else None
+        paths = self.partitioner.paths(table, partition, times)
+        data = table.drop_columns(self.partitioner.drops) if self.partitioner.drops else table
+        if isinstance(paths, str):
+            groups = [(paths, data, offsets[0].as_py())]
         else:
-            self._buf[key] = []
-        self._count[key] = tail.num_rows
+            enc = paths.dictionary_encode()
+            idx = enc.indices.to_numpy(zero_copy_only=False)
+            order = np.argsort(idx, kind="stable")
+            counts = np.bincount(idx, minlength=len(enc.dictionary))
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            groups = []
+            dictionary = enc.dictionary.to_pylist()
+            for d, path in enumerate(dictionary):
+                rows = order[bounds[d]:bounds[d + 1]]
+                if len(rows):
+                    groups.append((path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py()))
+        for path, part, start in sorted(groups, key=lambda g: g[2]):
+            self._write_file(topic, partition, path, part, start)
+        self._segs[key] = _Segment()
+        return seg.last_offset + 1
+
+    def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int) -> None:
+        folder = f"{self.root}/{topic}/{path}"
+        if folder not in self._made_dirs:
+            self.fs.create_dir(folder, recursive=True)
+            self._made_dirs.add(folder)
+        final = f"{folder}/{file_name(topic, partition, start)}"
+        if self.atomic_rename:
+            tmp = f"{folder}/.{file_name(topic, partition, start)}.{uuid.uuid4().hex}.tmp"
+            try:
+                pq.write_table(table, tmp, filesystem=self.fs, compression=self.compression)
+                self.fs.move(tmp, final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(tmp)
+                raise
+        else:
+            pq.write_table(table, final, filesystem=self.fs, compression=self.compression)
+        self.stats.rows += table.num_rows
+        self.stats.bytes += self.fs.get_file_info(final).size or 0
+        self.stats.files.append(final)
         if self._after_write:
             self._after_write(final)
-        return next_offset

@@ -1,0 +1,32 @@
+"""Helpers shared by the Parquet and table sink tests: produce exact records, read files back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+
+from integrations.kafka.cluster import KafkaSettings
+
+
+def produce(kafka: KafkaSettings, topic: str, records: list[tuple[int, Any, Any, int | None]]) -> None:
+    """Produce ``(partition, key, value, timestamp_ms)``; key/value None is a null key / a tombstone."""
+    p = kafka.producer(**{"linger.ms": 5})
+    for part, key, value, ts in records:
+        kw: dict[str, Any] = {"partition": part}
+        if ts is not None:
+            kw["timestamp"] = ts
+        p.produce(topic, key=None if key is None else orjson.dumps(key),
+                  value=None if value is None else orjson.dumps(value), **kw)
+        p.poll(0)
+    assert p.flush(60) == 0
+
+
+def file_rows(root: str, topic: str, column: str = "id") -> dict[str, list[int]]:
+    """``{relative file path: [values of column]}`` for every Parquet file of a topic."""
+    from pathlib import Path
+
+    base = Path(root) / topic
+    return {str(f.relative_to(base)): pq.read_table(f).column(column).to_pylist()
+            for f in sorted(base.rglob("*.parquet")) if not any(s.startswith(".") for s in f.relative_to(base).parts)}
