@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from integrations.errors import ConfigError
 from integrations.kafka.local import headrace_home
+from integrations.transforms.config import PREDICATE_TYPES, TRANSFORM_TYPES, TransformConfig
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -62,6 +63,10 @@ class _ConnectorBase(_Model):
         float, Field(gt=0, description="Seconds between the sensor's cheap checks for new data")
     ] = 30.0
     group_name: Annotated[str | None, Field(description="Dagster asset group (default: the connector name)")] = None
+    transforms: Annotated[
+        list[TransformConfig],
+        Field(description="Kafka Connect SMTs applied in order to every batch; see docs/transforms.md"),
+    ] = []
 
 
 SqlMode = Literal["bulk", "incrementing", "timestamp", "timestamp+incrementing"]
@@ -336,16 +341,31 @@ class _Envelope(BaseModel):
     connector: ConnectorConfig
 
 
+def _strip_tags(loc: tuple[Any, ...]) -> list[Any]:
+    """Drop the union tags pydantic puts in error locations of transforms and predicates."""
+    out: list[Any] = []
+    for p in loc:
+        prev = out[-1] if out else None
+        if (isinstance(prev, int) and p in TRANSFORM_TYPES) or (prev == "predicate" and p in PREDICATE_TYPES):
+            continue
+        out.append(p)
+    return out
+
+
 def _format_error(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("connector",) and p not in CONNECTOR_TYPES)
+        loc = ".".join(str(p) for p in _strip_tags(e["loc"]) if p != "connector" and p not in CONNECTOR_TYPES)
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         if e["type"] == "missing":
             lines.append(f"{path}: field '{loc}' is required")
         elif e["type"] == "extra_forbidden":
             lines.append(f"{path}: field '{loc}' is not a known option (value {got!r})")
+        elif e["type"] == "union_tag_invalid" and loc:  # a transform or predicate 'type'
+            allowed = e.get("ctx", {}).get("expected_tags", "")
+            lines.append(f"{path}: field '{loc}.type': got {e.get('ctx', {}).get('tag')!r}; allowed: "
+                         f"{allowed.replace(chr(39), '')}")
         elif e["type"] == "union_tag_invalid" or (loc == "" and "tag" in e["type"]):
             lines.append(f"{path}: field 'type': got {raw.get('type')!r}; allowed: {', '.join(CONNECTOR_TYPES)}")
         elif isinstance(got, dict) and not loc:
