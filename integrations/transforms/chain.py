@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
-from integrations.transforms.batch import Batch, concat_ordered
+from integrations.transforms.batch import Batch, concat_ordered, is_primitive
 from integrations.transforms.config import FilterConfig, TransformConfig
 from integrations.transforms.errors import TransformError
 from integrations.transforms.predicates import evaluate
@@ -86,6 +86,12 @@ class TransformChain:
             return batch.filter(pc.invert(mask))
         matched = step.fn(batch.filter(mask))
         rest = batch.filter(pc.invert(mask))
+        for part in ("value", "key"):
+            a, b = getattr(matched, part), getattr(rest, part)
+            if a is not None and b is not None and is_primitive(a) != is_primitive(b):
+                raise TransformError(
+                    f"it makes the {part} primitive for the records it applies to but not for the others in the "
+                    "same batch; Arrow holds one shape per batch (runners batch per topic-partition)")
         try:
             return concat_ordered(matched, rest, mask)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
