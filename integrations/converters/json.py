@@ -1,24 +1,42 @@
 """JSON converter, per batch: Arrow rows to compact JSON bytes with DuckDB's ``to_json``, and
 newline-joined JSON values back to Arrow with ``pyarrow.json`` (C++), never per Python row.
 
-Encoding: integers and decimals are JSON numbers written exactly (no float rounding); timestamps are
-strings (``2024-01-01 12:00:00.123456+00`` for UTC instants); NULL is ``null``. Decoding with a
-declared schema restores decimals and timestamps exactly; without one, pyarrow infers types.
+What each Arrow type becomes in a JSON value (and how ``decode`` with a declared schema restores it):
+
+- integers, booleans: JSON numbers / ``true`` ``false``; NULL is ``null`` (an empty string stays ``""``).
+- decimals: exact JSON numbers by default (``decimal_format="numeric"``, e.g. ``12.30`` or ``12.3``,
+  never rounded through a float); ``decimal_format="string"`` writes ``"12.30"`` for consumers that
+  parse numbers as doubles.
+- float32 / float64: JSON numbers (float32 in its shortest form); NaN, +Infinity and -Infinity, which
+  JSON cannot carry, become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (as Jackson, hence
+  Kafka Connect, writes them); ``decode`` turns them back into floats for float columns.
+- strings: JSON strings, UTF-8 unchanged (emoji, CJK, combining marks).
+- binary: base64 strings (Kafka Connect's JsonConverter does the same); decoded for binary columns.
+- date / time: ``"2024-02-29"`` / ``"12:34:56.5"``; timestamps: ``"2024-03-31 01:00:00.5+00"`` for UTC
+  instants, ``"2024-03-31 01:00:00.5"`` for wall-clock timestamps.
+- intervals: ISO-8601 durations ``"P<months>M<days>DT<seconds>S"`` (e.g. ``"P14M3DT14706.5S"``); they
+  stay strings on decode (Parquet has no month/day/nanosecond interval).
+- lists and structs: JSON arrays and objects.
+- uuid, json/jsonb and enums arrive from the SQL source as strings and stay JSON strings.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from integrations.errors import HeadraceError
 
 _local = threading.local()
+_NONFINITE = re.compile(rb'"(NaN|Infinity|-Infinity)"')
 
 
 def _duck() -> duckdb.DuckDBPyConnection:
@@ -31,19 +49,92 @@ def _duck() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 class ConversionError(HeadraceError):
     """A batch could not be converted to or from JSON."""
+
+
+def interval_iso(arr: pa.Array) -> pa.Array:
+    """month_day_nano intervals as ISO-8601 durations ``P<m>M<d>DT<s>S``, vectorised."""
+    n = len(arr)
+    if n == 0:
+        return pa.array([], pa.string())
+    rec = np.dtype([("m", "<i4"), ("d", "<i4"), ("ns", "<i8")])
+    vals = np.frombuffer(arr.buffers()[1], dtype=rec, count=arr.offset + n)[arr.offset:]
+    ns = vals["ns"]
+    neg = ns < 0
+    absns = np.abs(ns)
+    whole = pa.array(absns // 1_000_000_000).cast(pa.string())
+    frac = pc.utf8_lpad(pa.array(absns % 1_000_000_000).cast(pa.string()), 9, "0")
+    frac = pc.replace_substring_regex(frac, "0+$", "")
+    secs = pc.if_else(pc.equal(pc.utf8_length(frac), 0), whole, pc.binary_join_element_wise(whole, frac, "."))
+    secs = pc.if_else(pa.array(neg), pc.binary_join_element_wise(pa.scalar("-"), secs, ""), secs)
+    out = pc.binary_join_element_wise(
+        pa.scalar("P"), pa.array(vals["m"]).cast(pa.string()), pa.scalar("M"),
+        pa.array(vals["d"]).cast(pa.string()), pa.scalar("DT"), secs, pa.scalar("S"), "",
+    )
+    return pc.if_else(arr.is_valid(), out, pa.scalar(None, pa.string()))
+
+
+def _has_nonfinite(col: pa.ChunkedArray) -> bool:
+    if col.null_count == len(col):
+        return False
+    finite = pc.is_finite(col)
+    return not pc.all(pc.fill_null(finite, True)).as_py()
 
 
 class JsonConverter:
     """Kafka Connect's JsonConverter (schemas.enable=false), vectorised over Arrow batches."""
 
+    def __init__(self, decimal_format: str = "numeric") -> None:
+        if decimal_format not in ("numeric", "string"):
+            raise ValueError(f"decimal_format must be 'numeric' or 'string', got {decimal_format!r}")
+        self.decimal_format = decimal_format
+
+    def _prepare(self, table: pa.Table) -> tuple[pa.Table, str]:
+        """Rewrite columns JSON cannot carry as they are; return the table and the SELECT list."""
+        exprs, changed = [], False
+        for i, f in enumerate(table.schema):
+            name, t = _ident(f.name), f.type
+            if pa.types.is_interval(t):
+                col = table.column(i)
+                table = table.set_column(i, f.name, pa.chunked_array(
+                    [interval_iso(c) for c in col.chunks], type=pa.string()))
+                exprs.append(name)
+            elif pa.types.is_floating(t) and _has_nonfinite(table.column(i)):
+                exprs.append(
+                    f"CASE WHEN isnan({name}) THEN '\"NaN\"'::JSON WHEN isinf({name}) AND {name} > 0 "
+                    f"THEN '\"Infinity\"'::JSON WHEN isinf({name}) THEN '\"-Infinity\"'::JSON "
+                    f"ELSE {'CAST(' + name + ' AS VARCHAR)::JSON' if pa.types.is_float32(t) else 'to_json(' + name + ')'}"
+                    f" END AS {name}")
+                changed = True
+            elif pa.types.is_float32(t):
+                exprs.append(f"CAST(CAST({name} AS VARCHAR) AS JSON) AS {name}")
+                changed = True
+            elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+                exprs.append(f"base64({name}::BLOB) AS {name}")
+                changed = True
+            elif pa.types.is_decimal(t) and self.decimal_format == "string":
+                exprs.append(f"CAST({name} AS VARCHAR) AS {name}")
+                changed = True
+            else:
+                exprs.append(name)
+        return table, (", ".join(exprs) if changed else "")
+
     def encode_array(self, table: pa.Table) -> pa.ChunkedArray:
         """One compact JSON object per row, as an Arrow string column."""
+        table, select = self._prepare(table)
         con = _duck()
         con.register("_hr_batch", table)
         try:
-            out = con.sql("SELECT to_json(_hr_batch)::VARCHAR AS j FROM _hr_batch").to_arrow_table()
+            if select:
+                sql = f"SELECT to_json(_hr_t)::VARCHAR AS j FROM (SELECT {select} FROM _hr_batch) AS _hr_t"
+            else:
+                sql = "SELECT to_json(_hr_batch)::VARCHAR AS j FROM _hr_batch"
+            out = con.sql(sql).to_arrow_table()
         finally:
             con.unregister("_hr_batch")
         return out.column(0)
@@ -62,12 +153,13 @@ class JsonConverter:
         if missing:
             raise ConversionError(f"key column(s) {missing} not in the record (columns: {table.column_names})")
         if len(columns) == 1:
+            sub, select = self._prepare(table.select(list(columns)))
             con = _duck()
-            sub = table.select(list(columns))
             con.register("_hr_keys", sub)
             try:
-                ident = '"' + columns[0].replace('"', '""') + '"'
-                out = con.sql(f"SELECT to_json({ident})::VARCHAR FROM _hr_keys").to_arrow_table()
+                inner = select or _ident(columns[0])
+                sql = f"SELECT to_json(_hr_t.{_ident(columns[0])})::VARCHAR FROM (SELECT {inner} FROM _hr_keys) _hr_t"
+                out = con.sql(sql).to_arrow_table()
             finally:
                 con.unregister("_hr_keys")
             return out.column(0).to_pylist()
@@ -79,13 +171,58 @@ class JsonConverter:
             return schema.empty_table() if schema is not None else pa.table({})
         blob = b"\n".join(values)
         multiline = blob.count(b"\n") != len(values) - 1
+        parse_schema, post = schema, {}
+        if schema is not None:
+            blob = _unquote_nonfinite(blob, schema)
+            fields = []
+            for f in schema:
+                if pa.types.is_date(f.type) or pa.types.is_time(f.type) or pa.types.is_binary(f.type) \
+                        or pa.types.is_large_binary(f.type):
+                    post[f.name] = f.type
+                    fields.append(pa.field(f.name, pa.string()))
+                else:
+                    fields.append(f)
+            parse_schema = pa.schema(fields)
         opts = pj.ParseOptions(
-            explicit_schema=schema,
+            explicit_schema=parse_schema,
             newlines_in_values=multiline,
             unexpected_field_behavior="infer",
         )
         ropts = pj.ReadOptions(block_size=max(1 << 20, min(len(blob) + 1, 64 << 20)), use_threads=True)
         try:
-            return pj.read_json(io.BytesIO(blob), read_options=ropts, parse_options=opts)
-        except pa.ArrowInvalid as e:
+            table = pj.read_json(io.BytesIO(blob), read_options=ropts, parse_options=opts)
+            return _convert_strings(table, post) if post else table
+        except (pa.ArrowInvalid, duckdb.Error) as e:
             raise ConversionError(f"malformed JSON in batch: {e}") from e
+
+
+def _unquote_nonfinite(blob: bytes, schema: pa.Schema) -> bytes:
+    """``"f":"NaN"`` → ``"f":NaN`` for float fields, which pyarrow.json parses as floats."""
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    if not floats or _NONFINITE.search(blob) is None:
+        return blob
+    names = b"|".join(re.escape(n.encode()) for n in floats)
+    pattern = re.compile(rb'("(?:' + names + rb')":)"(NaN|Infinity|-Infinity)"')
+    return pattern.sub(rb"\1\2", blob)
+
+
+def _convert_strings(table: pa.Table, post: dict[str, pa.DataType]) -> pa.Table:
+    """Dates, times and base64 binaries, parsed as strings, to their declared types."""
+    con = _duck()
+    for name, typ in post.items():
+        i = table.schema.get_field_index(name)
+        if i < 0:
+            continue
+        col = table.column(i)
+        if pa.types.is_date(typ):
+            new = pc.cast(col, typ)
+        else:
+            sql_type = "BLOB" if not pa.types.is_time(typ) else "TIME"
+            expr = "from_base64(v)" if sql_type == "BLOB" else "CAST(v AS TIME)"
+            con.register("_hr_dec", pa.table({"v": col}))
+            try:
+                new = con.sql(f"SELECT {expr} AS v FROM _hr_dec").to_arrow_table().column(0).cast(typ)
+            finally:
+                con.unregister("_hr_dec")
+        table = table.set_column(i, pa.field(name, typ), new)
+    return table

@@ -2,35 +2,97 @@
 
 Queries per mode (``inc`` = incrementing column, ``ts`` = timestamp columns coalesced in order):
 
-- bulk: the whole table, in chunks ordered by the primary key when there is one; no offset stored.
-- incrementing: ``WHERE inc > :last ORDER BY inc LIMIT :n``.
-- timestamp: ``WHERE ts > :last AND ts < :upper ORDER BY ts LIMIT :n``; a full chunk drops its last
-  timestamp group so rows sharing that timestamp are never split across the stored offset.
+- bulk: the whole table, streamed in chunks; no offset stored.
+- incrementing: ``WHERE inc > :last AND inc <= :safe ORDER BY inc``.
+- timestamp: ``WHERE ts > :last AND ts < :upper ORDER BY ts``; a chunk never ends inside a group of
+  rows sharing one timestamp, so the stored offset never splits a group.
 - timestamp+incrementing: ``WHERE ts < :upper AND ((ts = :ts AND inc > :inc) OR ts > :ts)
-  ORDER BY ts, inc LIMIT :n``.
+  ORDER BY ts, inc``.
 
-``:upper`` is the database's clock minus ``timestamp_delay``. Reads are bounded by
-``batch_max_rows`` per chunk, so memory stays flat whatever the table size.
+Each poll runs one bounded query and streams it in chunks of ``batch_max_rows`` (the next chunk is
+read while the runner produces this one), so memory stays flat whatever the table size.
+
+No skipped rows (``transaction_guard``, PostgreSQL): ``:upper`` is the smallest of the database clock
+minus ``timestamp_delay`` and the start of the oldest transaction still open in the database
+(``pg_stat_activity.xact_start``); a row written by an open transaction has a timestamp at or after
+its start, so it is never passed. For ``incrementing`` mode, ``:safe`` is the highest id that was
+committed before the oldest open transaction began: each poll records ``(clock, max(inc))`` samples
+in the offset, and only samples older than every open transaction are trusted. See docs/sql-source.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
+import zoneinfo
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
-from integrations.config import SqlSourceConfig, resolve_env
+from integrations.config import TOPIC_RE, SqlSourceConfig, resolve_env
 from integrations.errors import ConfigError
 from integrations.sources.base import Source, SourceBatch
 from integrations.sources.sql_reader import SqlReader
 
+log = logging.getLogger("headrace.source.sql")
+
+MAX_SAMPLES = 8
+_OLDEST_OPEN_XACT = """(SELECT min(xact_start) FROM pg_stat_activity
+  WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> {pid}
+    AND xact_start IS NOT NULL AND backend_type = 'client backend')"""
+_OLDEST_PREPARED = "(SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())"
+# Types read as they are; anything else (enums, inet, money, ...) is selected as ``::text`` on PostgreSQL.
+_NATIVE = (sa.Integer, sa.Numeric, sa.Boolean, sa.String, sa.LargeBinary, sa.Date, sa.Time, sa.DateTime,
+           sa.Interval, sa.Uuid, sa.JSON)
+
 
 def _iso(v: Any) -> Any:
     return v.isoformat() if isinstance(v, dt.datetime | dt.date) else v
+
+
+def _matches(patterns: list[str], *names: str) -> bool:
+    return any(re.fullmatch(p, n) for p in patterns for n in names)
+
+
+def list_tables(config: SqlSourceConfig, engine: sa.Engine | None = None) -> list[str]:
+    """The source partitions' names now: listed tables plus those matching ``table_include``.
+
+    Cheap (catalog only), so the Dagster layer may call it at definition time or in a sensor.
+    Names are bare in the default schema, ``schema.table`` otherwise; ``["query"]`` for a query."""
+    if config.query:
+        return ["query"]
+    found = list(config.tables)
+    if not config.table_include:
+        return found
+    own = engine is None
+    engine = engine or sa.create_engine(resolve_env(config.connection_url))
+    try:
+        insp = sa.inspect(engine)
+        if config.schema_pattern:
+            schemas: list[str | None] = [
+                s for s in insp.get_schema_names() if re.fullmatch(config.schema_pattern, s)
+            ]
+        else:
+            schemas = [None]
+        for schema in schemas:
+            for name in sorted(insp.get_table_names(schema=schema)):
+                qual = f"{schema}.{name}" if schema else name
+                if not _matches(config.table_include, name, qual) or _matches(config.table_exclude, name, qual):
+                    continue
+                if not TOPIC_RE.match(config.topic_prefix + name):
+                    log.warning("connector %s: table %r skipped: not a legal topic name", config.name, qual)
+                    continue
+                if qual not in found:
+                    found.append(qual)
+    finally:
+        if own:
+            engine.dispose()
+    return found
 
 
 class SqlSource(Source):
@@ -38,13 +100,18 @@ class SqlSource(Source):
 
     def __init__(self, config: SqlSourceConfig, use_adbc: bool = True) -> None:
         self.config = config
-        self.reader = SqlReader(resolve_env(config.connection_url), use_adbc=use_adbc)
+        self.reader = SqlReader(resolve_env(config.connection_url), use_adbc=use_adbc,
+                                numeric_mapping=config.numeric_mapping)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
+        self._zone = zoneinfo.ZoneInfo(config.db_timezone)
 
     # -- structure ------------------------------------------------------------------------------
     def partitions(self) -> list[dict[str, Any]]:
-        return [{"query": "query"}] if self.config.query else [{"table": t} for t in self.config.tables]
+        """One partition per table (discovered again on every call), or the custom query."""
+        if self.config.query:
+            return [{"query": "query"}]
+        return [{"table": t} for t in list_tables(self.config, self.reader.engine)]
 
     def _from(self, partition: dict[str, Any]) -> sa.FromClause:
         key = partition.get("table") or "query"
@@ -68,57 +135,170 @@ class SqlSource(Source):
         return src
 
     def _check_columns(self, src: sa.FromClause, key: str) -> None:
-        wanted = [self.config.incrementing_column, *(self.config.timestamp_column or []), *self.config.key_columns]
-        missing = [c for c in wanted if c and c not in src.c]
+        c = self.config
+        wanted = [c.incrementing_column, *(c.timestamp_column or []), *c.key_columns]
+        missing = [col for col in wanted if col and col not in src.c]
         if missing:
             raise ConfigError(
-                f"connector {self.config.name}: column(s) {missing} not in {key!r} (columns: {list(src.c.keys())})"
+                f"connector {c.name}: column(s) {missing} not in {key!r} (columns: {list(src.c.keys())})"
             )
+        if c.validate_non_null and isinstance(src, sa.Table) and c.mode != "bulk":
+            checked = [col for col in (c.incrementing_column, *(c.timestamp_column or [])) if col]
+            nullable = [col for col in checked if src.c[col].nullable]
+            if nullable:
+                raise ConfigError(f"connector {c.name}: column(s) {nullable} of {key!r} are nullable "
+                                  "(validate_non_null is on; add NOT NULL or set validate_non_null: false)")
+
+    def _columns(self, src: sa.FromClause) -> list[Any]:
+        """The select list: every column, with types Arrow cannot carry selected as text on PostgreSQL."""
+        if self.reader.dialect != "postgresql" or not isinstance(src, sa.Table):
+            return list(src.c)
+        out: list[Any] = []
+        for col in src.c:
+            t = col.type
+            if isinstance(t, sa.ARRAY):
+                item = t.item_type
+                native = isinstance(item, _NATIVE) and not isinstance(item, sa.Enum)
+                out.append(col if native else sa.cast(col, pg.ARRAY(sa.Text)).label(col.name))
+            elif isinstance(t, _NATIVE) and not isinstance(t, sa.Enum):
+                out.append(col)
+            else:
+                out.append(sa.cast(col, sa.Text).label(col.name))
+        return out
 
     def _ts_expr(self, src: sa.FromClause) -> sa.ColumnElement[Any]:
         cols = [src.c[c] for c in self.config.timestamp_column or []]
         return cols[0] if len(cols) == 1 else sa.func.coalesce(*cols)
 
-    def upper_bound(self) -> dt.datetime:
-        """The database's current time minus ``timestamp_delay``."""
-        now = self.reader.scalar(sa.select(sa.func.current_timestamp()))
+    def _naive_ts(self, src: sa.FromClause) -> bool:
+        t = src.c[self.config.timestamp_column[0]].type
+        return isinstance(t, sa.DateTime) and not t.timezone or not isinstance(t, sa.DateTime)
+
+    def _to_column_zone(self, v: dt.datetime, src: sa.FromClause) -> dt.datetime:
+        """An instant as the timestamp column compares it (wall time in ``db_timezone`` if naive)."""
+        if self._naive_ts(src) and v.tzinfo is not None:
+            return v.astimezone(self._zone).replace(tzinfo=None)
+        if not self._naive_ts(src) and v.tzinfo is None:
+            return v.replace(tzinfo=self._zone)
+        return v
+
+    def _guarded(self) -> bool:
+        return self.config.transaction_guard and self.reader.dialect == "postgresql"
+
+    def _horizon(self, src: sa.FromClause | None = None) -> tuple[dt.datetime, dt.datetime | None, Any]:
+        """(database clock, start of the oldest open transaction or None, max(incrementing) or None)."""
+        if self.reader.dialect == "postgresql":
+            cols: list[Any] = [sa.func.clock_timestamp()]
+            if self._guarded():
+                pid = int(self.reader.adbc_pid or 0)
+                cols += [sa.literal_column(_OLDEST_OPEN_XACT.format(pid=pid)), sa.literal_column(_OLDEST_PREPARED)]
+            else:
+                cols += [sa.null(), sa.null()]
+        else:
+            cols = [sa.func.current_timestamp(), sa.null(), sa.null()]
+        if src is not None and self.config.incrementing_column:
+            cols.append(sa.select(sa.func.max(src.c[self.config.incrementing_column])).scalar_subquery())
+        else:
+            cols.append(sa.null())
+        now, oldest, prepared, top = self.reader.row(sa.select(*cols))
         if isinstance(now, str):
             now = dt.datetime.fromisoformat(now)
-        return now - dt.timedelta(seconds=self.config.timestamp_delay)
+        if now.tzinfo is None:  # SQLite's CURRENT_TIMESTAMP is UTC
+            now = now.replace(tzinfo=dt.UTC)
+        opens = [t for t in (oldest, prepared) if t is not None]
+        return now, (min(opens) if opens else None), top
+
+    def upper_bound(self, src: sa.FromClause | None = None) -> dt.datetime:
+        """The timestamp bound: database clock minus ``timestamp_delay``, capped by the oldest open
+        transaction's start on PostgreSQL."""
+        now, oldest, _ = self._horizon()
+        upper = now - dt.timedelta(seconds=self.config.timestamp_delay)
+        if oldest is not None and oldest < upper:
+            upper = oldest
+        return self._to_column_zone(upper, src) if src is not None else upper
+
+    def _safe_increment(self, src: sa.FromClause, offset: dict[str, Any]) -> tuple[Any, list[list[Any]]]:
+        """The highest id safe to read in incrementing mode, and the samples to store with the offset."""
+        now, oldest, top = self._horizon(src)
+        samples = [s for s in offset.get("safe_samples", []) if isinstance(s, list) and len(s) == 2]
+        if top is not None:
+            samples = [*samples, [now.isoformat(), top]][-MAX_SAMPLES:]
+        if oldest is None:
+            return top, samples
+        trusted = [h for t, h in samples if dt.datetime.fromisoformat(t) < oldest]
+        safe = max(trusted) if trusted else None
+        # keep the newest trusted sample plus everything newer; older ones can never matter again
+        keep = [s for s in samples if dt.datetime.fromisoformat(s[0]) >= oldest]
+        newest_trusted = [s for s in samples if dt.datetime.fromisoformat(s[0]) < oldest][-1:]
+        return safe, (newest_trusted + keep)[-MAX_SAMPLES:]
 
     # -- reading --------------------------------------------------------------------------------
     def poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
         src = self._from(partition)
         name = partition.get("table", "query")
         topic = self.config.topic_for(name)
-        mode, n = self.config.mode, self.config.batch_max_rows
+        mode = self.config.mode
         offset = dict(offset or {})
+        limit = self.config.max_rows_per_run
         if mode == "bulk":
-            yield from self._bulk(src, partition, topic)
+            stmt = sa.select(*self._columns(src))
+            stmt = stmt.limit(limit) if limit else stmt
+            for table in self.reader.stream(stmt, self.config.batch_max_rows):
+                yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
             return
-        upper = self.upper_bound() if "timestamp" in mode else None
-        while True:
-            stmt = self._incremental_select(src, offset, upper).limit(n)
-            table = self.reader.fetch(stmt)
-            full = table.num_rows == n
-            if mode == "timestamp" and full:
-                table = _drop_last_ts_group(table, self.config.timestamp_column or [])
-                if table.num_rows == 0:  # one timestamp fills a whole chunk: read that group entirely
-                    table = self.reader.fetch(self._ts_group_select(src, offset, upper))
-            if table.num_rows == 0:
-                return
-            offset = self._advance(offset, table)
-            yield SourceBatch(partition=partition, topic=topic, records=table, offset=dict(offset))
-            if not full:
-                return
+        safe_inc, samples = None, None
+        upper = None
+        if mode == "incrementing":
+            if self._guarded():
+                safe_inc, samples = self._safe_increment(src, offset)
+                if safe_inc is None or ("incrementing" in offset and safe_inc <= offset["incrementing"]):
+                    if samples != offset.get("safe_samples"):  # persist the new sample, no rows
+                        offset["safe_samples"] = samples
+                        yield SourceBatch(partition, topic, self._empty(src), dict(offset))
+                    return
+        else:
+            upper = self.upper_bound(src)
+        stmt = self._incremental_select(src, offset, upper, safe_inc)
+        stmt = stmt.limit(limit) if limit else stmt
+        yield from self._chunks(stmt, src, partition, topic, offset, samples, limit)
 
-    def _incremental_select(self, src: sa.FromClause, offset: dict[str, Any], upper: Any) -> sa.Select:
+    def _empty(self, src: sa.FromClause) -> pa.Table:
+        return self.reader.fetch(sa.select(*self._columns(src)).limit(0))
+
+    def _chunks(self, stmt: sa.Select, src: sa.FromClause, partition: dict[str, Any], topic: str,
+                offset: dict[str, Any], samples: list[list[Any]] | None, limit: int | None
+                ) -> Iterator[SourceBatch]:
+        """Stream one bounded query; each chunk carries the offset of its last row."""
+        ts_mode = self.config.mode == "timestamp"
+        held: pa.Table | None = None  # timestamp mode: the trailing group of the last chunk
+        total = 0
+        for table in self.reader.stream(stmt, self.config.batch_max_rows):
+            total += table.num_rows
+            if ts_mode:
+                table = pa.concat_tables([held, table]) if held is not None and held.num_rows else table
+                cut = _last_ts_group_start(table, self.config.timestamp_column or [])
+                table, held = table.slice(0, cut), table.slice(cut)
+                if table.num_rows == 0:
+                    continue
+            offset = self._advance(offset, table)
+            if samples is not None:
+                offset["safe_samples"] = samples
+            yield SourceBatch(partition=partition, topic=topic, records=table, offset=dict(offset))
+        # the query was complete below the bound, so the last group is whole unless LIMIT cut it
+        if held is not None and held.num_rows and not (limit and total >= limit):
+            offset = self._advance(offset, held)
+            yield SourceBatch(partition=partition, topic=topic, records=held, offset=dict(offset))
+
+    def _incremental_select(self, src: sa.FromClause, offset: dict[str, Any], upper: Any,
+                            safe_inc: Any = None) -> sa.Select:
         mode, c = self.config.mode, self.config
-        stmt = sa.select(src)
+        stmt = sa.select(*self._columns(src))
         if mode == "incrementing":
             inc = src.c[c.incrementing_column]
             if "incrementing" in offset:
                 stmt = stmt.where(inc > offset["incrementing"])
+            if safe_inc is not None:
+                stmt = stmt.where(inc <= safe_inc)
             return stmt.order_by(inc)
         ts = self._ts_expr(src)
         last_ts = self._last_ts(offset, src)
@@ -129,18 +309,11 @@ class SqlSource(Source):
             return stmt.order_by(ts)
         inc = src.c[c.incrementing_column]
         if last_ts is not None:
-            last_inc = offset.get("incrementing", -(2**63))
-            stmt = stmt.where(sa.or_(sa.and_(ts == last_ts, inc > last_inc), ts > last_ts))
+            if "incrementing" in offset:
+                stmt = stmt.where(sa.or_(sa.and_(ts == last_ts, inc > offset["incrementing"]), ts > last_ts))
+            else:
+                stmt = stmt.where(ts >= last_ts)  # timestamp_initial: rows at that instant included
         return stmt.order_by(ts, inc)
-
-    def _ts_group_select(self, src: sa.FromClause, offset: dict[str, Any], upper: Any) -> sa.Select:
-        """Every row sharing the next timestamp (used when one timestamp fills a whole chunk)."""
-        ts = self._ts_expr(src)
-        last = self._last_ts(offset, src)
-        nxt = sa.select(sa.func.min(ts)).where(ts < upper)
-        if last is not None:
-            nxt = nxt.where(ts > last)
-        return sa.select(src).where(ts == nxt.scalar_subquery())
 
     def _last_ts(self, offset: dict[str, Any], src: sa.FromClause) -> dt.datetime | None:
         if "timestamp" in offset:
@@ -149,10 +322,7 @@ class SqlSource(Source):
             v = dt.datetime.fromisoformat(self.config.timestamp_initial)
         else:
             return None
-        col_type = src.c[self.config.timestamp_column[0]].type
-        if isinstance(col_type, sa.DateTime) and not col_type.timezone and v.tzinfo is not None:
-            v = v.astimezone(dt.UTC).replace(tzinfo=None)
-        return v
+        return self._to_column_zone(v, src)
 
     def _advance(self, offset: dict[str, Any], table: pa.Table) -> dict[str, Any]:
         c = self.config
@@ -170,34 +340,18 @@ class SqlSource(Source):
             out["timestamp"] = _iso(last)
         return out
 
-    def _bulk(self, src: sa.FromClause, partition: dict[str, Any], topic: str) -> Iterator[SourceBatch]:
-        n = self.config.batch_max_rows
-        pk = list(getattr(src, "primary_key", None) or [])
-        order = pk or list(src.c)
-        last: tuple[Any, ...] | None = None
-        while True:
-            stmt = sa.select(src).order_by(*order).limit(n)
-            if last is not None:
-                stmt = stmt.where(sa.tuple_(*order) > sa.tuple_(*[sa.literal(v) for v in last]))
-            table = self.reader.fetch(stmt)
-            if table.num_rows == 0:
-                return
-            yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
-            if table.num_rows < n:
-                return
-            last = tuple(table.column(c.name)[-1].as_py() for c in order)
-
     def close(self) -> None:
         self.reader.close()
 
 
-def _drop_last_ts_group(table: pa.Table, ts_cols: list[str]) -> pa.Table:
-    """Drop trailing rows sharing the last row's (coalesced) timestamp."""
+def _last_ts_group_start(table: pa.Table, ts_cols: list[str]) -> int:
+    """Index of the first row sharing the last row's (coalesced) timestamp (rows are sorted by it)."""
+    if table.num_rows == 0:
+        return 0
     ts = table.column(ts_cols[0])
     for col in ts_cols[1:]:
         ts = pc.coalesce(ts, table.column(col))
     last = ts[-1]
     if not last.is_valid:
-        return table
-    first_of_group = pc.index(pc.fill_null(pc.equal(ts, last), False), True).as_py()
-    return table.slice(0, first_of_group)
+        return table.num_rows
+    return pc.index(pc.fill_null(pc.equal(ts, last), False), True).as_py()
