@@ -24,7 +24,9 @@ from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.faults import fault_point
 from integrations.sinks.base import Sink, SinkStats, TopicPartitionRange
-from integrations.transforms.chain import TransformFn, build_chain
+from integrations.transforms import Batch as RecordBatch
+from integrations.transforms import TransformChain, TransformError
+from integrations.transforms.chain import build_chain
 
 log = logging.getLogger("headrace.sink")
 _EOF = -191  # librdkafka's _PARTITION_EOF
@@ -133,8 +135,22 @@ def run_sink(
     return result
 
 
+def _transformed(
+    chain: TransformChain, table: pa.Table, topic: str, partition: int, offs: list[int]
+) -> tuple[pa.Table, pa.Array]:
+    """Run the transform chain with the records' Kafka metadata; return the table and its offsets."""
+    offsets = pa.array(offs, pa.int64())
+    if not len(chain):
+        return table, offsets
+    out = chain.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=offsets))
+    if out.topics() not in ([], [topic]):
+        raise TransformError(f"routing {topic} to {out.topics()} is not supported by sinks yet "
+                             "(RegexRouter/TimestampRouter work on source connectors)")
+    return out.value, out.offset.combine_chunks() if isinstance(out.offset, pa.ChunkedArray) else out.offset
+
+
 def _drain(
-    consumer, sink: Sink, converter: JsonConverter, transform: TransformFn, schema: pa.Schema | None,
+    consumer, sink: Sink, converter: JsonConverter, transform: TransformChain, schema: pa.Schema | None,
     plan: list[TopicPartitionRange], result: SinkResult, consume_batch: int,
 ) -> None:
     ends = {(r.topic, r.partition): r.end for r in plan}
@@ -185,9 +201,13 @@ def _drain(
                 result.tombstones += dead
                 commit(topic, partition, durable)
                 continue
-            table = transform(converter.decode(vals, schema))
+            # --- transforms: the chain sees topic, partition and offsets; Filter keeps offsets aligned ---
+            table, offsets = _transformed(transform, converter.decode(vals, schema), topic, partition, offs)
+            if table.num_rows == 0:  # all filtered out: nothing to write; the range end is committed below
+                continue
+            # --- end transforms ---
             result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + table.num_rows
-            durable = sink.put(topic, partition, table, pa.array(offs, pa.int64()))
+            durable = sink.put(topic, partition, table, offsets)
             commit(topic, partition, durable)
         for key in finished:
             if key in pending:

@@ -19,7 +19,8 @@ from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
 from integrations.runtime.faults import fault_point
 from integrations.sources.base import Source, SourceBatch
-from integrations.transforms.chain import build_chain
+from integrations.transforms.batch import Batch as RecordBatch
+from integrations.transforms.chain import TransformChain, build_chain
 
 log = logging.getLogger("headrace.source")
 
@@ -132,13 +133,16 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                 if budget is not None and batch.num_rows > budget:
                     batch = _truncate(batch, budget, source)
                 rows_read = batch.num_rows
-                batch = SourceBatch(batch.partition, batch.topic, transform(batch.records), batch.offset)
-                stats.bytes += _deliver(kafka, producing, converter, config, batch)
+                # --- transforms: the chain sees the topic; routers may send rows to other topics ---
+                routed = _transformed(transform, batch)
+                for sub in routed:
+                    stats.bytes += _deliver(kafka, producing, converter, config, sub)
+                # --- end transforms ---
                 fault_point("source_after_produce")
                 if batch.offset is not None:
                     store.write(config.name, {pkey: batch.offset})
                 stats.topic = batch.topic
-                stats.rows += batch.num_rows
+                stats.rows += sum(sub.num_rows for sub in routed)
                 stats.offset_after = batch.offset
                 if budget is not None:
                     budget -= rows_read
@@ -148,6 +152,15 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
         source.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _transformed(chain: TransformChain, batch: SourceBatch) -> list[SourceBatch]:
+    """Run the transform chain on a polled batch: one SourceBatch per (possibly routed) topic."""
+    if not len(chain):
+        return [batch]
+    out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic))
+    parts = out.split_by_topic() or {batch.topic: out}
+    return [SourceBatch(batch.partition, topic, part.value, batch.offset) for topic, part in parts.items()]
 
 
 def _truncate(batch: SourceBatch, n: int, source: Source) -> SourceBatch:
