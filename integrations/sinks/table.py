@@ -1,0 +1,263 @@
+"""Table sink, like Kafka Connect's JDBC sink, exactly once: rows and offsets in one transaction.
+
+Per topic-partition the sink buffers up to ``batch_size`` messages, then in one database transaction:
+deletes the keys of tombstones (``delete_enabled``), inserts / upserts / updates the rows, and stores
+the next offset in ``offsets_table``. On start the runtime asks ``stored_offsets`` and resumes from
+there, so a crash between the database commit and the consumer-group commit never applies a batch
+twice (the group offsets are informational). Within a batch only the last event of each key counts.
+
+Backends: DuckDB (Arrow scan, no per-row Python), PostgreSQL (COPY from Arrow-written CSV into a
+staging table, then ``INSERT … ON CONFLICT``), any other SQLAlchemy database (batched executemany).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from integrations.config import TableSinkConfig, resolve_env
+from integrations.errors import HeadraceError
+from integrations.sinks.base import Sink, SinkStats
+
+
+class TableSinkError(HeadraceError):
+    """A batch could not be written to its table (missing table, incompatible columns, ...)."""
+
+
+_NUMERIC = ("INT", "NUMERIC", "DECIMAL", "DOUBLE", "REAL", "FLOAT", "BOOL")
+KAFKA_PK = ["__connect_topic", "__connect_partition", "__connect_offset"]
+
+
+def open_backend(config: TableSinkConfig) -> TableBackend:
+    """The backend for the connection URL (secrets resolved only here)."""
+    url = resolve_env(config.connection_url)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "duckdb":
+        from integrations.sinks.table_duckdb import DuckDBBackend
+
+        return DuckDBBackend(url, config)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        from integrations.sinks.table_postgres import PostgresBackend
+
+        return PostgresBackend(url, config)
+    from integrations.sinks.table_sqlalchemy import SqlAlchemyBackend
+
+    return SqlAlchemyBackend(url, config)
+
+
+class TableBackend:
+    """What a database must do for the table sink; each call of ``apply`` is one transaction."""
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        """``{column: type}`` of an existing table, in order; None when it does not exist."""
+        raise NotImplementedError
+
+    def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        raise NotImplementedError
+
+    def add_columns(self, table: str, fields: list[pa.Field]) -> None:
+        raise NotImplementedError
+
+    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
+              offset: tuple[str, int, int]) -> None:
+        """Delete keys, write rows and store ``(topic, partition, next offset)`` in one transaction."""
+        raise NotImplementedError
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def quote(name: str) -> str:
+    """A double-quoted SQL identifier (embedded quotes doubled)."""
+    if "\x00" in name:
+        raise TableSinkError(f"identifier {name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+class TableSink(Sink):
+    """Writes records of each topic-partition into ``table_name_format`` with the configured modes."""
+
+    wants_messages = True
+
+    def __init__(self, config: TableSinkConfig, after_write: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.stats = SinkStats()
+        self.backend = open_backend(config)
+        self._after_write = after_write
+        self._buf: dict[tuple[str, int], tuple[list, list, list, Callable]] = {}
+        self._known: dict[str, dict[str, str]] = {}
+
+    def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        return {k: v for k, v in self.backend.stored_offsets().items() if k[0] in topics}
+
+    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
+        raise TableSinkError("the table sink takes raw messages (put_messages)")
+
+    def put_messages(
+        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+    ) -> tuple[int, int, int | None]:
+        vals, keys, offs, _ = buf = self._buf.setdefault((topic, partition), ([], [], [], decode))
+        dead = 0
+        for m in messages:
+            v = m.value()
+            dead += v is None
+            vals.append(v)
+            keys.append(m.key())
+            offs.append(m.offset())
+        durable = self.flush(topic, partition) if len(buf[0]) >= self.config.batch_size else None
+        return len(messages) - dead, dead, durable
+
+    def flush(self, topic: str, partition: int) -> int | None:
+        buf = self._buf.pop((topic, partition), None)
+        if not buf or not buf[0]:
+            return None
+        vals, keys, offs, decode = buf
+        size = self.config.batch_size
+        durable = None
+        for i in range(0, len(vals), size):
+            durable = self._write(topic, partition, vals[i:i + size], keys[i:i + size], offs[i:i + size], decode)
+        return durable
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- one transaction -----------------------------------------------------------------------------
+
+    def _write(self, topic: str, partition: int, vals: list, keys: list, offs: list, decode: Callable) -> int:
+        cfg = self.config
+        table = cfg.table_for(topic)
+        live = np.fromiter((v is not None for v in vals), dtype=bool, count=len(vals))
+        values = decode([v for v in vals if v is not None]) if live.any() else None
+        if values is not None and values.num_rows != int(live.sum()):
+            raise TableSinkError("a transform changed the number of records; the table sink needs one row per message")
+        pk: list[str] = []
+        rows, deletes = values, None
+        if cfg.pk_mode == "kafka":
+            pk = cfg.pk_fields or KAFKA_PK
+            lo = np.asarray(offs, dtype=np.int64)[live]
+            rows = rows.append_column(pk[0], pa.array([topic] * len(lo), pa.string())) \
+                .append_column(pk[1], pa.array(np.full(len(lo), partition, np.int32))) \
+                .append_column(pk[2], pa.array(lo)) if rows is not None else None
+        elif cfg.pk_mode == "record_value":
+            pk = list(cfg.pk_fields)
+            if rows is not None:
+                missing = [f for f in pk if f not in rows.column_names]
+                if missing:
+                    raise TableSinkError(f"pk_fields {missing} are not in the record value (columns: {rows.column_names})")
+                rows = self._last_per_key(rows, pk) if cfg.insert_mode != "insert" else rows
+        elif cfg.pk_mode == "record_key":
+            key_table = _decode_keys(keys, cfg.pk_fields)
+            pk = list(cfg.pk_fields) or key_table.column_names
+            if not cfg.delete_enabled and not live.all():
+                key_table = key_table.filter(pa.array(live))
+                live_now = np.ones(key_table.num_rows, dtype=bool)
+            else:
+                live_now = live
+            rows, deletes = self._events(values, key_table.select(pk), live_now, cfg.insert_mode != "insert")
+        if rows is not None and rows.num_rows:
+            self._ensure_table(table, rows.schema, pk)
+        elif deletes is not None and deletes.num_rows and self._columns(table) is None:
+            deletes = None  # nothing to delete from a table that does not exist yet
+        self.backend.apply(table, rows if rows is not None and rows.num_rows else None,
+                           deletes if deletes is not None and deletes.num_rows else None,
+                           cfg.insert_mode, pk, (topic, partition, offs[-1] + 1))
+        self.stats.rows += rows.num_rows if rows is not None else 0
+        if table not in self.stats.files:
+            self.stats.files.append(table)
+        if self._after_write:
+            self._after_write(table)
+        return offs[-1] + 1
+
+    @staticmethod
+    def _last_per_key(rows: pa.Table, pk: list[str]) -> pa.Table:
+        ordered = rows.append_column("__hr_ord", pa.array(np.arange(rows.num_rows)))
+        last = ordered.group_by(pk, use_threads=False).aggregate([("__hr_ord", "max")])
+        idx = pc.sort_indices(last.column("__hr_ord_max"))
+        return rows.take(last.column("__hr_ord_max").take(idx))
+
+    @staticmethod
+    def _events(values: pa.Table | None, keys: pa.Table, live: np.ndarray, dedup: bool
+                ) -> tuple[pa.Table | None, pa.Table | None]:
+        """Rows to write (key columns replacing same-named value columns) and keys to delete."""
+        n = keys.num_rows
+        for c in keys.column_names:
+            if keys.column(c).null_count:
+                raise TableSinkError(f"record key field {c!r} is null in {keys.column(c).null_count} message(s)")
+        if dedup:
+            ordered = keys.append_column("__hr_ord", pa.array(np.arange(n)))
+            last = ordered.group_by(keys.column_names, use_threads=False).aggregate([("__hr_ord", "max")])
+            winners = np.sort(last.column("__hr_ord_max").to_numpy())
+        else:
+            winners = np.arange(n)
+        win_live = winners[live[winners]]
+        win_dead = winners[~live[winners]]
+        rows = None
+        if values is not None and len(win_live):
+            value_pos = np.cumsum(live) - 1
+            rows = values.take(pa.array(value_pos[win_live]))
+            k = keys.take(pa.array(win_live))
+            for c in keys.column_names:
+                if c in rows.column_names:
+                    rows = rows.set_column(rows.column_names.index(c), c, k.column(c))
+                else:
+                    rows = rows.append_column(c, k.column(c))
+        deletes = keys.take(pa.array(win_dead)) if len(win_dead) else None
+        return rows, deletes
+
+    def _columns(self, table: str) -> dict[str, str] | None:
+        if table not in self._known:
+            cols = self.backend.columns(table)
+            if cols is None:
+                return None
+            self._known[table] = cols
+        return self._known[table]
+
+    def _ensure_table(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        cols = self._columns(table)
+        if cols is None:
+            if not self.config.auto_create:
+                raise TableSinkError(f"table {table!r} does not exist; create it or set auto_create: true")
+            self.backend.create(table, schema, pk)
+            self._known.pop(table, None)
+            return
+        for f in schema:
+            have = cols.get(f.name, "").upper()
+            if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) and any(w in have for w in _NUMERIC):
+                raise TableSinkError(f"column {f.name!r} of table {table!r} is {cols[f.name]} but the records carry "
+                                     f"text; auto_evolve only adds columns, it never changes a column's type")
+        new = [f for f in schema if f.name not in cols]
+        if new:
+            if not self.config.auto_evolve:
+                raise TableSinkError(
+                    f"table {table!r} has no column(s) {[f.name for f in new]} found in the records; "
+                    "set auto_evolve: true to add them")
+            self.backend.add_columns(table, new)
+            self._known.pop(table, None)
+
+
+def _decode_keys(keys: list[bytes | None], pk_fields: list[str]) -> pa.Table:
+    """Message keys as a table: JSON objects give their fields; a primitive key gives ``pk_fields[0]``."""
+    if any(k is None for k in keys):
+        raise TableSinkError("pk_mode record_key needs a key on every message; found a null key")
+    first = keys[0].lstrip()[:1] if keys else b"{"
+    if first == b"{":
+        blob = b"\n".join(keys)
+    else:
+        if len(pk_fields) != 1:
+            raise TableSinkError("primitive (non-object) message keys need exactly one pk_fields entry naming the column")
+        import orjson
+
+        name = orjson.dumps(pk_fields[0])
+        blob = b"{" + name + b":" + (b"}\n{" + name + b":").join(keys) + b"}"
+    try:
+        return pj.read_json(io.BytesIO(blob), read_options=pj.ReadOptions(block_size=max(1 << 20, len(blob) + 1)))
+    except pa.ArrowInvalid as e:
+        raise TableSinkError(f"message keys are not JSON of one shape: {e}") from e

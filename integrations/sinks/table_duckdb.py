@@ -1,0 +1,101 @@
+"""DuckDB backend of the table sink: batches are scanned straight from Arrow, never row by row."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from integrations.config import TableSinkConfig, resolve_path
+from integrations.sinks.table import TableBackend, TableSinkError, quote
+
+
+def _duck_type(t: pa.DataType, con: duckdb.DuckDBPyConnection) -> str:
+    if pa.types.is_null(t):
+        return "VARCHAR"
+    con.register("_hr_type", pa.table({"c": pa.array([], t)}))
+    try:
+        return con.sql("DESCRIBE SELECT * FROM _hr_type").fetchall()[0][1]
+    finally:
+        con.unregister("_hr_type")
+
+
+class DuckDBBackend(TableBackend):
+    """``duckdb:///<file>`` (relative to $HEADRACE_HOME) or ``duckdb:///:memory:``."""
+
+    def __init__(self, url: str, config: TableSinkConfig) -> None:
+        path = url.split("://", 1)[1].removeprefix("/")
+        if path != ":memory:":
+            p = resolve_path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            path = str(p)
+        self.con = duckdb.connect(path)
+        self.connector = config.name
+        self.schema = config.db_schema
+        self.offsets = self._name(config.offsets_table)
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.offsets} (connector VARCHAR, topic VARCHAR, \"partition\" INTEGER, "
+            "next_offset BIGINT NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))")
+
+    def _name(self, table: str) -> str:
+        return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = coalesce(?, current_schema()) ORDER BY ordinal_position", [table, self.schema]
+        ).fetchall()
+        return dict(rows) if rows else None
+
+    def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        cols = [f"{quote(f.name)} {_duck_type(f.type, self.con)}" + (" NOT NULL" if f.name in pk else "")
+                for f in schema]
+        if pk:
+            cols.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk)})")
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(cols)})")
+
+    def add_columns(self, table: str, fields: list[pa.Field]) -> None:
+        for f in fields:
+            self.con.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {quote(f.name)} {_duck_type(f.type, self.con)}")
+
+    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
+              offset: tuple[str, int, int]) -> None:
+        t = self._name(table)
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            if deletes is not None:
+                con.register("_hr_del", deletes)
+                cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in pk)
+                con.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
+                con.unregister("_hr_del")
+            if rows is not None:
+                con.register("_hr_rows", rows)
+                cols = ", ".join(quote(c) for c in rows.column_names)
+                rest = [c for c in rows.column_names if c not in pk]
+                if mode == "update":
+                    sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in rest)
+                    cond = " AND ".join(f"{t}.{quote(c)} = s.{quote(c)}" for c in pk)
+                    if sets:
+                        con.execute(f"UPDATE {t} SET {sets} FROM _hr_rows s WHERE {cond}")
+                else:
+                    sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _hr_rows"
+                    if mode == "upsert":
+                        target = ", ".join(quote(c) for c in pk)
+                        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest)
+                        sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+                    con.execute(sql)
+                con.unregister("_hr_rows")
+            con.execute(f"INSERT INTO {self.offsets} VALUES (?, ?, ?, ?) ON CONFLICT (connector, topic, \"partition\") "
+                        "DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
+            con.execute("COMMIT")
+        except duckdb.Error as e:
+            con.execute("ROLLBACK")
+            raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.con.execute(f"SELECT topic, \"partition\", next_offset FROM {self.offsets} WHERE connector = ?",
+                                [self.connector]).fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,137 @@
+"""PostgreSQL backend of the table sink: COPY (CSV written by Arrow's C++ writer) into a temporary
+staging table, then one ``INSERT … ON CONFLICT`` / ``UPDATE … FROM`` / ``DELETE … USING``."""
+
+from __future__ import annotations
+
+import io
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from integrations.config import TableSinkConfig
+from integrations.sinks.table import TableBackend, TableSinkError, quote
+
+
+def pg_type(t: pa.DataType) -> str:
+    """The PostgreSQL column type for an Arrow type."""
+    if pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_uint8(t):
+        return "smallint"
+    if pa.types.is_int32(t) or pa.types.is_uint16(t):
+        return "integer"
+    if pa.types.is_integer(t):
+        return "bigint"
+    if pa.types.is_float32(t):
+        return "real"
+    if pa.types.is_floating(t):
+        return "double precision"
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_time(t):
+        return "time"
+    raise TableSinkError(f"Arrow type {t} has no PostgreSQL column mapping in the table sink")
+
+
+def _csv(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pcsv.write_csv(table, sink, write_options=pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return sink.getvalue()
+
+
+class PostgresBackend(TableBackend):
+    """``postgresql://user:${env:PGPASSWORD}@host:port/db`` through psycopg 3."""
+
+    def __init__(self, url: str, config: TableSinkConfig) -> None:
+        url = url.replace("postgresql+psycopg2://", "postgresql://").replace("postgresql+psycopg://", "postgresql://")
+        self.conn = psycopg.connect(url, autocommit=False)
+        self.connector = config.name
+        self.schema = config.db_schema
+        self.offsets = self._name(config.offsets_table)
+        with self.conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self.offsets} (connector text, topic text, \"partition\" "
+                        "integer, next_offset bigint NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))")
+        self.conn.commit()
+
+    def _name(self, table: str) -> str:
+        return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
+                        "AND table_schema = coalesce(%s, current_schema()) ORDER BY ordinal_position",
+                        [table, self.schema])
+            rows = cur.fetchall()
+        self.conn.commit()
+        return dict(rows) if rows else None
+
+    def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        cols = [f"{quote(f.name)} {pg_type(f.type)}" + (" NOT NULL" if f.name in pk else "") for f in schema]
+        if pk:
+            cols.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk)})")
+        with self.conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(cols)})")
+        self.conn.commit()
+
+    def add_columns(self, table: str, fields: list[pa.Field]) -> None:
+        with self.conn.cursor() as cur:
+            for f in fields:
+                cur.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {quote(f.name)} {pg_type(f.type)}")
+        self.conn.commit()
+
+    def _stage(self, cur: psycopg.Cursor, t: str, name: str, data: pa.Table) -> None:
+        cols = ", ".join(quote(c) for c in data.column_names)
+        cur.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA")
+        with cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+            for batch in data.to_batches(max_chunksize=200_000):
+                copy.write(_csv(pa.Table.from_batches([batch])))
+
+    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
+              offset: tuple[str, int, int]) -> None:
+        t = self._name(table)
+        try:
+            with self.conn.cursor() as cur:
+                if deletes is not None:
+                    self._stage(cur, t, "_hr_del", deletes)
+                    cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in pk)
+                    cur.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
+                if rows is not None:
+                    self._stage(cur, t, "_hr_rows", rows)
+                    cols = ", ".join(quote(c) for c in rows.column_names)
+                    rest = [c for c in rows.column_names if c not in pk]
+                    if mode == "update":
+                        sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in rest)
+                        cond = " AND ".join(f"{t}.{quote(c)} = s.{quote(c)}" for c in pk)
+                        if sets:
+                            cur.execute(f"UPDATE {t} SET {sets} FROM _hr_rows s WHERE {cond}")
+                    else:
+                        sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _hr_rows"
+                        if mode == "upsert":
+                            target = ", ".join(quote(c) for c in pk)
+                            sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest)
+                            sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+                        cur.execute(sql)
+                cur.execute(f"INSERT INTO {self.offsets} VALUES (%s, %s, %s, %s) ON CONFLICT (connector, topic, "
+                            "\"partition\") DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
+            self.conn.commit()
+        except psycopg.Error as e:
+            self.conn.rollback()
+            raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT topic, \"partition\", next_offset FROM {self.offsets} WHERE connector = %s",
+                        [self.connector])
+            rows = cur.fetchall()
+        self.conn.commit()
+        return {(t, p): o for t, p, o in rows}
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,113 @@
+"""Generic SQLAlchemy backend of the table sink (SQLite, MySQL, ...): batched executemany.
+
+Upsert is portable: delete the batch's keys, then insert, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from integrations.config import TableSinkConfig
+from integrations.sinks.table import TableBackend, TableSinkError
+
+
+def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
+    """The SQLAlchemy column type for an Arrow type."""
+    if pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+        return sa.Text()
+    if pa.types.is_boolean(t):
+        return sa.Boolean()
+    if pa.types.is_integer(t):
+        return sa.BigInteger()
+    if pa.types.is_floating(t):
+        return sa.Float()
+    if pa.types.is_decimal(t):
+        return sa.Numeric(t.precision, t.scale)
+    if pa.types.is_timestamp(t):
+        return sa.DateTime(timezone=t.tz is not None)
+    if pa.types.is_date(t):
+        return sa.Date()
+    if pa.types.is_binary(t):
+        return sa.LargeBinary()
+    raise TableSinkError(f"Arrow type {t} has no SQL column mapping in the table sink")
+
+
+class SqlAlchemyBackend(TableBackend):
+    """Any SQLAlchemy URL; identifiers are quoted by the dialect."""
+
+    def __init__(self, url: str, config: TableSinkConfig) -> None:
+        self.engine = sa.create_engine(url)
+        self.connector = config.name
+        self.schema = config.db_schema
+        self.batch = config.batch_size
+        md = sa.MetaData(schema=self.schema)
+        self.offsets = sa.Table(
+            config.offsets_table, md,
+            sa.Column("connector", sa.String(200), primary_key=True), sa.Column("topic", sa.String(255), primary_key=True),
+            sa.Column("partition", sa.Integer, primary_key=True), sa.Column("next_offset", sa.BigInteger, nullable=False))
+        md.create_all(self.engine)
+
+    def _table(self, table: str) -> sa.Table:
+        return sa.Table(table, sa.MetaData(schema=self.schema), autoload_with=self.engine)
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        insp = sa.inspect(self.engine)
+        if not insp.has_table(table, schema=self.schema):
+            return None
+        return {c["name"]: str(c["type"]) for c in insp.get_columns(table, schema=self.schema)}
+
+    def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        cols = [sa.Column(f.name, sa_type(f.type), primary_key=f.name in pk, autoincrement=False) for f in schema]
+        t = sa.Table(table, sa.MetaData(schema=self.schema), *cols)
+        t.create(self.engine, checkfirst=True)
+
+    def add_columns(self, table: str, fields: list[pa.Field]) -> None:
+        prep = self.engine.dialect.identifier_preparer
+        name = prep.format_table(sa.Table(table, sa.MetaData(schema=self.schema)))
+        with self.engine.begin() as c:
+            for f in fields:
+                typ = sa_type(f.type).compile(dialect=self.engine.dialect)
+                c.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {prep.quote(f.name)} {typ}"))
+
+    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
+              offset: tuple[str, int, int]) -> None:
+        t = self._table(table)
+        try:
+            with self.engine.begin() as c:
+                keyed = [deletes] if deletes is not None else []
+                if rows is not None and mode == "upsert":
+                    keyed.append(rows.select(pk))
+                for keys in keyed:
+                    where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
+                    for chunk in keys.to_batches(self.batch):
+                        params = [{f"_k{i}": r[k] for i, k in enumerate(pk)} for r in chunk.to_pylist()]
+                        c.execute(t.delete().where(where), params)
+                if rows is not None:
+                    if mode == "update":
+                        where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
+                        rest = [x for x in rows.column_names if x not in pk]
+                        stmt = t.update().where(where).values({x: sa.bindparam(f"_v{j}") for j, x in enumerate(rest)})
+                        for chunk in rows.to_batches(self.batch):
+                            params = [{**{f"_k{i}": r[k] for i, k in enumerate(pk)},
+                                       **{f"_v{j}": r[x] for j, x in enumerate(rest)}} for r in chunk.to_pylist()]
+                            c.execute(stmt, params)
+                    else:
+                        for chunk in rows.to_batches(self.batch):
+                            c.execute(t.insert(), chunk.to_pylist())
+                o = self.offsets
+                c.execute(o.delete().where(sa.and_(o.c.connector == self.connector, o.c.topic == offset[0],
+                                                   o.c.partition == offset[1])))
+                c.execute(o.insert().values(connector=self.connector, topic=offset[0], partition=offset[1],
+                                            next_offset=offset[2]))
+        except sa.exc.SQLAlchemyError as e:
+            raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        o = self.offsets
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(o.c.topic, o.c.partition, o.c.next_offset).where(o.c.connector == self.connector))
+            return {(t, p): n for t, p, n in rows}
+
+    def close(self) -> None:
+        self.engine.dispose()
