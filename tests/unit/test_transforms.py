@@ -325,6 +325,7 @@ def test_mask_field_type_nulls_keep_nulls():
     (".*", "acme_$0", "Order", "acme_Order"),           # add a topic prefix
     ("(.*)Stream_(.*)", "$1$2", "Order_Stream_Data", "Order_Data"),  # remove part of the name
     ("soe-(.*)", "$1", "other", "other"),               # no full match: unchanged
+    ("Order", "X", "soe-Order", "soe-Order"),           # a partial match is not a match (Matcher.matches)
 ])
 def test_regex_router(regex, replacement, before, after):
     out = run([{"type": "RegexRouter", "regex": regex, "replacement": replacement}], pa.table({"x": [1, 2]}),
