@@ -47,8 +47,8 @@ _OLDEST_OPEN_XACT = """(SELECT min(xact_start) FROM pg_stat_activity
     AND xact_start IS NOT NULL AND backend_type = 'client backend')"""
 _OLDEST_PREPARED = "(SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())"
 # Types read as they are; anything else (enums, inet, money, ...) is selected as ``::text`` on PostgreSQL.
-_NATIVE = (sa.Integer, sa.Numeric, sa.Boolean, sa.String, sa.LargeBinary, sa.Date, sa.Time, sa.DateTime,
-           sa.Interval, sa.Uuid, sa.JSON)
+_NATIVE = (sa.Integer, sa.Numeric, sa.Float, sa.Boolean, sa.String, sa.LargeBinary, sa.Date, sa.Time, sa.DateTime,
+           sa.Interval, pg.INTERVAL, sa.Uuid, sa.JSON)
 
 
 def _iso(v: Any) -> Any:

@@ -91,7 +91,7 @@ def sa_to_arrow(t: sa.types.TypeEngine, mapping: NumericMapping = "none") -> pa.
         return pa.date32()
     if isinstance(t, sa.Time):
         return pa.time64("us")
-    if isinstance(t, sa.Interval):
+    if isinstance(t, sa.Interval | postgresql.INTERVAL):
         return pa.month_day_nano_interval()
     if isinstance(t, sa.LargeBinary):
         return pa.binary()
@@ -158,7 +158,7 @@ def uuid_strings(storage: pa.Array) -> pa.Array:
 def _fix_column(col: pa.ChunkedArray, meta: dict[bytes, bytes], mapping: NumericMapping) -> pa.ChunkedArray:
     typ = col.type
     pg_type = meta.get(b"POSTGRESQL:type", b"")
-    if isinstance(typ, pa.ExtensionType):
+    if isinstance(typ, pa.BaseExtensionType):
         col = pa.chunked_array([c.storage for c in col.chunks], type=typ.storage_type)
     if pg_type == b"numeric":
         typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
@@ -172,7 +172,7 @@ def _fix_column(col: pa.ChunkedArray, meta: dict[bytes, bytes], mapping: Numeric
         return col
     if pg_type == b"uuid":
         return pa.chunked_array([uuid_strings(c) for c in col.chunks], type=pa.string())
-    if isinstance(typ, pa.ExtensionType) and pa.types.is_binary(col.type):
+    if isinstance(typ, pa.BaseExtensionType) and pa.types.is_binary(col.type):
         try:  # enums and other opaque types from a custom query: their text, when it is UTF-8
             return pc.cast(col, pa.string())
         except pa.ArrowInvalid:
