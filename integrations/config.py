@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from integrations.converters.config import ConverterConfig
 from integrations.errors import ConfigError
 from integrations.kafka.local import headrace_home
+from integrations.runtime.error_config import ErrorSettings
 from integrations.transforms.config import PREDICATE_TYPES, TRANSFORM_TYPES, TransformConfig
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
@@ -49,13 +51,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ConverterConfig(_Model):
-    """How record keys or values become bytes (and back)."""
-
-    type: Annotated[Literal["json"], Field(description="json: Kafka Connect's JsonConverter without schemas")] = "json"
-
-
-class _ConnectorBase(_Model):
+class _ConnectorBase(ErrorSettings, _Model):
     name: Annotated[str, Field(pattern=NAME_RE, description="Unique connector name")]
     key_converter: ConverterConfig = ConverterConfig(type="json")
     value_converter: ConverterConfig = ConverterConfig(type="json")

@@ -12,16 +12,26 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from confluent_kafka import TopicPartition
 
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
+from integrations.converters.base import Converter
 from integrations.converters.factory import build_converter
-from integrations.converters.json import JsonConverter
 from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
+from integrations.runtime.errors import (
+    TRANSFORMATION,
+    VALUE_CONVERTER,
+    ErrorHandler,
+    Failure,
+    RecordError,
+    is_transient,
+    locate_bad,
+)
 from integrations.runtime.faults import fault_point
 from integrations.sinks.base import Sink, SinkStats, TopicPartitionRange
 from integrations.transforms import Batch as RecordBatch
@@ -43,6 +53,8 @@ class SinkResult:
     stats: SinkStats = field(default_factory=SinkStats)
     lag_after: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    dead_lettered: int = 0  # records sent to the dead-letter topic (errors_tolerance: all)
+    failed: int = 0  # records that failed (dead-lettered, or only skipped when no dlq_topic is set)
 
     @property
     def rows(self) -> int:
@@ -113,23 +125,43 @@ def run_sink(
     """Drain the planned (or given) ranges into the sink and commit offsets after durable writes."""
     kafka = kafka or KafkaSettings.from_env()
     started = time.monotonic()
-    kafka.wait_available()
+    errors = ErrorHandler(config, config.name, kafka)
+    errors.retry(kafka.wait_available, "connecting to Kafka")
     group = config.consumer_group
-    sink = sink or build_sink(config)
-    stored = sink.stored_offsets(config.topics)
-    plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
-    result = SinkResult(config.name, ranges=plan)
+    own_sink = sink is None
     schema = schema_from_mapping(config.value_schema) if config.value_schema else None
     converter = build_converter(config.value_converter)
     transform = build_chain(config)
-    consumer = kafka.consumer(group_id=group)
+    state: dict[str, Any] = {"sink": sink}
+
+    def attempt() -> SinkResult:
+        # each attempt re-plans from what is committed, with a fresh sink (no half-buffered state)
+        if state["sink"] is None:
+            state["sink"] = build_sink(config)
+        current: Sink = state["sink"]
+        stored = current.stored_offsets(config.topics)
+        plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
+        result = SinkResult(config.name, ranges=plan)
+        consumer = kafka.consumer(group_id=group)
+        try:
+            if plan:
+                _drain(consumer, current, converter, transform, schema, plan, result, consume_batch, errors)
+        except Exception as e:
+            if own_sink and is_transient(e):
+                current.close()
+                state["sink"] = None
+            raise
+        finally:
+            consumer.close()
+        result.stats = current.stats
+        return result
+
     try:
-        if plan:
-            _drain(consumer, sink, converter, transform, schema, plan, result, consume_batch)
+        result = errors.retry(attempt, f"draining {config.topics}") if own_sink else attempt()
     finally:
-        consumer.close()
-        sink.close()
-    result.stats = sink.stats
+        if state["sink"] is not None:
+            state["sink"].close()
+    result.dead_lettered, result.failed = errors.dead_lettered, errors.failed
     result.lag_after = lag(kafka, group, config.topics)
     result.seconds = time.monotonic() - started
     return result
@@ -150,8 +182,8 @@ def _transformed(
 
 
 def _drain(
-    consumer, sink: Sink, converter: JsonConverter, transform: TransformChain, schema: pa.Schema | None,
-    plan: list[TopicPartitionRange], result: SinkResult, consume_batch: int,
+    consumer, sink: Sink, converter: Converter, transform: TransformChain, schema: pa.Schema | None,
+    plan: list[TopicPartitionRange], result: SinkResult, consume_batch: int, errors: ErrorHandler,
 ) -> None:
     ends = {(r.topic, r.partition): r.end for r in plan}
     pending = set(ends)
@@ -159,6 +191,7 @@ def _drain(
 
     def commit(topic: str, partition: int, offset: int | None) -> None:
         if offset is not None:
+            errors.flush()  # dead-lettered records are acknowledged before offsets move past them
             consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
 
     idle_deadline = time.monotonic() + 60
@@ -169,7 +202,7 @@ def _drain(
                 raise DeliveryError(f"no records arrived for 60s while reading {sorted(pending)}")
             continue
         idle_deadline = time.monotonic() + 60
-        grouped: dict[tuple[str, int], tuple[list[bytes], list[int]]] = {}
+        grouped: dict[tuple[str, int], tuple[list[bytes], list[int], list]] = {}
         finished: list[tuple[str, int]] = []
         for m in msgs:
             err = m.error()
@@ -185,27 +218,28 @@ def _drain(
                 continue
             value = m.value()
             if sink.wants_messages:  # keys, timestamps and tombstones go to the sink as they are
-                grouped.setdefault(key, ([], []))[0].append(m)
+                grouped.setdefault(key, ([], [], []))[0].append(m)
             elif value is None:
                 result.tombstones += 1
             else:
-                vals, offs = grouped.setdefault(key, ([], []))
+                vals, offs, raw = grouped.setdefault(key, ([], [], []))
                 vals.append(value)
                 offs.append(off)
+                raw.append(m)
             if off + 1 >= ends[key]:
                 finished.append(key)
-        for (topic, partition), (vals, offs) in grouped.items():
+        for (topic, partition), (vals, offs, raw) in grouped.items():
             if sink.wants_messages:
-                n, dead, durable = sink.put_messages(topic, partition, vals, lambda v: transform(converter.decode(v, schema)))
+                n, dead, durable = _put_messages(sink, converter, transform, schema, topic, partition, vals,
+                                                 errors, commit)
                 result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + n
                 result.tombstones += dead
                 commit(topic, partition, durable)
                 continue
-            # --- transforms: the chain sees topic, partition and offsets; Filter keeps offsets aligned ---
-            table, offsets = _transformed(transform, converter.decode(vals, schema), topic, partition, offs)
+            table, offsets = _convert(converter, transform, schema, topic, partition, vals, offs, raw, errors,
+                                      sink, commit)
             if table.num_rows == 0:  # all filtered out: nothing to write; the range end is committed below
                 continue
-            # --- end transforms ---
             result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + table.num_rows
             durable = sink.put(topic, partition, table, offsets)
             commit(topic, partition, durable)
@@ -215,3 +249,101 @@ def _drain(
                 commit(key[0], key[1], ends[key])
                 consumer.incremental_unassign([TopicPartition(key[0], key[1])])
                 pending.discard(key)
+
+
+class _Staged(Exception):
+    """A failure tagged with its Kafka Connect stage."""
+
+    def __init__(self, stage: str, class_name: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.stage, self.class_name, self.error = stage, class_name, error
+
+
+def _decoder(converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str,
+             partition: int):
+    """decode + transform of a list of values (with their offsets), failures tagged by stage."""
+    def run(vals: list[bytes], offs: list[int]) -> tuple[pa.Table, pa.Array]:
+        try:
+            table = converter.decode(vals, schema, topic)
+        except Exception as e:
+            raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
+        try:
+            return _transformed(transform, table, topic, partition, offs)
+        except Exception as e:
+            raise _Staged(TRANSFORMATION, type(transform).__name__, e) from e
+    return run
+
+
+def _convert(
+    converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str, partition: int,
+    vals: list[bytes], offs: list[int], raw: list, errors: ErrorHandler, sink: Sink, commit,
+) -> tuple[pa.Table, pa.Array]:
+    """Decode and transform one topic-partition's values; route bad records to the error handler.
+
+    The batch is converted whole; only a failing batch is bisected to find its bad records. Under
+    ``errors_tolerance: none`` the records before the first bad one are written and committed, so the
+    group's offset stops exactly at the bad record, then the error is raised.
+    """
+    run = _decoder(converter, transform, schema, topic, partition)
+    try:
+        return run(vals, offs)
+    except _Staged as staged:
+        if is_transient(staged.error):
+            raise staged.error from None
+    bad, good = locate_bad(len(vals), lambda idx: run([vals[i] for i in idx], [offs[i] for i in idx]))
+    if not bad:
+        raise RecordError(f"the batch of {topic}[{partition}] at offsets {offs[0]}..{offs[-1]} fails as a whole")
+    failures = [_failure(raw[i], e) for i, e in sorted(bad.items())]
+    if not errors.tolerate:
+        first = min(bad)
+        if first > 0:  # keep everything before the bad record, so the next run starts exactly at it
+            table, offsets = run(vals[:first], offs[:first])
+            if table.num_rows:
+                sink.put(topic, partition, table, offsets)
+            sink.flush(topic, partition)
+        commit(topic, partition, offs[first])
+        errors.report(failures[:1])
+    errors.report(failures)
+    if good is None:
+        return pa.table({}), pa.array([], pa.int64())
+    return good
+
+
+def _put_messages(sink: Sink, converter: Converter, transform: TransformChain, schema: pa.Schema | None,
+                  topic: str, partition: int, msgs: list, errors: ErrorHandler, commit
+                  ) -> tuple[int, int, int | None]:
+    """Hand raw messages to a sink that wants them; on a decode failure, drop the bad ones and retry."""
+    run = _decoder(converter, transform, schema, topic, partition)
+
+    def decode(values: list[bytes]) -> pa.Table:
+        return run(values, list(range(len(values))))[0]
+
+    try:
+        return sink.put_messages(topic, partition, msgs, decode)
+    except _Staged as staged:
+        if is_transient(staged.error):
+            raise staged.error from None
+    live = [i for i, m in enumerate(msgs) if m.value() is not None]
+    bad, _ = locate_bad(len(live), lambda idx: decode([msgs[live[i]].value() for i in idx]))
+    if not bad:
+        raise RecordError(f"the batch of {topic}[{partition}] fails as a whole")
+    bad_pos = {live[i]: e for i, e in bad.items()}
+    failures = [_failure(msgs[i], e) for i, e in sorted(bad_pos.items())]
+    if not errors.tolerate:
+        first = min(bad_pos)
+        if first > 0:
+            sink.put_messages(topic, partition, msgs[:first], decode)
+            sink.flush(topic, partition)
+        commit(topic, partition, msgs[first].offset())
+        errors.report(failures[:1])
+    errors.report(failures)
+    keep = [m for i, m in enumerate(msgs) if i not in bad_pos]
+    if not keep:
+        return 0, 0, None
+    return sink.put_messages(topic, partition, keep, decode)
+
+
+def _failure(m, e: BaseException) -> Failure:
+    stage, cls, exc = (e.stage, e.class_name, e.error) if isinstance(e, _Staged) else (VALUE_CONVERTER, "", e)
+    return Failure(stage, exc, cls, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
+                   value=m.value(), headers=list(m.headers() or []))

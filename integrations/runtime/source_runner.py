@@ -10,13 +10,23 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from confluent_kafka import KafkaError, KafkaException
 
 from integrations.config import SqlSourceConfig, redact_url
+from integrations.converters.base import Converter
 from integrations.converters.factory import build_converter
-from integrations.converters.json import JsonConverter
 from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
+from integrations.runtime.errors import (
+    KAFKA_PRODUCE,
+    KEY_CONVERTER,
+    VALUE_CONVERTER,
+    ErrorHandler,
+    Failure,
+    is_transient,
+    locate_bad,
+)
 from integrations.runtime.faults import fault_point
 from integrations.sources.base import Source, SourceBatch
 from integrations.transforms.batch import Batch as RecordBatch
@@ -43,6 +53,8 @@ class SourceResult:
     connector: str
     per_partition: dict[str, TopicStats] = field(default_factory=dict)
     seconds: float = 0.0
+    dead_lettered: int = 0  # records sent to the dead-letter topic (errors_tolerance: all)
+    failed: int = 0  # records that failed (dead-lettered, or only skipped when no dlq_topic is set)
 
     @property
     def rows(self) -> int:
@@ -63,46 +75,60 @@ def build_source(config: SqlSourceConfig) -> Source:
     return source_class(config)(config)
 
 
+#: Delivery errors that condemn one record rather than the batch (retrying would not help).
+_RECORD_ERRORS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE,
+                  KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
+
+
+class RecordTooLarge(Exception):
+    """A record is larger than the producer's ``message.max.bytes``."""
+
+
 class Producing:
     """Produces converted batches with one idempotent producer and checks every acknowledgement."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.errors: list[str] = []
+        self.rejected: list[tuple[Any, Any]] = []  # (KafkaError, Message) rejected for the record itself
         self.producer = kafka.producer(on_delivery=self._on_delivery)
+        self.max_bytes = int(kafka.client_config.get("message.max.bytes", 1_000_000))
 
     def _on_delivery(self, err: Any, msg: Any) -> None:  # only called for failures
-        if err is not None and len(self.errors) < 20:
+        if err is None:
+            return
+        if err.code() in _RECORD_ERRORS:
+            self.rejected.append((err, msg))
+        elif len(self.errors) < 20:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
-    def send(self, topic: str, values: list[Any], keys: list[Any] | None) -> None:
-        """Queue every record; block on a full queue instead of dropping."""
+    def send(self, topic: str, values: list[Any], keys: list[Any] | None) -> list[tuple[int, Exception]]:
+        """Queue every record (blocking on a full queue, never dropping); return records refused at once."""
         produce, poll = self.producer.produce, self.producer.poll
-        if keys is None:
-            for i, v in enumerate(values):
+        refused: list[tuple[int, Exception]] = []
+        pairs = enumerate(values) if keys is None else enumerate(zip(keys, values, strict=True))
+        for i, item in pairs:
+            args = (topic, item) if keys is None else (topic, item[1], item[0])
+            while True:
                 try:
-                    produce(topic, v)
+                    produce(*args)
+                    break
                 except BufferError:
                     poll(0.05)
-                    produce(topic, v)
-                if i & 0x3FFF == 0:
-                    poll(0)
-        else:
-            for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-                try:
-                    produce(topic, v, k)
-                except BufferError:
-                    poll(0.05)
-                    produce(topic, v, k)
-                if i & 0x3FFF == 0:
-                    poll(0)
+                except KafkaException as e:
+                    if is_transient(e):
+                        raise
+                    refused.append((i, e))
+                    break
+            if i & 0x3FFF == 0:
+                poll(0)
+        return refused
 
     def wait_acked(self, timeout: float) -> None:
         """Wait until every queued record is acknowledged; raise DeliveryError otherwise."""
         left = self.producer.flush(timeout)
         if left or self.errors:
-            raise DeliveryError(
-                f"{left} record(s) not acknowledged within {timeout:.0f}s; errors: {self.errors[:5]}"
-            )
+            errors, self.errors = self.errors, []
+            raise DeliveryError(f"{left} record(s) not acknowledged within {timeout:.0f}s; errors: {errors[:5]}")
 
 
 def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offsets_topic: str | None = None
@@ -114,12 +140,14 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
     store = OffsetStore(kafka, offsets_topic) if offsets_topic else OffsetStore(kafka)
     store.ensure()
     stored = store.read(config.name)
-    converter = build_converter(config.value_converter)
+    key_converter = build_converter(config.key_converter, is_key=True)
+    value_converter = build_converter(config.value_converter)
     transform = build_chain(config)
     result = SourceResult(config.name)
-    budget = config.max_rows_per_run
+    budget = [config.max_rows_per_run]
     source = build_source(config)
     producing = Producing(kafka)
+    errors = ErrorHandler(config, config.name, kafka)
     log.info("source %s reading %s", config.name, redact_url(getattr(config, "connection_url", "")))
     try:
         for partition in source.partitions():
@@ -127,29 +155,40 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
             stats = result.per_partition.setdefault(
                 pkey, TopicStats(topic="", offset_before=stored.get(pkey), offset_after=stored.get(pkey))
             )
-            for batch in source.poll(partition, stored.get(pkey)):
-                if budget is not None and budget <= 0:
-                    break
-                if budget is not None and batch.num_rows > budget:
-                    batch = _truncate(batch, budget, source)
-                rows_read = batch.num_rows
-                # --- transforms: the chain sees the topic; routers may send rows to other topics ---
-                routed = _transformed(transform, batch)
-                for sub in routed:
-                    stats.bytes += _deliver(kafka, producing, converter, config, sub)
-                # --- end transforms ---
-                fault_point("source_after_produce")
-                if batch.offset is not None:
-                    store.write(config.name, {pkey: batch.offset})
-                stats.topic = batch.topic
-                stats.rows += sum(sub.num_rows for sub in routed)
-                stats.offset_after = batch.offset
-                if budget is not None:
-                    budget -= rows_read
+
+            def move(partition: dict[str, Any] = partition, pkey: str = pkey, stats: TopicStats = stats) -> None:
+                # a retry starts again from the offset stored last (at-least-once for the batch in flight)
+                for batch in source.poll(partition, stats.offset_after):
+                    if budget[0] is not None and budget[0] <= 0:
+                        break
+                    if budget[0] is not None and batch.num_rows > budget[0]:
+                        batch = _truncate(batch, budget[0], source)
+                    rows_read = batch.num_rows
+                    # --- transforms: the chain sees the topic; routers may send rows to other topics ---
+                    routed = _transformed(transform, batch)
+                    sent = 0
+                    for sub in routed:
+                        nbytes, nrows = _deliver(kafka, producing, key_converter, value_converter, config, sub,
+                                                 errors, pkey)
+                        stats.bytes += nbytes
+                        sent += nrows
+                    # --- end transforms ---
+                    errors.flush()  # dead-lettered records are acknowledged before the offset moves
+                    fault_point("source_after_produce")
+                    if batch.offset is not None:
+                        store.write(config.name, {pkey: batch.offset})
+                    stats.topic = batch.topic
+                    stats.rows += sent
+                    stats.offset_after = batch.offset
+                    if budget[0] is not None:
+                        budget[0] -= rows_read
+
+            errors.retry(move, f"moving {pkey}")
             if not stats.topic:
                 stats.topic = config.topic_for(partition.get("table", "query"))
     finally:
         source.close()
+        result.dead_lettered, result.failed = errors.dead_lettered, errors.failed
     result.seconds = time.monotonic() - started
     return result
 
@@ -171,18 +210,96 @@ def _truncate(batch: SourceBatch, n: int, source: Source) -> SourceBatch:
 
 
 def _deliver(
-    kafka: KafkaSettings, producing: Producing, converter: JsonConverter, config: SqlSourceConfig,
-    batch: SourceBatch,
-) -> int:
-    """Produce one batch and wait for every acknowledgement; return the value bytes sent."""
+    kafka: KafkaSettings, producing: Producing, key_converter: Converter, value_converter: Converter,
+    config: SqlSourceConfig, batch: SourceBatch, errors: ErrorHandler, pkey: str = "",
+) -> tuple[int, int]:
+    """Convert and produce one batch, wait for every acknowledgement; return (value bytes, records sent).
+
+    Bad rows (conversion failures, oversized records, records the broker refuses) go to the error
+    handler: under ``errors_tolerance: none`` it raises before anything of a failing batch is
+    produced (or, for broker refusals, before the offset is stored).
+    """
     if batch.num_rows == 0:
-        return 0
-    kafka.ensure_topic(batch.topic, config.topic_partitions, config.topic_replication_factor)
-    encoded = converter.encode_array(batch.records)
-    keys = converter.encode_keys(batch.records, config.key_columns)
-    producing.send(batch.topic, encoded.to_pylist(), keys)
+        return 0, 0
+    topic = batch.topic
+    kafka.ensure_topic(topic, config.topic_partitions, config.topic_replication_factor)
+    records = batch.records
+    context = {"topic": topic, "partition": pkey, "offset": _json(batch.offset)}
+
+    def convert(table: pa.Table) -> tuple[Any, list | None]:
+        try:
+            values = value_converter.encode_values(table, topic)
+        except Exception as e:
+            raise _Staged(VALUE_CONVERTER, value_converter.class_name, e) from e
+        try:
+            keys = key_converter.encode_keys(table, config.key_columns, topic)
+        except Exception as e:
+            raise _Staged(KEY_CONVERTER, key_converter.class_name, e) from e
+        return values, keys
+
+    try:
+        values, keys = convert(records)
+    except _Staged as staged:
+        if is_transient(staged.error):
+            raise staged.error from None
+        bad, _ = locate_bad(records.num_rows, lambda idx: convert(records.take(idx)))
+        if len(bad) == 0:  # fails as a whole only: not a record problem
+            raise staged.error from None
+        errors.report([_row_failure(records, i, e, context) for i, e in sorted(bad.items())])
+        records = records.take([i for i in range(records.num_rows) if i not in bad])
+        if records.num_rows == 0:
+            return 0, 0
+        values, keys = convert(records)
+
+    # oversized records, found with one vectorised length check
+    sizes = pc.binary_length(values)
+    if keys is not None:
+        sizes = pc.add(sizes, pc.binary_length(pa.array(keys, pa.binary())))
+    over = pc.greater(pc.fill_null(sizes, 0), producing.max_bytes)
+    if pc.any(over).as_py():
+        idx = pc.indices_nonzero(over).to_pylist()
+        vlist = values.to_pylist() if isinstance(values, pa.ChunkedArray | pa.Array) else values
+        errors.report([
+            Failure(KAFKA_PRODUCE, RecordTooLarge(
+                f"record of {sizes[i].as_py()} bytes exceeds the producer's message.max.bytes "
+                f"({producing.max_bytes})"), "KafkaProducer", **context, value=vlist[i],
+                key=keys[i] if keys is not None else None)
+            for i in idx
+        ])
+        keep = pc.invert(over)
+        values = pc.filter(values, keep)
+        keys = [k for k, o in zip(keys, over.to_pylist(), strict=True) if not o] if keys is not None else None
+    value_list = values.to_pylist()
+    refused = producing.send(topic, value_list, keys)
     producing.wait_acked(timeout=kafka.message_timeout_ms / 1000 + 30)
-    return utf8_bytes(encoded)
+    failures = [Failure(KAFKA_PRODUCE, e, "KafkaProducer", **context, value=value_list[i],
+                        key=keys[i] if keys is not None else None) for i, e in refused]
+    rejected, producing.rejected = producing.rejected, []
+    failures += [Failure(KAFKA_PRODUCE, KafkaException(err), "KafkaProducer", **context, value=msg.value(),
+                         key=msg.key()) for err, msg in rejected]
+    errors.report(failures)
+    return utf8_bytes(values), len(value_list) - len(failures)
+
+
+class _Staged(Exception):
+    """A conversion failure tagged with its Kafka Connect stage."""
+
+    def __init__(self, stage: str, class_name: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.stage, self.class_name, self.error = stage, class_name, error
+
+
+def _row_failure(records: pa.Table, i: int, e: BaseException, context: dict[str, Any]) -> Failure:
+    """A source row that could not be converted: the DLQ gets the row as JSON."""
+    stage, cls, exc = (e.stage, e.class_name, e.error) if isinstance(e, _Staged) else (VALUE_CONVERTER, "", e)
+    row = records.slice(i, 1).to_pylist()[0]
+    return Failure(stage, exc, cls, **context, value=orjson.dumps(row, default=str,
+                                                                  option=orjson.OPT_NON_STR_KEYS),
+                   headers=[("__headrace.errors.row", str(i).encode())])
+
+
+def _json(v: Any) -> str | None:
+    return None if v is None else orjson.dumps(v, default=str, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def utf8_bytes(values: pa.ChunkedArray | pa.Array) -> int:

@@ -1,0 +1,127 @@
+"""The converter contract used by the runners, and vectorised helpers shared by converters.
+
+A converter turns a batch (``pyarrow.Table``) into one Kafka key or value per row, and a list of
+message bytes back into a table, per batch. ``topic`` is passed because schema-registry converters
+name their subjects after it (``<topic>-value``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from integrations.converters.json import ConversionError
+
+
+class Converter(ABC):
+    """Arrow batch ↔ Kafka message bytes."""
+
+    #: The Kafka Connect class this converter stands in for (the DLQ's ``class.name`` header).
+    class_name: str = "Converter"
+
+    @abstractmethod
+    def encode_values(self, table: pa.Table, topic: str) -> pa.Array | pa.ChunkedArray:
+        """One message value per row, as an Arrow string or binary column."""
+
+    def encode_keys(self, table: pa.Table, columns: Sequence[str], topic: str) -> list | None:
+        """Message keys from the key columns (None when there are none)."""
+        if not columns:
+            return None
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise ConversionError(f"key column(s) {missing} not in the record (columns: {table.column_names})")
+        return self.encode_values(table.select(list(columns)), topic).to_pylist()
+
+    @abstractmethod
+    def decode(self, values: Sequence[bytes], schema: pa.Schema | None = None, topic: str = "") -> pa.Table:
+        """Parse message values into a table; ``schema`` (optional) fixes column types."""
+
+    @property
+    def self_describing(self) -> bool:
+        """True when messages carry their own schema, so a sink needs no declared one."""
+        return False
+
+
+def check_valid(table: pa.Table) -> pa.Table:
+    """Full Arrow validation (catches invalid UTF-8 in string columns); raise ConversionError."""
+    try:
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowException) as e:
+        raise ConversionError(f"invalid data in batch: {e}") from e
+    return table
+
+
+def decimal_to_bytes(arr: pa.Array) -> pa.BinaryArray:
+    """Decimal128 values → minimal big-endian two's-complement unscaled bytes (Java BigInteger style)."""
+    arr = _flat(arr)
+    n = len(arr)
+    if n == 0:
+        return pa.array([], pa.binary())
+    if arr.type.byte_width != 16:
+        arr = _flat(arr.cast(pa.decimal128(38, arr.type.scale)))
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8, count=n * 16)
+    be = raw.reshape(n, 16)[:, ::-1]  # big-endian rows
+    neg = be[:, 0] >= 0x80
+    fill = np.where(neg, 0xFF, 0x00).astype(np.uint8)[:, None]
+    # a leading byte is redundant when it equals the fill and the next byte's sign bit matches
+    redundant = (be[:, :15] == fill) & ((be[:, 1:] >= 0x80) == neg[:, None])
+    lead = np.cumprod(redundant, axis=1).sum(axis=1)  # redundant leading bytes, 0..15
+    keep = np.arange(16)[None, :] >= lead[:, None]
+    lengths = 16 - lead
+    data = be[keep]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    validity = arr.buffers()[0] if arr.null_count else None
+    return pa.Array.from_buffers(pa.binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())],
+                                 null_count=arr.null_count)
+
+
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array with offset 0."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = pa.concat_arrays(arr.chunks) if arr.num_chunks != 1 else arr.chunk(0)
+    if arr.offset:
+        arr = pa.concat_arrays([arr])
+    return arr
+
+
+def bytes_to_decimal(arr: pa.Array, typ: pa.Decimal128Type) -> pa.Array:
+    """Big-endian two's-complement unscaled bytes (≤ 16 each) → Decimal128 of ``typ``, vectorised."""
+    if not pa.types.is_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    arr = _flat(arr)
+    n = len(arr)
+    if n == 0:
+        return pa.array([], typ)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    if (lengths > 16).any():
+        raise ConversionError("a decimal's unscaled value is wider than 16 bytes (precision > 38)")
+    out = np.zeros((n, 16), dtype=np.uint8)
+    nonempty = lengths > 0
+    first = np.zeros(n, dtype=np.uint8)
+    first[nonempty] = data[offsets[:-1][nonempty]]
+    out[(first >= 0x80)] = 0xFF  # sign extension
+    if len(data):
+        rows = np.repeat(np.arange(n), lengths)
+        pos = np.arange(offsets[-1] - offsets[0]) + offsets[0]
+        col = 16 - np.repeat(lengths, lengths) + (pos - np.repeat(offsets[:-1], lengths))
+        out[rows, col] = data[pos]
+    le = np.ascontiguousarray(out[:, ::-1])
+    validity = arr.buffers()[0] if arr.null_count else None
+    return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(le.tobytes())], null_count=arr.null_count)
+
+
+def as_int(arr: pa.Array | pa.ChunkedArray, bits: int = 64) -> pa.Array | pa.ChunkedArray:
+    """Temporal values as their integer representation (epoch units), zero-copy where possible."""
+    return arr.cast(pa.int64() if bits == 64 else pa.int32())
+
+
+def string_lengths(values: pa.Array | pa.ChunkedArray) -> int:
+    """Total bytes of a string or binary column."""
+    return int(pc.sum(pc.binary_length(values)).as_py() or 0)

@@ -1,0 +1,373 @@
+"""Kafka Connect's JsonConverter with ``schemas.enable=true``: every message is a ``{schema, payload}``
+envelope, so a sink reading it needs no declared schema.
+
+Schemas follow Kafka Connect's JSON form (``type``, ``fields``/``items``, ``optional``, ``name``,
+``version``, ``parameters``, ``field``). Logical types:
+
+- decimal → ``org.apache.kafka.connect.data.Decimal`` (bytes; payload base64 of the big-endian
+  two's-complement unscaled value, or a JSON number with ``decimal_format: numeric``);
+- date → ``org.apache.kafka.connect.data.Date`` (int32 days), time[ms] → ``...Time`` (int32 ms),
+  timestamp[s|ms] → ``...Timestamp`` (int64 ms);
+- microsecond/nanosecond times and timestamps (which Connect's own types would truncate) use
+  Debezium's ``io.debezium.time.MicroTimestamp``/``NanoTimestamp``/``MicroTime``/``NanoTime``;
+  a naive timestamp carries the parameter ``headrace.naive=true``, a non-UTC zone
+  ``headrace.timezone``.
+
+Encoding is per batch (Arrow casts, then DuckDB ``to_json``); decoding strips the envelope with
+vectorised Arrow string kernels when the batch shares one schema (the usual case) and parses the
+payloads with ``pyarrow.json`` against the schema the envelope declares.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from integrations.converters.base import Converter, bytes_to_decimal, check_valid, decimal_to_bytes
+from integrations.converters.json import ConversionError, _duck
+
+DECIMAL = "org.apache.kafka.connect.data.Decimal"
+DATE = "org.apache.kafka.connect.data.Date"
+TIME = "org.apache.kafka.connect.data.Time"
+TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
+MICRO_TS, NANO_TS = "io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp"
+MICRO_TIME, NANO_TIME = "io.debezium.time.MicroTime", "io.debezium.time.NanoTime"
+
+_PRIMS: list[tuple[Any, str]] = [
+    (pa.types.is_boolean, "boolean"), (pa.types.is_int8, "int8"), (pa.types.is_int16, "int16"),
+    (pa.types.is_int32, "int32"), (pa.types.is_int64, "int64"), (pa.types.is_uint8, "int16"),
+    (pa.types.is_uint16, "int32"), (pa.types.is_uint32, "int64"), (pa.types.is_uint64, "int64"),
+    (pa.types.is_float16, "float"), (pa.types.is_float32, "float"), (pa.types.is_float64, "double"),
+    (pa.types.is_string, "string"), (pa.types.is_large_string, "string"), (pa.types.is_null, "string"),
+]
+_CONNECT_TO_ARROW = {
+    "boolean": pa.bool_(), "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
+    "float": pa.float32(), "double": pa.float64(), "string": pa.string(),
+}
+
+
+def _tz_params(t: pa.TimestampType) -> dict[str, str] | None:
+    if t.tz is None:
+        return {"headrace.naive": "true"}
+    if t.tz.upper() not in ("UTC", "+00:00", "Z", "ETC/UTC"):
+        return {"headrace.timezone": t.tz}
+    return None
+
+
+def connect_schema(t: pa.DataType, optional: bool, decimal_format: str) -> tuple[dict[str, Any], pa.DataType]:
+    """Kafka Connect's JSON schema for an Arrow type, and the Arrow type its payload is written as."""
+    def out(typ: str, payload: pa.DataType, name: str | None = None, params: dict[str, str] | None = None,
+            **extra: Any) -> tuple[dict[str, Any], pa.DataType]:
+        s: dict[str, Any] = {"type": typ, **extra, "optional": optional}
+        if name:
+            s["name"] = name
+            s["version"] = 1
+        if params:
+            s["parameters"] = params
+        return s, payload
+
+    if pa.types.is_dictionary(t):
+        return connect_schema(t.value_type, optional, decimal_format)
+    for test, name in _PRIMS:
+        if test(t):
+            return out(name, _CONNECT_TO_ARROW[name])
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return out("bytes", pa.binary())
+    if pa.types.is_decimal(t):
+        params = {"scale": str(t.scale), "connect.decimal.precision": str(t.precision)}
+        return out("bytes", t if decimal_format == "numeric" else pa.binary(), DECIMAL, params)
+    if pa.types.is_timestamp(t):
+        name = {"s": TIMESTAMP, "ms": TIMESTAMP, "us": MICRO_TS, "ns": NANO_TS}[t.unit]
+        return out("int64", pa.int64(), name, _tz_params(t))
+    if pa.types.is_date(t):
+        return out("int32", pa.int32(), DATE)
+    if pa.types.is_time(t):
+        if t.unit in ("s", "ms"):
+            return out("int32", pa.int32(), TIME)
+        return out("int64", pa.int64(), MICRO_TIME if t.unit == "us" else NANO_TIME)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        item, item_payload = connect_schema(t.value_type, t.value_field.nullable, decimal_format)
+        return out("array", pa.list_(item_payload), items=item)
+    if pa.types.is_struct(t):
+        fields, payload = _struct_fields(list(t), decimal_format)
+        return out("struct", payload, fields=fields)
+    if pa.types.is_map(t):
+        k, kp = connect_schema(t.key_type, False, decimal_format)
+        v, vp = connect_schema(t.item_type, True, decimal_format)
+        return out("map", pa.map_(kp, vp), keys=k, values=v)
+    raise ConversionError(f"type {t} has no Kafka Connect schema equivalent")
+
+
+def _struct_fields(fields: list[pa.Field], decimal_format: str) -> tuple[list[dict[str, Any]], pa.DataType]:
+    out, payload = [], []
+    for f in fields:
+        s, p = connect_schema(f.type, f.nullable, decimal_format)
+        s["field"] = f.name
+        out.append(s)
+        payload.append(pa.field(f.name, p))
+    return out, pa.struct(payload)
+
+
+def envelope_schema(schema: pa.Schema, decimal_format: str = "base64", name: str | None = None) -> dict[str, Any]:
+    """The top-level struct schema of a batch."""
+    fields, _ = _struct_fields(list(schema), decimal_format)
+    s: dict[str, Any] = {"type": "struct", "fields": fields, "optional": False}
+    if name:
+        s["name"] = name
+    return s
+
+
+# -- decoding: Connect schema → Arrow --------------------------------------------------------------
+
+def arrow_type(s: dict[str, Any], decimal_format: str) -> tuple[pa.DataType, pa.DataType]:
+    """(final Arrow type, Arrow type the JSON payload is parsed as) for a Connect schema."""
+    typ, name, params = s.get("type"), s.get("name"), s.get("parameters") or {}
+    if name == DECIMAL:
+        scale = int(params.get("scale", 0))
+        prec = int(params.get("connect.decimal.precision", 38))
+        final = pa.decimal128(prec, scale)
+        return final, (final if decimal_format == "numeric" else pa.string())
+    if name in (TIMESTAMP, MICRO_TS, NANO_TS):
+        unit = {TIMESTAMP: "ms", MICRO_TS: "us", NANO_TS: "ns"}[name]
+        tz = None if params.get("headrace.naive") == "true" else params.get("headrace.timezone", "UTC")
+        return pa.timestamp(unit, tz=tz), pa.int64()
+    if name == DATE:
+        return pa.date32(), pa.int32()
+    if name in (TIME, MICRO_TIME, NANO_TIME):
+        return ({TIME: pa.time32("ms"), MICRO_TIME: pa.time64("us"), NANO_TIME: pa.time64("ns")}[name],
+                pa.int32() if name == TIME else pa.int64())
+    if typ in _CONNECT_TO_ARROW:
+        return _CONNECT_TO_ARROW[typ], _CONNECT_TO_ARROW[typ]
+    if typ == "bytes":
+        return pa.binary(), pa.string()
+    if typ == "array":
+        f, p = arrow_type(s["items"], decimal_format)
+        if _needs_post(f, p):
+            raise ConversionError("arrays of bytes/decimal are not supported by the json_schema decoder")
+        return pa.list_(f), pa.list_(p)
+    if typ == "struct":
+        fs, ps = [], []
+        for fld in s.get("fields", []):
+            f, p = arrow_type(fld, decimal_format)
+            if _needs_post(f, p) and not (pa.types.is_temporal(f)):
+                raise ConversionError("nested bytes/decimal fields are not supported by the json_schema decoder")
+            fs.append(pa.field(fld["field"], f, nullable=fld.get("optional", True)))
+            ps.append(pa.field(fld["field"], p))
+        return pa.struct(fs), pa.struct(ps)
+    if typ == "map":
+        kf, kp = arrow_type(s["keys"], decimal_format)
+        vf, vp = arrow_type(s["values"], decimal_format)
+        return pa.map_(kf, vf), pa.map_(kp, vp)
+    raise ConversionError(f"unsupported Kafka Connect schema type {typ!r}")
+
+
+def _needs_post(final: pa.DataType, parsed: pa.DataType) -> bool:
+    return final != parsed
+
+
+def _from_base64(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    con = _duck()
+    con.register("_hr_b64", pa.table({"s": arr}))
+    try:
+        return con.sql("SELECT from_base64(s) AS b FROM _hr_b64").to_arrow_table().column(0).combine_chunks()
+    except Exception as e:  # noqa: BLE001 (duckdb raises its own classes)
+        raise ConversionError(f"invalid base64 in bytes/decimal field: {e}") from e
+    finally:
+        con.unregister("_hr_b64")
+
+
+class JsonSchemaConverter(Converter):
+    """``{schema, payload}`` envelopes, byte-compatible with Kafka Connect's JsonConverter."""
+
+    class_name = "org.apache.kafka.connect.json.JsonConverter"
+
+    def __init__(self, decimal_format: str = "base64", schema_name: str | None = None) -> None:
+        self.decimal_format = decimal_format
+        self.schema_name = schema_name
+        self._prefix_cache: dict[bytes, tuple[pa.Schema, pa.Schema]] = {}
+
+    @property
+    def self_describing(self) -> bool:
+        return True
+
+    # -- encode ------------------------------------------------------------------------------------
+    def schema_json(self, schema: pa.Schema) -> bytes:
+        """The compact JSON of a batch's Connect schema."""
+        return orjson.dumps(envelope_schema(schema, self.decimal_format, self.schema_name))
+
+    def encode_values(self, table: pa.Table, topic: str = "") -> pa.Array:
+        """One envelope per row, as an Arrow string column."""
+        if table.num_rows == 0:
+            return pa.array([], pa.string())
+        prefix = b'{"schema":' + self.schema_json(table.schema) + b',"payload":'
+        payload = self._payload_json(table)
+        return pc.binary_join_element_wise(prefix.decode(), payload, "}", "")
+
+    def _payload_json(self, table: pa.Table) -> pa.Array:
+        cols, b64 = [], []
+        for f, col in zip(table.schema, table.columns, strict=True):
+            _, ptype = connect_schema(f.type, f.nullable, self.decimal_format)
+            t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+            if pa.types.is_dictionary(f.type):
+                col = col.cast(t)
+            if pa.types.is_decimal(t) and self.decimal_format == "base64":
+                col = decimal_to_bytes(col)
+                b64.append(f.name)
+            elif pa.types.is_binary(ptype) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+                col = col.cast(pa.binary())
+                b64.append(f.name)
+            elif pa.types.is_timestamp(t) and t.unit == "s":
+                col = col.cast(pa.timestamp("ms", tz=t.tz)).cast(pa.int64())
+            elif pa.types.is_time32(t) and t.unit == "s":
+                col = col.cast(pa.time32("ms")).cast(pa.int32())
+            elif ptype != t:
+                try:
+                    col = col.cast(ptype)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ConversionError(f"column {f.name!r} ({t}) cannot be written as {ptype}: {e}") from e
+            cols.append(col)
+        payload = pa.table(cols, names=table.column_names)
+        con = _duck()
+        con.register("_hr_payload", payload)
+        try:
+            sel = ", ".join(
+                f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _q(n) for n in payload.column_names
+            )
+            out = con.sql(f"SELECT to_json(q)::VARCHAR AS j FROM (SELECT {sel} FROM _hr_payload) q").to_arrow_table()
+        finally:
+            con.unregister("_hr_payload")
+        return out.column(0)
+
+    def encode_keys(self, table: pa.Table, columns: Sequence[str], topic: str = "") -> list | None:
+        """Keys: a primitive envelope for one key column, a struct envelope for several."""
+        if not columns:
+            return None
+        sub = table.select(list(columns))
+        if len(columns) > 1:
+            return self.encode_values(sub, topic).to_pylist()
+        f = sub.schema.field(0)
+        schema, _ = connect_schema(f.type, f.nullable, self.decimal_format)
+        prefix = b'{"schema":' + orjson.dumps(schema) + b',"payload":'
+        payload = self._payload_json(sub)
+        # DuckDB wrote {"col":value}; keep just the value
+        inner = pc.utf8_slice_codeunits(payload, len(orjson.dumps(f.name)) + 2, -1)
+        return pc.binary_join_element_wise(prefix.decode(), inner, "}", "").to_pylist()
+
+    # -- decode ------------------------------------------------------------------------------------
+    def decode(self, values: Sequence[bytes], schema: pa.Schema | None = None, topic: str = "") -> pa.Table:
+        """Envelopes → a table typed by the schema each envelope declares (``schema`` is ignored)."""
+        n = len(values)
+        if n == 0:
+            return pa.table({})
+        arr = pa.array(values, pa.binary())
+        prefix, pschema, fschema = self._prefix(values[0])
+        same = pc.starts_with(arr.cast(pa.binary()), pattern=prefix) if prefix else None
+        if same is not None and pc.all(same).as_py():
+            return self._decode_payloads(pc.binary_slice(arr, len(prefix), -1), pschema, fschema)
+        # several schemas (or layouts) in one batch: decode each group, restore the order
+        groups: dict[bytes, list[int]] = {}
+        for i, v in enumerate(values):
+            groups.setdefault(self._prefix(v)[0], []).append(i)
+        parts, order = [], []
+        for p, idx in groups.items():
+            sub = [values[i] for i in idx]
+            if p:
+                _, ps, fs = self._prefix(sub[0])
+                parts.append(self._decode_payloads(pc.binary_slice(pa.array(sub, pa.binary()), len(p), -1), ps, fs))
+            else:  # not the compact layout: re-serialise each payload
+                ps, fs = self._schemas_of(orjson.loads(sub[0])["schema"])
+                payloads = pa.array([orjson.dumps(orjson.loads(v)["payload"]) for v in sub], pa.binary())
+                parts.append(self._decode_payloads(payloads, ps, fs))
+            order.extend(idx)
+        table = pa.concat_tables(parts, promote_options="permissive")
+        inverse = pc.sort_indices(pa.array(order))
+        return table.take(inverse)
+
+    def _schemas_of(self, schema: Any) -> tuple[pa.Schema, pa.Schema]:
+        if not isinstance(schema, dict) or schema.get("type") != "struct":
+            raise ConversionError("a json_schema value must have a struct schema")
+        final, parsed = [], []
+        for fld in schema.get("fields", []):
+            f, p = arrow_type(fld, self.decimal_format)
+            final.append(pa.field(fld["field"], f, nullable=fld.get("optional", True)))
+            parsed.append(pa.field(fld["field"], p))
+        return pa.schema(parsed), pa.schema(final)
+
+    def _prefix(self, value: bytes) -> tuple[bytes, pa.Schema | None, pa.Schema | None]:
+        """The envelope's bytes up to the payload, when it has the compact ``{"schema":…,"payload":`` layout."""
+        if not value.startswith(b'{"schema":'):
+            self._check_envelope(value)
+            return b"", None, None
+        start = 0
+        while True:
+            i = value.find(b',"payload":', start)
+            if i < 0:
+                self._check_envelope(value)
+                return b"", None, None
+            prefix = value[: i + 11]
+            hit = self._prefix_cache.get(prefix)
+            if hit is not None:
+                return prefix, hit[0], hit[1]
+            try:
+                schema = orjson.loads(value[10:i])
+            except orjson.JSONDecodeError:
+                start = i + 1
+                continue
+            if not value.endswith(b"}"):
+                raise ConversionError("malformed envelope: it does not end with '}'")
+            parsed, final = self._schemas_of(schema)
+            if len(self._prefix_cache) > 64:
+                self._prefix_cache.clear()
+            self._prefix_cache[prefix] = (parsed, final)
+            return prefix, parsed, final
+
+    @staticmethod
+    def _check_envelope(value: bytes) -> None:
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as e:
+            raise ConversionError(f"malformed JSON: {e}") from e
+        if not isinstance(doc, dict) or "schema" not in doc or "payload" not in doc:
+            raise ConversionError("not a {schema, payload} envelope (is the producer's schemas.enable off?)")
+
+    def _decode_payloads(self, payloads: pa.Array, parsed: pa.Schema, final: pa.Schema) -> pa.Table:
+        blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
+        multiline = blob.count(b"\n") != len(payloads) - 1
+        opts = pj.ParseOptions(explicit_schema=parsed, newlines_in_values=multiline, unexpected_field_behavior="error")
+        ropts = pj.ReadOptions(block_size=max(1 << 20, min(len(blob) + 1, 64 << 20)), use_threads=True)
+        try:
+            raw = pj.read_json(io.BytesIO(blob), read_options=ropts, parse_options=opts)
+        except pa.ArrowInvalid as e:
+            raise ConversionError(f"payload does not match its schema: {e}") from e
+        if raw.num_rows != len(payloads):
+            raise ConversionError(f"{len(payloads)} payloads parsed as {raw.num_rows} rows")
+        cols = []
+        for f, pf in zip(final, parsed, strict=True):
+            col = raw.column(pf.name)
+            if f.type != pf.type:
+                col = self._post(col, f.type)
+            cols.append(col)
+        return check_valid(pa.table(cols, schema=final))
+
+    def _post(self, col: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray | pa.Array:
+        if pa.types.is_decimal(t):
+            return bytes_to_decimal(_from_base64(col), t)
+        if pa.types.is_binary(t):
+            return _from_base64(col)
+        return col.cast(t)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _join_lines(arr: pa.Array) -> bytes:
+    """Newline-join a binary column without a Python loop."""
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), arr), b"\n")
+    return joined[0].as_py()
