@@ -87,14 +87,10 @@ class ParquetSink(Sink):
     def put_messages(
         self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
     ) -> tuple[int, int, int | None]:
-        vals, offs, stamps = [], [], []
-        for m in messages:
-            v = m.value()
-            if v is None:
-                continue
-            vals.append(v)
-            offs.append(m.offset())
-            stamps.append(m.timestamp()[1])
+        live = [m for m in messages if m.value() is not None]
+        vals = [m.value() for m in live]
+        offs = [m.offset() for m in live]
+        stamps = [m.timestamp()[1] for m in live]
         dead = len(messages) - len(vals)
         if not vals:
             return 0, dead, None

@@ -105,13 +105,12 @@ class TableSink(Sink):
         self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
     ) -> tuple[int, int, int | None]:
         vals, keys, offs, _ = buf = self._buf.setdefault((topic, partition), ([], [], [], decode))
-        dead = 0
-        for m in messages:
-            v = m.value()
-            dead += v is None
-            vals.append(v)
-            keys.append(m.key())
-            offs.append(m.offset())
+        got = [m.value() for m in messages]
+        dead = got.count(None)
+        vals += got
+        offs += [m.offset() for m in messages]
+        if self.config.pk_mode == "record_key":
+            keys += [m.key() for m in messages]
         durable = self.flush(topic, partition) if len(buf[0]) >= self.config.batch_size else None
         return len(messages) - dead, dead, durable
 
