@@ -1,0 +1,46 @@
+"""Table sink logic without a broker: last event per key, key decoding, config rules (SQLite and DuckDB)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from integrations.config import TableSinkConfig
+from integrations.sinks.table import TableSink, TableSinkError, _decode_keys, quote
+
+
+def test_last_event_per_key_wins_and_tombstones_become_deletes():
+    keys = pa.table({"id": [1, 2, 1, 3, 2, 3]})
+    live = np.array([True, True, True, True, False, True])
+    values = pa.table({"id": [1, 2, 1, 3, 3], "v": ["a", "b", "c", "d", "e"]})
+    rows, deletes = TableSink._events(values, keys, live, dedup=True)
+    assert rows.to_pydict() == {"id": [1, 3], "v": ["c", "e"]}
+    assert deletes.to_pydict() == {"id": [2]}
+
+
+def test_decode_keys_objects_and_primitives():
+    assert _decode_keys([b'{"a": 1, "b": "x"}', b'{"a": 2, "b": "y"}'], []).to_pydict() == {"a": [1, 2], "b": ["x", "y"]}
+    assert _decode_keys([b"7", b"8"], ["id"]).to_pydict() == {"id": [7, 8]}
+    with pytest.raises(TableSinkError, match="exactly one pk_fields"):
+        _decode_keys([b"7"], [])
+    with pytest.raises(TableSinkError, match="null key"):
+        _decode_keys([b"7", None], ["id"])
+
+
+def test_quote_doubles_quotes():
+    assert quote('a"b') == '"a""b"'
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"insert_mode": "upsert"}, "needs a primary key"),
+    ({"pk_mode": "record_value"}, "needs 'pk_fields'"),
+    ({"delete_enabled": True, "pk_mode": "record_value", "pk_fields": ["id"]}, "delete_enabled needs pk_mode"),
+    ({"pk_mode": "kafka", "pk_fields": ["a"]}, "takes 3 pk_fields"),
+])
+def test_table_config_rules(kw, msg):
+    with pytest.raises(ValidationError, match=msg):
+        TableSinkConfig(type="table_sink", name="x", topics=["t"], **kw)
+    assert TableSinkConfig(type="table_sink", name="x", topics=["t"], table_name_format="raw_${topic}").table_for(
+        "orders") == "raw_orders"
