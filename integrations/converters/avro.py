@@ -46,8 +46,9 @@ def avro_type(t: pa.DataType, path: str) -> Any:
         return avro_type(t.value_type, path)
     if pa.types.is_boolean(t):
         return "boolean"
-    if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_int32(t) or pa.types.is_uint8(t) \
-            or pa.types.is_uint16(t):
+    if pa.types.is_int8(t) or pa.types.is_int16(t):  # Confluent's AvroConverter marks these the same way
+        return {"type": "int", "connect.type": "int8" if pa.types.is_int8(t) else "int16"}
+    if pa.types.is_int32(t) or pa.types.is_uint8(t) or pa.types.is_uint16(t):
         return "int"
     if pa.types.is_integer(t):
         return "long"
@@ -149,6 +150,8 @@ def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataTyp
         return pa.timestamp(unit, tz=tz), pa.int64(), False
     if logical == "date":
         return pa.date32(), pa.int32(), False
+    if typ == "int" and s.get("connect.type") in ("int8", "int16"):
+        return (pa.int8() if s["connect.type"] == "int8" else pa.int16()), pa.int32(), False
     if logical == "time-millis":
         return pa.time32("ms"), pa.int32(), False
     if logical == "time-micros":
@@ -314,12 +317,13 @@ class AvroConverter(Converter):
             raise ConversionError("message shorter than the 5-byte Schema Registry header")
         headers = pc.binary_slice(arr, 0, 5)
         distinct = pc.unique(headers)
+        end = pc.max(pc.binary_length(arr)).as_py()
         if len(distinct) == 1:
-            return self._decode_one(distinct[0].as_py(), pc.binary_slice(arr, 5), n)
+            return self._decode_one(distinct[0].as_py(), pc.binary_slice(arr, 5, end), n)
         parts, order = [], []
         for h in distinct.to_pylist():
             idx = pc.indices_nonzero(pc.equal(headers, pa.scalar(h, pa.binary())))
-            parts.append(self._decode_one(h, pc.binary_slice(arr.take(idx), 5), len(idx)))
+            parts.append(self._decode_one(h, pc.binary_slice(arr.take(idx), 5, end), len(idx)))
             order.append(idx)
         table = pa.concat_tables(parts, promote_options="permissive")
         return table.take(pc.sort_indices(pa.concat_arrays(order)))

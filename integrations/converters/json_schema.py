@@ -38,6 +38,7 @@ TIME = "org.apache.kafka.connect.data.Time"
 TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
 MICRO_TS, NANO_TS = "io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp"
 MICRO_TIME, NANO_TIME = "io.debezium.time.MicroTime", "io.debezium.time.NanoTime"
+VALUE = "value"  # the column a primitive (non-struct) envelope decodes into
 
 _PRIMS: list[tuple[Any, str]] = [
     (pa.types.is_boolean, "boolean"), (pa.types.is_int8, "int8"), (pa.types.is_int16, "int16"),
@@ -290,14 +291,17 @@ class JsonSchemaConverter(Converter):
         return table.take(inverse)
 
     def _schemas_of(self, schema: Any) -> tuple[pa.Schema, pa.Schema]:
-        if not isinstance(schema, dict) or schema.get("type") != "struct":
-            raise ConversionError("a json_schema value must have a struct schema")
+        if not isinstance(schema, dict) or "type" not in schema:
+            raise ConversionError(f"not a Kafka Connect schema: {schema!r}")
+        if schema["type"] != "struct":  # a primitive key or value lands in one column, 'value'
+            schema = {"type": "struct", "fields": [{**schema, "field": VALUE}], "headrace.wrapped": True}
         final, parsed = [], []
         for fld in schema.get("fields", []):
             f, p = arrow_type(fld, self.decimal_format)
             final.append(pa.field(fld["field"], f, nullable=fld.get("optional", True)))
             parsed.append(pa.field(fld["field"], p))
-        return pa.schema(parsed), pa.schema(final)
+        meta = {b"headrace.wrapped": b"1"} if schema.get("headrace.wrapped") else None
+        return pa.schema(parsed, metadata=meta), pa.schema(final)
 
     def _prefix(self, value: bytes) -> tuple[bytes, pa.Schema | None, pa.Schema | None]:
         """The envelope's bytes up to the payload, when it has the compact ``{"schema":…,"payload":`` layout."""
@@ -337,6 +341,8 @@ class JsonSchemaConverter(Converter):
             raise ConversionError("not a {schema, payload} envelope (is the producer's schemas.enable off?)")
 
     def _decode_payloads(self, payloads: pa.Array, parsed: pa.Schema, final: pa.Schema) -> pa.Table:
+        if parsed.metadata and parsed.metadata.get(b"headrace.wrapped"):
+            payloads = pc.binary_join_element_wise(b'{"value":', payloads, b"}", b"")
         blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
         multiline = blob.count(b"\n") != len(payloads) - 1
         opts = pj.ParseOptions(explicit_schema=parsed, newlines_in_values=multiline, unexpected_field_behavior="error")

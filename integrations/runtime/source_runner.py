@@ -21,6 +21,7 @@ from integrations.offsets import OffsetStore
 from integrations.runtime.errors import (
     KAFKA_PRODUCE,
     KEY_CONVERTER,
+    TRANSFORMATION,
     VALUE_CONVERTER,
     ErrorHandler,
     Failure,
@@ -165,7 +166,7 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                         batch = _truncate(batch, budget[0], source)
                     rows_read = batch.num_rows
                     # --- transforms: the chain sees the topic; routers may send rows to other topics ---
-                    routed = _transformed(transform, batch)
+                    routed = _transform_tolerant(transform, batch, errors, pkey)
                     sent = 0
                     for sub in routed:
                         nbytes, nrows = _deliver(kafka, producing, key_converter, value_converter, config, sub,
@@ -200,6 +201,26 @@ def _transformed(chain: TransformChain, batch: SourceBatch) -> list[SourceBatch]
     out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic))
     parts = out.split_by_topic() or {batch.topic: out}
     return [SourceBatch(batch.partition, topic, part.value, batch.offset) for topic, part in parts.items()]
+
+
+def _transform_tolerant(chain: TransformChain, batch: SourceBatch, errors: ErrorHandler, pkey: str
+                       ) -> list[SourceBatch]:
+    """``_transformed``, with rows the chain cannot handle located and sent to the error handler."""
+    try:
+        return _transformed(chain, batch)
+    except Exception as e:
+        if is_transient(e):
+            raise
+        error = e
+    records = batch.records
+    bad, good = locate_bad(records.num_rows, lambda idx: _transformed(
+        chain, SourceBatch(batch.partition, batch.topic, records.take(idx), batch.offset)))
+    if not bad:
+        raise error
+    context = {"topic": batch.topic, "partition": pkey, "offset": _json(batch.offset)}
+    errors.report([_row_failure(records, i, _Staged(TRANSFORMATION, type(chain).__name__, e), context)
+                   for i, e in sorted(bad.items())])
+    return good or []
 
 
 def _truncate(batch: SourceBatch, n: int, source: Source) -> SourceBatch:
