@@ -329,8 +329,142 @@ class TableSinkConfig(_ConnectorBase):
         return self.table_name_format.replace("${topic}", topic)
 
 
-ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfig, Field(discriminator="type")]
-CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink")
+class FileSourceConfig(_ConnectorBase):
+    """A spooling-directory file source (CSV, JSON lines, Parquet), like Kafka Connect's SpoolDir."""
+
+    type: Literal["file_source"]
+    input_path: Annotated[
+        str, Field(description="Folder to spool: a local path (relative: under $HEADRACE_HOME) or a URI "
+                               "(s3://bucket/prefix, or any fsspec scheme)")
+    ]
+    input_file_pattern: Annotated[
+        str, Field(description="Regex (full match) of the file name; matched against the path relative to "
+                               "input_path when it contains '/'")
+    ] = r".*"
+    recursive: Annotated[bool, Field(description="Also read files in sub-folders")] = False
+    format: Annotated[Literal["csv", "jsonl", "parquet"], Field(description="csv | jsonl (JSON lines) | parquet")] = "csv"
+    topic: Annotated[str, Field(description="Topic every record is written to")]
+    file_minimum_age: Annotated[
+        float, Field(ge=0, description="Seconds since a file's last modification before it is read")
+    ] = 0.0
+    cleanup_policy: Annotated[
+        Literal["none", "delete", "move", "move_by_date"],
+        Field(description="What happens to a file once its last offset is stored: none | delete | move (to "
+                          "finished_path) | move_by_date (to finished_path/YYYY-MM-DD/, the file's mtime in UTC)"),
+    ] = "none"
+    finished_path: Annotated[str | None, Field(description="Where finished files go (move, move_by_date)")] = None
+    error_path: Annotated[str | None, Field(description="Where unreadable files go (halt_on_error: false)")] = None
+    halt_on_error: Annotated[
+        bool, Field(description="true: an unreadable file stops the connector and stays in place; false: it is "
+                                "moved to error_path and the other files flow")
+    ] = True
+    file_identity: Annotated[
+        Literal["stat", "hash"],
+        Field(description="What identifies a file's content in its offset: stat (size + mtime) or hash "
+                          "(size + BLAKE2 of the bytes; reads each file once more)"),
+    ] = "stat"
+    batch_size: Annotated[int, Field(gt=0, le=10_000_000, description="Records per batch (and per stored offset)")] = (
+        100_000
+    )
+    max_rows_per_run: Annotated[
+        int | None, Field(gt=0, description="Cap on rows moved by one micro-batch (default: until caught up)")
+    ] = None
+    value_schema: Annotated[
+        dict[str, str] | None,
+        Field(description="Declared columns (name: arrow type, e.g. decimal(12,2), timestamp[us, tz=UTC]); "
+                          "only these are read. Default: inferred from each file's first block"),
+    ] = None
+    key_columns: Annotated[list[str], Field(description="Columns that form the Kafka message key")] = []
+    csv_first_row_as_header: Annotated[bool, Field(description="CSV: the first row (after skipped lines) names "
+                                                               "the columns")] = True
+    csv_separator_char: Annotated[str, Field(min_length=1, max_length=1, description="CSV: field delimiter")] = ","
+    csv_quote_char: Annotated[
+        str | None, Field(max_length=1, description="CSV: quote character (null or '': no quoting)")
+    ] = '"'
+    csv_escape_char: Annotated[str | None, Field(max_length=1, description="CSV: escape character")] = None
+    csv_skip_lines: Annotated[int, Field(ge=0, description="CSV: lines skipped before the header or data")] = 0
+    csv_null_indicator: Annotated[
+        str | None,
+        Field(description="CSV: the field text that means NULL (strings too); default: pyarrow's "
+                          "('', NULL, null, NaN, N/A ...) for non-string columns only"),
+    ] = None
+    csv_newlines_in_values: Annotated[bool, Field(description="CSV: quoted values may span lines")] = False
+    charset: Annotated[str, Field(description="Text encoding of CSV files (JSON lines are UTF-8)")] = "utf8"
+    topic_partitions: Annotated[int, Field(gt=0, le=10_000)] = 1
+    topic_replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
+    storage_options: Annotated[
+        dict[str, str],
+        Field(description="Object storage options (endpoint_override, region, access_key, secret_key, scheme); "
+                          "use ${env:VAR} for secrets"),
+    ] = {}
+
+    @field_validator("topic")
+    @classmethod
+    def _legal_topic(cls, v: str) -> str:
+        if not TOPIC_RE.match(v) or v in (".", ".."):
+            raise ValueError(f"{v!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
+        return v
+
+    @field_validator("input_path", "finished_path", "error_path")
+    @classmethod
+    def _no_parent(cls, v: str | None) -> str | None:
+        if v is not None and ".." in re.split(r"[/\\]", v.split("://", 1)[-1]):
+            raise ValueError(f"{v!r} contains a '..' segment; paths may not climb out of their folder")
+        return v
+
+    @field_validator("input_file_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"{v!r} is not a valid regular expression: {e}") from None
+        literal = v.replace("\\", "")
+        if literal.startswith("/") or "../" in literal or "..\\" in v:
+            raise ValueError(f"{v!r} refers to a parent or absolute path; patterns match paths inside input_path")
+        return v
+
+    @field_validator("value_schema")
+    @classmethod
+    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None:
+            from integrations.arrow_types import parse_type
+
+            for col, typ in v.items():
+                parse_type(typ, col)
+        return v
+
+    @field_validator("charset")
+    @classmethod
+    def _charset(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"{v!r} is not a known text encoding") from None
+        return v
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> FileSourceConfig:
+        if self.cleanup_policy in ("move", "move_by_date") and not self.finished_path:
+            raise ValueError(f"cleanup_policy '{self.cleanup_policy}' needs 'finished_path'")
+        if not self.halt_on_error and not self.error_path:
+            raise ValueError("halt_on_error: false needs 'error_path' (where unreadable files are moved)")
+        scheme = self.input_path.split("://", 1)[0] if "://" in self.input_path else "file"
+        for name in ("finished_path", "error_path"):
+            other = getattr(self, name)
+            if other is not None and (other.split("://", 1)[0] if "://" in other else "file") != scheme:
+                raise ValueError(f"'{name}' must be on the same filesystem as input_path ({scheme})")
+        return self
+
+    def topic_for(self, _name: str = "") -> str:
+        """Every file writes to ``topic``."""
+        return self.topic
+
+
+ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfig | FileSourceConfig, Field(discriminator="type")]
+CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink", "file_source")
 
 
 class _Envelope(BaseModel):

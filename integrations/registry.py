@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.config import ParquetSinkConfig, SqlSourceConfig, TableSinkConfig
+from integrations.config import FileSourceConfig, ParquetSinkConfig, SqlSourceConfig, TableSinkConfig
 
 
 def source_class(config: Any) -> type:
@@ -13,6 +13,10 @@ def source_class(config: Any) -> type:
         from integrations.sources.sql import SqlSource
 
         return SqlSource
+    if isinstance(config, FileSourceConfig):
+        from integrations.sources.files import FileSource
+
+        return FileSource
     raise TypeError(f"{type(config).__name__} is not a source connector")
 
 
@@ -31,4 +35,4 @@ def sink_class(config: Any) -> type:
 
 def is_source(config: Any) -> bool:
     """True for source connectors (into Kafka)."""
-    return isinstance(config, SqlSourceConfig)
+    return isinstance(config, SqlSourceConfig | FileSourceConfig)

@@ -1,0 +1,240 @@
+"""Spooling-directory file source (Kafka Connect's SpoolDir): CSV, JSON lines and Parquet files → Kafka.
+
+- **Partitions.** One source partition per file, ``{"file": <path relative to input_path>}``, listed
+  in name order: files matching ``input_file_pattern``, older than ``file_minimum_age``, not hidden
+  (no segment starting with ``.``), outside ``finished_path`` / ``error_path``.
+- **Offsets.** ``{"size", "mtime_ns" | "blake2b", "record": <next record number>, "done": bool}``.
+  The identity (size + mtime, or a content hash) tells whether a stored offset belongs to this very
+  file; a changed file is read again from record 0. A crash mid-file resumes at ``record``.
+- **Cleanup after the offset.** The runner stores a batch's offset before it asks the generator for
+  the next batch, so when ``poll`` resumes after its last batch (``done: true``) the offset is stored
+  and the cleanup policy runs. A crash between the two finds ``done`` on the next run and only cleans up.
+- **Bad files.** A parse or conversion error stops the file. ``halt_on_error: true`` raises
+  ``FileSourceError`` and leaves the file in place (not finished); ``false`` moves it to ``error_path``
+  and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
+  looks one batch ahead, so a file whose error lies in its first two batches sends nothing).
+- **Confinement.** Files are only listed under ``input_path``; a relative name with ``..`` or an
+  absolute name is refused, as is a local symlink resolving outside the root; destinations under
+  ``finished_path`` / ``error_path`` are checked the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from integrations.config import FileSourceConfig, resolve_env, resolve_path
+from integrations.errors import ConfigError, HeadraceError
+from integrations.runtime.faults import fault_point
+from integrations.sources.base import Source, SourceBatch
+from integrations.sources.files_readers import DATA_ERRORS, read_tables
+
+log = logging.getLogger("headrace.source.files")
+
+
+class FileSourceError(HeadraceError):
+    """A file could not be read and ``halt_on_error`` is true."""
+
+
+def open_location(location: str, storage_options: dict[str, str]) -> tuple[pafs.FileSystem, str, bool]:
+    """The filesystem, the folder inside it, and whether it is the local disk."""
+    raw = resolve_env(location)
+    if "://" not in raw or raw.startswith("file://"):
+        return pafs.LocalFileSystem(), os.path.realpath(resolve_path(raw.removeprefix("file://"))), True
+    scheme, _, rest = raw.partition("://")
+    opts = {k: resolve_env(v) for k, v in storage_options.items()}
+    if scheme in ("s3", "s3a"):
+        keys = ("endpoint_override", "region", "access_key", "secret_key", "scheme", "session_token")
+        return pafs.S3FileSystem(**{k: v for k, v in opts.items() if k in keys}), rest.rstrip("/"), False
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(fsspec.filesystem(scheme, **opts))), rest.rstrip("/"), False
+
+
+def safe_join(root: str, rel: str) -> str:
+    """``root/rel``, refusing a relative name that is absolute or climbs out of ``root``."""
+    if not rel or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+        raise ConfigError(f"path {rel!r} is not relative to {root!r}")
+    parts = rel.replace("\\", "/").split("/")
+    if any(p in ("..", ".", "") for p in parts):
+        raise ConfigError(f"path {rel!r} escapes or is not normalised under {root!r}")
+    out = posixpath.join(root, *parts)
+    if not (out + "/").startswith(root.rstrip("/") + "/"):
+        raise ConfigError(f"path {rel!r} escapes {root!r}")
+    return out
+
+
+class _Spool:
+    """The three folders of a connector and the listing rules."""
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        self.config = config
+        self.fs, self.root, self.local = open_location(config.input_path, config.storage_options)
+        self.finished = open_location(config.finished_path, config.storage_options)[1] if config.finished_path else None
+        self.errors = open_location(config.error_path, config.storage_options)[1] if config.error_path else None
+        for name, other in (("finished_path", self.finished), ("error_path", self.errors)):
+            if other is not None and other.rstrip("/") == self.root.rstrip("/"):
+                raise ConfigError(f"connector {config.name}: {name} may not be input_path itself")
+        self.pattern = re.compile(config.input_file_pattern)
+        self.by_path = "/" in config.input_file_pattern.replace("\\/", "/")
+
+    def _excluded(self, path: str) -> bool:
+        return any(d is not None and (path + "/").startswith(d.rstrip("/") + "/") for d in (self.finished, self.errors))
+
+    def _confined(self, path: str) -> bool:
+        if not self.local:
+            return True
+        real = os.path.realpath(path)
+        return real.startswith(self.root.rstrip("/") + os.sep)
+
+    def ready(self) -> list[tuple[str, pafs.FileInfo]]:
+        """``(relative name, FileInfo)`` of every file ready to read, in name order."""
+        sel = pafs.FileSelector(self.root, recursive=self.config.recursive, allow_not_found=True)
+        now_ns = time.time_ns()
+        min_age_ns = int(self.config.file_minimum_age * 1e9)
+        out = []
+        for info in self.fs.get_file_info(sel):
+            if info.type != pafs.FileType.File or self._excluded(info.path):
+                continue
+            rel = info.path[len(self.root):].lstrip("/")
+            parts = rel.split("/")
+            if any(p.startswith(".") for p in parts):
+                continue
+            if not self.pattern.fullmatch(rel if self.by_path else parts[-1]):
+                continue
+            if not self._confined(info.path):
+                log.warning("file source %s: %s resolves outside %s; refused", self.config.name, rel, self.root)
+                continue
+            if min_age_ns and info.mtime_ns is not None and now_ns - info.mtime_ns < min_age_ns:
+                continue
+            out.append((rel, info))
+        return sorted(out, key=lambda x: x[0])
+
+
+def list_ready_files(config: FileSourceConfig) -> list[tuple[str, int, float]]:
+    """``(relative name, size, mtime in epoch seconds)`` of files ready to read: the sensor's cheap check."""
+    return [(rel, int(info.size or 0), (info.mtime_ns or 0) / 1e9) for rel, info in _Spool(config).ready()]
+
+
+class FileSource(Source):
+    """Reads a spooling directory; one partition per file, resumable per record number."""
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        self.config = config
+        self.spool = _Spool(config)
+        self.fs = self.spool.fs
+        self._infos: dict[str, pafs.FileInfo] = {}
+        self._current: tuple[dict[str, Any], int] | None = None  # identity and first record of the last batch
+        self._truncated = False
+
+    def partitions(self) -> list[dict[str, Any]]:
+        ready = self.spool.ready()
+        self._infos = dict(ready)
+        return [{"file": rel} for rel, _ in ready]
+
+    # -- identity and cleanup ----------------------------------------------------------------------
+    def _identity(self, path: str, info: pafs.FileInfo) -> dict[str, Any]:
+        if self.config.file_identity == "hash":
+            h = hashlib.blake2b(digest_size=20)
+            with self.fs.open_input_stream(path, compression=None) as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+            return {"size": info.size, "blake2b": h.hexdigest()}
+        return {"size": info.size, "mtime_ns": info.mtime_ns}
+
+    def _move(self, src: str, dst: str) -> None:
+        self.fs.create_dir(posixpath.dirname(dst), recursive=True)
+        if self.spool.local:
+            shutil.move(src, dst)  # rename, or copy + delete across devices
+        else:
+            self.fs.move(src, dst)
+
+    def _finish(self, rel: str, path: str, info: pafs.FileInfo) -> None:
+        """Apply the cleanup policy to a file whose last offset is stored."""
+        policy = self.config.cleanup_policy
+        if policy == "delete":
+            self.fs.delete_file(path)
+        elif policy in ("move", "move_by_date"):
+            assert self.spool.finished is not None
+            sub = rel
+            if policy == "move_by_date":
+                day = dt.datetime.fromtimestamp((info.mtime_ns or time.time_ns()) / 1e9, dt.UTC)
+                sub = f"{day:%Y-%m-%d}/{rel}"
+            self._move(path, safe_join(self.spool.finished, sub))
+        if policy != "none":
+            log.info("file source %s: %s finished (%s)", self.config.name, rel, policy)
+
+    def _failed(self, rel: str, path: str, record: int, exc: BaseException) -> None:
+        where = f"{rel}, after record {record}" if record else rel
+        msg = f"file source {self.config.name}: cannot read {where}: {type(exc).__name__}: {exc}"
+        if self.config.halt_on_error:
+            raise FileSourceError(
+                f"{msg}; halt_on_error is true, so the connector stopped and the file stays in "
+                f"{self.config.input_path} (fix or remove it, or set halt_on_error: false with error_path)"
+            ) from exc
+        assert self.spool.errors is not None
+        self._move(path, safe_join(self.spool.errors, rel))
+        log.error("%s; moved to %s", msg, self.config.error_path)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
+        rel = partition["file"]
+        path = safe_join(self.spool.root, rel)
+        info = self._infos.get(rel) or self.fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return  # gone since it was listed
+        identity = self._identity(path, info)
+        start = 0
+        if offset and {k: offset.get(k) for k in identity} == identity:
+            if offset.get("done"):
+                self._finish(rel, path, info)  # a crash came between the last offset and the cleanup
+                return
+            start = int(offset.get("record", 0))
+        elif offset:
+            log.warning("file source %s: %s changed since its offset was stored; reading it from the start",
+                        self.config.name, rel)
+        if not info.size:
+            self._finish(rel, path, info)  # nothing to deliver
+            return
+        topic = self.config.topic
+        tables = read_tables(self.fs, path, self.config, start)
+        pos, count = start, 0
+        try:
+            pending = next(tables, None)
+            if pending is None:
+                self._finish(rel, path, info)  # header only, or fully read before an empty tail
+                return
+            while pending is not None:
+                after = next(tables, None)  # read ahead: the batch knows whether it is the last
+                self._current, self._truncated = (identity, pos), False
+                pos += pending.num_rows
+                done = after is None
+                yield SourceBatch(partition, topic, pending, {**identity, "record": pos, "done": done})
+                if self._truncated:  # the runner cut the batch at its row budget: stop here
+                    return
+                count += 1
+                fault_point(f"file_source_after_batch_{count}")
+                pending = after
+        except DATA_ERRORS as e:
+            self._failed(rel, path, pos, e)
+            return
+        self._finish(rel, path, info)
+
+    def _advance(self, _offset: dict[str, Any], records: pa.Table) -> dict[str, Any]:
+        """The offset after the first ``len(records)`` records of the last batch (runner's row budget)."""
+        assert self._current is not None
+        identity, first = self._current
+        self._truncated = True
+        return {**identity, "record": first + records.num_rows, "done": False}
