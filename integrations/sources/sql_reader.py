@@ -295,8 +295,14 @@ class SqlReader:
         return prefetch(it) if background else it
 
     def _stream_adbc(self, stmt: sa.Select, chunk_rows: int) -> Iterator[pa.Table]:
-        compiled = stmt.compile(dialect=_PG_DOLLAR)
-        params = [compiled.params[name] for name in compiled.positiontup or []]
+        # Bounds are rendered as SQL literals (escaped by SQLAlchemy): with bind parameters the
+        # driver cannot use COPY and buffers the whole result in libpq, so memory would grow.
+        try:
+            compiled = stmt.compile(dialect=_PG_DOLLAR, compile_kwargs={"literal_binds": True})
+            params: list[Any] = []
+        except (sa.exc.CompileError, NotImplementedError):
+            compiled = stmt.compile(dialect=_PG_DOLLAR)
+            params = [compiled.params[name] for name in compiled.positiontup or []]
         cur = self._adbc.cursor()
         try:
             cur.execute(compiled.string, params or None)
