@@ -31,6 +31,7 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 DEFAULT_FORMATS = {"daily": "year=YYYY/month=MM/day=dd", "hourly": "year=YYYY/month=MM/day=dd/hour=HH"}
 _TOKENS = {"YYYY": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M"}
 _TOKEN_RE = re.compile(r"'([^']*)'|YYYY|MM|dd|HH|mm|%")
+_FLOOR = [("%S", "second"), ("%M", "minute"), ("%H", "hour"), ("%d", "day"), ("%m", "month"), ("%Y", "year")]
 DURATION_MS = {"daily": 86_400_000, "hourly": 3_600_000}
 
 
@@ -113,8 +114,17 @@ class Partitioner:
         return pc.binary_join_element_wise(*parts, "/")
 
     def encode_times(self, times: pa.Array) -> pa.Array:
-        """Format UTC times as paths in the configured time zone."""
-        return pc.strftime(times.cast(pa.timestamp("ms", tz=self.timezone)), format=self.fmt)
+        """Format UTC times as paths in the configured time zone.
+
+        The local wall-clock times are floored to the finest unit the format shows, and only the
+        distinct periods are formatted (strftime per record is ten times slower).
+        """
+        local = pc.local_timestamp(times.cast(pa.timestamp("ms", tz=self.timezone)))
+        unit = next((u for tok, u in _FLOOR if tok in self.fmt), None)
+        if unit is None:
+            return pc.strftime(local, format=self.fmt)
+        enc = pc.floor_temporal(local, unit=unit).dictionary_encode()
+        return pc.strftime(enc.dictionary, format=self.fmt).take(enc.indices)
 
     def window_paths(self, start: dt.datetime, end: dt.datetime) -> list[str]:
         """Every encoded partition whose period starts in ``[start, end)``."""

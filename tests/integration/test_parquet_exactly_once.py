@@ -156,3 +156,22 @@ def test_500_days_bounded_memory(kafka, topic_factory, unique, tmp_path):
     assert len(days) == 500
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in (tmp_path / topic).rglob("*.parquet"))
     assert total == n
+
+
+def test_window_rebuild_on_s3(kafka, topic_factory, unique, moto_s3):
+    topic = topic_factory("pqws3")
+    produce(kafka, topic, [(0, None, {"id": i}, T0 + (i * DAY) // 10) for i in range(30)])  # 10 a day, 3 days
+    cfg = ParquetSinkConfig(type="parquet_sink", name=f"pqws3-{unique}", topics=[topic], path="s3://headrace-test/w",
+                            partitioner="time", storage_options=moto_s3)
+    fs = pafs.S3FileSystem(**moto_s3)
+    day = f"headrace-test/w/{topic}/year=2024/month=05/day=03"
+    fs.create_dir(day)
+    with fs.open_output_stream(f"{day}/stale.parquet") as f:
+        pq.write_table(_stale(), f)
+    for _ in range(2):
+        res = rebuild_window(cfg, D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=3), kafka)
+        infos = [i for i in fs.get_file_info(pafs.FileSelector(f"headrace-test/w/{topic}", recursive=True))
+                 if i.type == pafs.FileType.File]
+        assert [i.path for i in infos] == [f"{day}/{topic}+0+00000000000000000020.parquet"]
+        assert pq.read_table(infos[0].path, filesystem=fs).column("id").to_pylist() == list(range(20, 30))
+        assert res.rows == 10

@@ -110,3 +110,12 @@ def test_parquet_config_rules(tmp_path, kw, msg):
 
     with pytest.raises(ValidationError, match=msg):
         _cfg(tmp_path, **kw)
+
+
+def test_encode_times_local_hours_across_dst(tmp_path):
+    p = Partitioner(_cfg(tmp_path, partitioner="time", partition_duration="hourly", timezone="Europe/Berlin"))
+    utc = [dt.datetime(2024, 10, 27, 0, 30, tzinfo=dt.UTC), dt.datetime(2024, 10, 27, 1, 30, tzinfo=dt.UTC),
+           dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.UTC)]
+    got = p.encode_times(pa.array(utc, pa.timestamp("ms", tz="UTC"))).to_pylist()
+    assert got == ["year=2024/month=10/day=27/hour=02", "year=2024/month=10/day=27/hour=02",
+                   "year=2024/month=03/day=31/hour=03"]
