@@ -30,6 +30,7 @@ class OffsetStore:
     def __init__(self, kafka: KafkaSettings, topic: str = DEFAULT_TOPIC) -> None:
         self.kafka = kafka
         self.topic = topic
+        self._producer: Any = None  # kept: a fresh idempotent producer's first send costs ~0.5 s
 
     def ensure(self) -> None:
         """Create the compacted offsets topic if missing."""
@@ -89,7 +90,9 @@ class OffsetStore:
             if err is not None:
                 errors.append(str(err))
 
-        p = self.kafka.producer(**{"delivery.report.only.error": False, "linger.ms": 0})
+        if self._producer is None:
+            self._producer = self.kafka.producer(**{"delivery.report.only.error": False, "linger.ms": 0})
+        p = self._producer
         for part_json, value in offsets.items():
             p.produce(
                 self.topic,
