@@ -151,6 +151,7 @@ def test_500_days_bounded_memory(kafka, topic_factory, unique, tmp_path):
                          timeout=600, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["rows"] == n
+    print("500 days:", got)
     assert got["rss_mb"] < 1024, got
     days = {p.parent for p in (tmp_path / topic).rglob("*.parquet")}
     assert len(days) == 500
