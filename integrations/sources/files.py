@@ -8,10 +8,12 @@
   file; a changed file is read again from record 0. A crash mid-file resumes at ``record``.
 - **Cleanup after the offset.** The runner stores a batch's offset before it asks the generator for
   the next batch, so when ``poll`` resumes after its last batch (``done: true``) the offset is stored
-  and the cleanup policy runs. A crash between the two finds ``done`` on the next run and only cleans up.
+  and the file is finished. The cleanup policy is applied to the run's finished files in ``close()``,
+  at the end of the run. A crash before that finds ``done`` on the next run, which only cleans up.
 - **Bad files.** A parse or conversion error stops the file. ``halt_on_error: true`` raises
-  ``FileSourceError`` and leaves the file in place (not finished); ``false`` moves it to ``error_path``
-  and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
+  ``FileSourceError``: the run stops, the file stays in place and nothing of the run is moved or
+  deleted (files finished before it are cleaned up by the next run). ``false`` moves the file to
+  ``error_path`` at once and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
   looks one batch ahead, so a file whose error lies in its first two batches sends nothing).
 - **Confinement.** Files are only listed under ``input_path``; a relative name with ``..`` or an
   absolute name is refused, as is a local symlink resolving outside the root; destinations under
@@ -138,6 +140,8 @@ class FileSource(Source):
         self._infos: dict[str, pafs.FileInfo] = {}
         self._current: tuple[dict[str, Any], int] | None = None  # identity and first record of the last batch
         self._truncated = False
+        self._finished: list[tuple[str, str, pafs.FileInfo]] = []  # offsets stored as done in this run
+        self._halted = False
 
     def partitions(self) -> list[dict[str, Any]]:
         ready = self.spool.ready()
@@ -180,6 +184,7 @@ class FileSource(Source):
         where = f"{rel}, after record {record}" if record else rel
         msg = f"file source {self.config.name}: cannot read {where}: {type(exc).__name__}: {exc}"
         if self.config.halt_on_error:
+            self._halted = True
             raise FileSourceError(
                 f"{msg}; halt_on_error is true, so the connector stopped and the file stays in "
                 f"{self.config.input_path} (fix or remove it, or set halt_on_error: false with error_path)"
@@ -199,14 +204,14 @@ class FileSource(Source):
         start = 0
         if offset and {k: offset.get(k) for k in identity} == identity:
             if offset.get("done"):
-                self._finish(rel, path, info)  # a crash came between the last offset and the cleanup
+                self._finished.append((rel, path, info))  # a crash came between the last offset and the cleanup
                 return
             start = int(offset.get("record", 0))
         elif offset:
             log.warning("file source %s: %s changed since its offset was stored; reading it from the start",
                         self.config.name, rel)
         if not info.size:
-            self._finish(rel, path, info)  # nothing to deliver
+            self._finished.append((rel, path, info))  # nothing to deliver
             return
         topic = self.config.topic
         tables = read_tables(self.fs, path, self.config, start)
@@ -214,7 +219,7 @@ class FileSource(Source):
         try:
             pending = next(tables, None)
             if pending is None:
-                self._finish(rel, path, info)  # header only, or fully read before an empty tail
+                self._finished.append((rel, path, info))  # header only, or nothing after ``start``
                 return
             while pending is not None:
                 after = next(tables, None)  # read ahead: the batch knows whether it is the last
@@ -230,7 +235,7 @@ class FileSource(Source):
         except DATA_ERRORS as e:
             self._failed(rel, path, pos, e)
             return
-        self._finish(rel, path, info)
+        self._finished.append((rel, path, info))
 
     def _advance(self, _offset: dict[str, Any], records: pa.Table) -> dict[str, Any]:
         """The offset after the first ``len(records)`` records of the last batch (runner's row budget)."""
@@ -238,3 +243,17 @@ class FileSource(Source):
         identity, first = self._current
         self._truncated = True
         return {**identity, "record": first + records.num_rows, "done": False}
+
+    def close(self) -> None:
+        """Apply the cleanup policy to the files finished in this run, unless a bad file halted it."""
+        finished, self._finished = self._finished, []
+        if self._halted:
+            if finished:
+                log.warning("file source %s halted: %d finished file(s) stay in place until the next run",
+                            self.config.name, len(finished))
+            return
+        for rel, path, info in finished:
+            try:
+                self._finish(rel, path, info)
+            except OSError as e:  # the offset says done: the next run tries again
+                log.error("file source %s: cleanup of %s failed: %s", self.config.name, rel, e)
