@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from integrations.converters.avro_flat import decode_flat, encode_flat, flat_plan
 from integrations.converters.base import Converter, bytes_to_decimal, check_valid, decimal_to_bytes
 from integrations.converters.json import ConversionError
 
@@ -233,6 +234,7 @@ class _ReadPlan:
             self.wrap = False
         self.final, self.raw = final, raw
         self.parsed = parse_schema(strip_logical(schema))
+        self.flat = None if self.wrap else flat_plan(schema)
 
 
 class AvroConverter(Converter):
@@ -250,7 +252,7 @@ class AvroConverter(Converter):
                                  else SchemaRegistryClient(conf))
         self.is_key = is_key
         self.auto_register = auto_register
-        self._writers: dict[tuple[str, pa.Schema], tuple[bytes, Any]] = {}
+        self._writers: dict[tuple[str, pa.Schema], tuple[bytes, Any, Any]] = {}
         self._readers: dict[int, _ReadPlan] = {}
 
     @property
@@ -261,8 +263,8 @@ class AvroConverter(Converter):
         """TopicNameStrategy: ``<topic>-value`` or ``<topic>-key``."""
         return f"{topic}-{'key' if self.is_key else 'value'}"
 
-    def writer_for(self, schema: pa.Schema, topic: str) -> tuple[bytes, Any]:
-        """(5-byte header, parsed raw schema) for a batch schema, registering it on first use."""
+    def writer_for(self, schema: pa.Schema, topic: str) -> tuple[bytes, Any, Any]:
+        """(5-byte header, parsed raw schema, flat plan or None) for a batch schema, registered on first use."""
         key = (topic, schema)
         hit = self._writers.get(key)
         if hit is not None:
@@ -279,7 +281,8 @@ class AvroConverter(Converter):
                 schema_id = self.client.lookup_schema(subject, sr_schema).schema_id
         except Exception as e:  # noqa: BLE001 (the registry client raises several classes)
             raise ConversionError(f"schema registry refused the schema for subject {subject!r}: {e}") from e
-        out = (bytes([MAGIC]) + int(schema_id).to_bytes(4, "big"), parse_schema(strip_logical(avro)))
+        out = (bytes([MAGIC]) + int(schema_id).to_bytes(4, "big"), parse_schema(strip_logical(avro)),
+               flat_plan(avro))
         self._writers[key] = out
         return out
 
@@ -287,10 +290,11 @@ class AvroConverter(Converter):
         """Framed Avro messages, one per row, as an Arrow binary column."""
         if table.num_rows == 0:
             return pa.array([], pa.binary())
-        header, parsed = self.writer_for(table.schema, topic)
-        raw = pa.table([_to_raw(c, f.type, f.name) for f, c in zip(table.schema, table.columns, strict=True)],
-                       names=table.column_names)
-        return frame_records(raw.to_pylist(), header, parsed)
+        header, parsed, flat = self.writer_for(table.schema, topic)
+        cols = [_to_raw(c, f.type, f.name) for f, c in zip(table.schema, table.columns, strict=True)]
+        if flat is not None:  # vectorised: no Python per record
+            return encode_flat(cols, flat, header)
+        return frame_records(pa.table(cols, names=table.column_names).to_pylist(), header, parsed)
 
     def encode_keys(self, table: pa.Table, columns: Sequence[str], topic: str = "") -> list | None:
         if not columns:
@@ -332,6 +336,8 @@ class AvroConverter(Converter):
         if header[0] != MAGIC:
             raise ConversionError(f"unknown magic byte {header[0]} (expected 0: Schema Registry wire format)")
         plan = self._plan(int.from_bytes(header[1:5], "big"))
+        if plan.flat is not None:  # vectorised: no Python per record
+            return finish(decode_flat(payloads, plan.flat, plan.raw), plan.raw, plan.final)
         blob = _concat(payloads)
         fo = io.BytesIO(blob)
         parsed = plan.parsed
@@ -369,9 +375,13 @@ def to_table(records: list[dict[str, Any]], raw: pa.StructType, final: pa.Struct
         struct = pa.array(records, type=raw)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
         raise ConversionError(f"decoded Avro values do not fit {raw}: {e}") from e
-    table = pa.Table.from_struct_array(struct)
+    return finish(pa.Table.from_struct_array(struct).columns, raw, final)
+
+
+def finish(columns: list, raw: pa.StructType, final: pa.StructType) -> pa.Table:
+    """Raw columns → the final (logical) types, converted per column; validated (UTF-8 included)."""
     cols = []
-    for f, rf, col in zip(final, raw, table.columns, strict=True):
+    for f, rf, col in zip(final, raw, columns, strict=True):
         if f.type != rf.type:
             col = bytes_to_decimal(col, f.type) if pa.types.is_decimal(f.type) else col.cast(f.type)
         cols.append(col)
