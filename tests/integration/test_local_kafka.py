@@ -1,0 +1,41 @@
+"""`headrace kafka up | down | status` on a second, throwaway broker (the shared one keeps running)."""
+
+from __future__ import annotations
+
+import socket
+
+from integrations.kafka.cluster import KafkaSettings
+from tests.conftest import run_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_up_is_idempotent_status_reports_version_and_down_stops(kafka, tmp_path):
+    port = _free_port()
+    env = {"HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_HEAP": "256m"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    # reuse the jars already fetched for the shared broker, but a fresh data folder for this port
+    try:
+        first = run_cli("kafka", "up", env=env, check=True, timeout=180)
+        assert first.stdout.startswith("Kafka 4.") and f"started on 127.0.0.1:{port}" in first.stdout
+        again = run_cli("kafka", "up", env=env, check=True)
+        assert "already running" in again.stdout
+        status = run_cli("kafka", "status", env=env, check=True)
+        assert status.stdout.startswith("running: Kafka 4.") and f"127.0.0.1:{port}" in status.stdout
+        settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+        settings.ensure_topic("probe")
+        assert "probe" in settings.admin().list_topics(timeout=10).topics
+    finally:
+        down = run_cli("kafka", "down", env=env, check=True, timeout=120)
+    assert down.stdout.startswith("Kafka stopped")
+    assert run_cli("kafka", "status", env=env, check=True).stdout.startswith("stopped")
+    assert run_cli("kafka", "down", env=env, check=True).stdout.strip() == "Kafka is not running"
+
+
+def test_external_cluster_starts_nothing(kafka):
+    out = run_cli("kafka", "up", env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}, check=True)
+    assert "nothing local is up" in out.stdout
