@@ -52,12 +52,12 @@ def ceiling(state: dict) -> int:
     out = Path(state["dir"]) / f"c-{uuid.uuid4().hex[:8]}"
     total, start = 0, 0
     for t, _pos in read_batches(topic, FLUSH):
-        days = pc.strftime(t.column("created_at"), format="year=%Y/month=%m/day=%d").combine_chunks()
-        enc = days.dictionary_encode()
+        enc = pc.floor_temporal(t.column("created_at"), unit="day").combine_chunks().dictionary_encode()
         idx = enc.indices.to_numpy()
         order = np.argsort(idx, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=len(enc.dictionary)))])
-        for d, path in enumerate(enc.dictionary.to_pylist()):
+        names = pc.strftime(enc.dictionary, format="year=%Y/month=%m/day=%d").to_pylist()
+        for d, path in enumerate(names):
             rows = order[bounds[d]:bounds[d + 1]]
             folder = out / topic / path
             folder.mkdir(parents=True, exist_ok=True)
