@@ -188,3 +188,28 @@ def test_missing_table_without_auto_create(kafka, topic_factory, unique, tmp_pat
     produce(kafka, topic, [(0, None, {"id": 1}, None)])
     with pytest.raises(TableSinkError, match="does not exist; create it or set auto_create: true"):
         run_sink(_cfg(f"duckdb:///{tmp_path}/wh.duckdb", topic, unique, auto_create=False), kafka)
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_type_edge_cases_round_trip(backend, kafka, topic_factory, unique, tmp_path, request):
+    """Decimals, time zones, emoji, quotes/newlines in text, and empty string vs NULL arrive exactly."""
+    import datetime as dt
+    from decimal import Decimal
+
+    pg = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    url = _url(backend, tmp_path, pg)
+    topic = topic_factory("tbt")
+    produce(kafka, topic, [
+        (0, None, {"id": 1, "amount": 12345678901.23, "at": "2024-03-31 01:30:00.123456+00", "s": ""}, None),
+        (0, None, {"id": 2, "amount": -0.01, "at": "2024-10-27 00:59:59.999999+00", "s": None}, None),
+        (0, None, {"id": 3, "amount": None, "at": None, "s": 'é漢🙂 "q",\nline'}, None),
+    ])
+    schema = {"id": "int64", "amount": "decimal(13,2)", "at": "timestamp[us, tz=UTC]", "s": "string"}
+    run_sink(_cfg(url, topic, unique, value_schema=schema), kafka)
+    got = _fetch(url, f'SELECT id, amount, "at", s FROM "{topic}" ORDER BY id')
+    utc = dt.UTC
+    want = [(1, Decimal("12345678901.23"), dt.datetime(2024, 3, 31, 1, 30, 0, 123456, tzinfo=utc), ""),
+            (2, Decimal("-0.01"), dt.datetime(2024, 10, 27, 0, 59, 59, 999999, tzinfo=utc), None),
+            (3, None, None, 'é漢🙂 "q",\nline')]
+    norm = [(i, a, t.astimezone(utc) if t else None, s) for i, a, t, s in got]
+    assert norm == want
