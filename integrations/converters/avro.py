@@ -31,6 +31,18 @@ from integrations.converters.base import Converter, bytes_to_decimal, check_vali
 from integrations.converters.json import ConversionError
 
 MAGIC = 0
+
+
+class RegistryUnavailable(ConnectionError):
+    """The Schema Registry could not be reached (transient: retried under errors_retry_timeout)."""
+
+
+def _registry_error(e: Exception, what: str) -> Exception:
+    """A registry failure as a transient outage, or as a conversion error when the registry answered."""
+    status = getattr(e, "http_status_code", None)
+    if status is not None and 400 <= int(status) < 500:
+        return ConversionError(f"{what}: {e}")
+    return RegistryUnavailable(f"{what}: schema registry unavailable: {e}")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -280,7 +292,7 @@ class AvroConverter(Converter):
             else:
                 schema_id = self.client.lookup_schema(subject, sr_schema).schema_id
         except Exception as e:  # noqa: BLE001 (the registry client raises several classes)
-            raise ConversionError(f"schema registry refused the schema for subject {subject!r}: {e}") from e
+            raise _registry_error(e, f"registering the schema for subject {subject!r}") from e
         out = (bytes([MAGIC]) + int(schema_id).to_bytes(4, "big"), parse_schema(strip_logical(avro)),
                flat_plan(avro))
         self._writers[key] = out
@@ -307,7 +319,7 @@ class AvroConverter(Converter):
             try:
                 schema_str = self.client.get_schema(schema_id).schema_str
             except Exception as e:  # noqa: BLE001
-                raise ConversionError(f"schema id {schema_id} could not be fetched from the registry: {e}") from e
+                raise _registry_error(e, f"fetching schema id {schema_id}") from e
             plan = self._readers[schema_id] = _ReadPlan(schema_str)
         return plan
 

@@ -217,6 +217,8 @@ def locate_bad(n: int, attempt: Callable[[list[int]], Any]) -> tuple[dict[int, B
             attempt(idx)
             return
         except Exception as e:  # noqa: BLE001
+            if is_transient(e):  # an outage is not a bad record
+                raise
             if len(idx) == 1:
                 bad[idx[0]] = e
                 return
@@ -248,6 +250,8 @@ def locate_bad(n: int, attempt: Callable[[list[int]], Any]) -> tuple[dict[int, B
             kept = kept + chunk
             return
         except Exception as e:  # noqa: BLE001
+            if is_transient(e):
+                raise
             if len(chunk) == 1:
                 bad[chunk[0]] = e
                 return

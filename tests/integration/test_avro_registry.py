@@ -137,3 +137,13 @@ def test_avro_poison_and_foreign_bytes_go_to_the_dlq(schema_registry, kafka, top
     assert [headers_of(m)["__connect.errors.offset"] for m in dead] == ["2", "4"]
     assert {headers_of(m)["__connect.errors.class.name"] for m in dead} == {"io.confluent.connect.avro.AvroConverter"}
     SchemaRegistryClient({"url": schema_registry}).delete_subject(f"{topic}-value", permanent=False)
+
+
+def test_unknown_schema_id_is_a_bad_record_not_an_outage(schema_registry):
+    from integrations.converters.avro import AvroConverter
+    from integrations.converters.json import ConversionError
+    from integrations.runtime.errors import is_transient
+
+    with pytest.raises(ConversionError, match="fetching schema id 2147483647") as exc:
+        AvroConverter(schema_registry).decode([b"\x00\x7f\xff\xff\xff\x02"])
+    assert not is_transient(exc.value)

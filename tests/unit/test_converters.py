@@ -309,3 +309,15 @@ def test_vectorised_flat_avro_is_byte_identical_to_fastavro_and_reads_its_output
     assert back.equals(t) or back.to_pylist().__repr__() == t.to_pylist().__repr__()  # NaN != NaN
     with pytest.raises(ConversionError):
         decode_flat(pa.array([theirs[1][:-1]], pa.binary()), plan, raw, skip=5)
+
+
+def test_registry_outage_is_transient_and_never_a_bad_record():
+    from integrations.converters.avro import RegistryUnavailable
+    from integrations.runtime.errors import is_transient
+
+    conv = AvroConverter("http://127.0.0.1:1")  # nothing listens on port 1
+    with pytest.raises(RegistryUnavailable) as exc:
+        conv.encode_values(pa.table({"a": [1]}), "t")
+    assert is_transient(exc.value)
+    with pytest.raises(RegistryUnavailable):  # locate_bad re-raises an outage instead of blaming records
+        locate_bad(2, lambda idx: conv.decode([b"\x00\x00\x00\x00\x01\x02"] * len(idx)))
