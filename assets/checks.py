@@ -5,16 +5,16 @@ import os
 
 import dagster as dg
 
-from assets.keys import dataset_key
-from integrations.config import ParquetSinkConfig
+from assets.factory import _sink_key
+from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.runtime.sink_runner import lag
 from resources.kafka import KafkaResource
 
 DEFAULT_MAX_LAG = int(os.environ.get("HEADRACE_MAX_LAG", "1000000"))
 
 
-def _lag_check(config: ParquetSinkConfig, topic: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=dataset_key(config, topic), name="lag_within_threshold",
+def _lag_check(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=_sink_key(config, topic), name="lag_within_threshold",
                     description=f"Records of {topic!r} not yet in the dataset ≤ {DEFAULT_MAX_LAG}")
     def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
         behind = lag(kafka.settings(), config.consumer_group, [topic])[topic]
@@ -26,6 +26,6 @@ def _lag_check(config: ParquetSinkConfig, topic: str) -> dg.AssetChecksDefinitio
     return _check
 
 
-def lag_checks(config: ParquetSinkConfig) -> list[dg.AssetChecksDefinition]:
+def lag_checks(config: ParquetSinkConfig | TableSinkConfig) -> list[dg.AssetChecksDefinition]:
     """One check per dataset: records not yet committed by the sink's group ≤ the threshold."""
     return [_lag_check(config, topic) for topic in config.topics]

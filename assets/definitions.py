@@ -23,7 +23,7 @@ def build_definitions(folder: str | Path | None = None) -> dg.Definitions:
         assets += d.assets
         specs += d.specs
         jobs += d.jobs
-        sensors.append(connector_sensor(config, d.jobs[0]))
+        sensors.append(connector_sensor(config, d.sensor_job))
         if is_source(config):
             produced |= set(d.keys)
         else:

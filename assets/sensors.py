@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.factory import CONNECTOR_TAG, RANGES_TAG
 from assets.keys import clean
-from integrations.config import ParquetSinkConfig, SqlSourceConfig
+from integrations.config import FileSourceConfig, ParquetSinkConfig, SqlSourceConfig
 from integrations.registry import is_source
 from integrations.runtime.checks import digest, ranges_to_tag, sink_pending, source_fingerprint
 from resources.kafka import KafkaResource
@@ -46,7 +46,16 @@ def connector_sensor(config: SqlSourceConfig | ParquetSinkConfig, job: object
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult | dg.SkipReason:
         settings = kafka.settings()
         tags = {CONNECTOR_TAG: config.name}
-        if is_source(config):
+        if isinstance(config, FileSourceConfig):
+            from integrations.sources.files import list_ready_files
+
+            ready = list_ready_files(config)
+            fp = digest(ready) if ready else None
+            if fp is None:
+                return dg.SkipReason("no files ready")
+            base = f"{config.name}:{fp}"
+            state = {"files": len(ready)}
+        elif is_source(config):
             fp = source_fingerprint(config, settings)
             if fp is None:
                 return dg.SkipReason("no new rows")
