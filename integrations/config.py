@@ -208,6 +208,11 @@ class ParquetSinkConfig(_ConnectorBase):
                           "default: the Kafka message timestamp"),
     ] = None
     timezone: Annotated[str, Field(description="IANA time zone of time partition paths")] = "UTC"
+    partition_start_date: Annotated[
+        str | None,
+        Field(description="time partitioner: first day (YYYY-MM-DD) of the Dagster time partitions; set it to "
+                          "make the dataset a partitioned asset whose partitions can be backfilled"),
+    ] = None
     rotate_interval: Annotated[
         float | None, Field(gt=0, description="Seconds of record time after which a file is closed")
     ] = None
