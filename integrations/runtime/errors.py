@@ -71,6 +71,20 @@ class Failure:
         return f"{self.stage} failed for the record at {where}: {type(self.exception).__name__}: {self.exception}"
 
 
+@dataclass
+class Rejected:
+    """Input a source could not turn into a row (e.g. a malformed CSV line).
+
+    A source attaches these to a batch as ``SourceBatch.rejects`` (an optional attribute); the source
+    runner hands them to the error handler (stage ``TASK_POLL``) before producing the batch, so under
+    ``errors_tolerance: none`` the batch's offset is not stored.
+    """
+
+    value: bytes | str
+    error: BaseException
+    position: str | None = None  # where in the source, e.g. "line 17"
+
+
 def is_transient(e: BaseException) -> bool:
     """Broker or database unreachable, timeouts: worth retrying. Bad data is never transient."""
     if isinstance(e, TransientError | KafkaUnavailable | DeliveryError | ConnectionError | TimeoutError):

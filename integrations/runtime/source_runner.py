@@ -21,6 +21,7 @@ from integrations.offsets import OffsetStore
 from integrations.runtime.errors import (
     KAFKA_PRODUCE,
     KEY_CONVERTER,
+    TASK_POLL,
     TRANSFORMATION,
     VALUE_CONVERTER,
     ErrorHandler,
@@ -165,6 +166,7 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                     if budget[0] is not None and batch.num_rows > budget[0]:
                         batch = _truncate(batch, budget[0], source)
                     rows_read = batch.num_rows
+                    _report_rejects(batch, errors, pkey, type(source).__name__)  # unparseable input, first
                     # --- transforms: the chain sees the topic; routers may send rows to other topics ---
                     routed = _transform_tolerant(transform, batch, errors, pkey)
                     sent = 0
@@ -201,6 +203,19 @@ def _transformed(chain: TransformChain, batch: SourceBatch) -> list[SourceBatch]
     out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic))
     parts = out.split_by_topic() or {batch.topic: out}
     return [SourceBatch(batch.partition, topic, part.value, batch.offset) for topic, part in parts.items()]
+
+
+def _report_rejects(batch: SourceBatch, errors: ErrorHandler, pkey: str, source_class: str) -> None:
+    """Hand a batch's ``rejects`` (unparseable source input, see ``Rejected``) to the error handler."""
+    rejects = getattr(batch, "rejects", None)
+    if not rejects:
+        return
+    context = {"topic": batch.topic, "partition": pkey, "offset": _json(batch.offset)}
+    errors.report([
+        Failure(TASK_POLL, r.error, source_class, **context, value=r.value,
+                headers=[("__headrace.errors.position", r.position.encode())] if r.position else None)
+        for r in rejects
+    ])
 
 
 def _transform_tolerant(chain: TransformChain, batch: SourceBatch, errors: ErrorHandler, pkey: str
