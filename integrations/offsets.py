@@ -30,13 +30,19 @@ class OffsetStore:
     def __init__(self, kafka: KafkaSettings, topic: str = DEFAULT_TOPIC) -> None:
         self.kafka = kafka
         self.topic = topic
-        self._producer: Any = None  # kept: a fresh idempotent producer's first send costs ~0.5 s
+        self._producer: Any = None  # kept: a fresh idempotent producer needs ~0.5 s before its first send
 
     def ensure(self) -> None:
         """Create the compacted offsets topic if missing."""
         self.kafka.ensure_topic(
             self.topic, partitions=1, config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
         )
+        self._get_producer()  # starts its idempotence handshake now, while the run reads its first batch
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:
+            self._producer = self.kafka.producer(**{"delivery.report.only.error": False, "linger.ms": 0})
+        return self._producer
 
     def read(self, connector: str, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
         """Latest offset per source partition of one connector: ``{json(partition): offset}``."""
@@ -90,9 +96,7 @@ class OffsetStore:
             if err is not None:
                 errors.append(str(err))
 
-        if self._producer is None:
-            self._producer = self.kafka.producer(**{"delivery.report.only.error": False, "linger.ms": 0})
-        p = self._producer
+        p = self._get_producer()
         for part_json, value in offsets.items():
             p.produce(
                 self.topic,

@@ -28,7 +28,7 @@ from integrations.runtime.source_runner import run_source
 
 NAME = "csv_to_kafka"
 DEFAULT_ROWS = 1_000_000
-BATCH = 200_000
+BATCH = 500_000
 
 
 def setup(rows: int) -> dict:

@@ -15,6 +15,8 @@
   deleted (files finished before it are cleaned up by the next run). ``false`` moves the file to
   ``error_path`` at once and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
   looks one batch ahead, so a file whose error lies in its first two batches sends nothing).
+- **Throughput.** The next batch is parsed in a worker thread while the runner delivers this one, so
+  at most three batches are in memory (the one in flight, the one looked ahead at, the one parsing).
 - **Confinement.** Files are only listed under ``input_path``; a relative name with ``..`` or an
   absolute name is refused, as is a local symlink resolving outside the root; destinations under
   ``finished_path`` / ``error_path`` are checked the same way.
@@ -31,6 +33,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -125,6 +128,15 @@ class _Spool:
         return sorted(out, key=lambda x: x[0])
 
 
+def _prefetched(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Read the next table in a worker thread while the caller delivers this one (parsing frees the GIL)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="file-source-read") as pool:
+        future = pool.submit(next, tables, None)
+        while (table := future.result()) is not None:
+            future = pool.submit(next, tables, None)
+            yield table
+
+
 def list_ready_files(config: FileSourceConfig) -> list[tuple[str, int, float]]:
     """``(relative name, size, mtime in epoch seconds)`` of files ready to read: the sensor's cheap check."""
     return [(rel, int(info.size or 0), (info.mtime_ns or 0) / 1e9) for rel, info in _Spool(config).ready()]
@@ -214,7 +226,7 @@ class FileSource(Source):
             self._finished.append((rel, path, info))  # nothing to deliver
             return
         topic = self.config.topic
-        tables = read_tables(self.fs, path, self.config, start)
+        tables = _prefetched(read_tables(self.fs, path, self.config, start))
         pos, count = start, 0
         try:
             pending = next(tables, None)
