@@ -81,6 +81,14 @@ def safe_join(root: str, rel: str) -> str:
     return out
 
 
+def _under(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` (filesystems differ on a leading '/'), or None when outside it."""
+    p, r = path.strip("/"), root.strip("/")
+    if not r:
+        return p
+    return p[len(r) + 1:] if p.startswith(r + "/") else None
+
+
 class _Spool:
     """The three folders of a connector and the listing rules."""
 
@@ -96,7 +104,7 @@ class _Spool:
         self.by_path = "/" in config.input_file_pattern.replace("\\/", "/")
 
     def _excluded(self, path: str) -> bool:
-        return any(d is not None and (path + "/").startswith(d.rstrip("/") + "/") for d in (self.finished, self.errors))
+        return any(d is not None and _under(path, d) is not None for d in (self.finished, self.errors))
 
     def _confined(self, path: str) -> bool:
         if not self.local:
@@ -111,9 +119,9 @@ class _Spool:
         min_age_ns = int(self.config.file_minimum_age * 1e9)
         out = []
         for info in self.fs.get_file_info(sel):
-            if info.type != pafs.FileType.File or self._excluded(info.path):
+            rel = _under(info.path, self.root)
+            if info.type != pafs.FileType.File or rel is None or self._excluded(info.path):
                 continue
-            rel = info.path[len(self.root):].lstrip("/")
             parts = rel.split("/")
             if any(p.startswith(".") for p in parts):
                 continue

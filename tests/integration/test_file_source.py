@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
@@ -217,3 +222,48 @@ def test_path_escape_is_refused(kafka, tmp_path, unique):
     proc = run_cli("run", str(path))
     assert proc.returncode == 2 and "field 'finished_path'" in proc.stderr and "'..' segment" in proc.stderr
     assert (tmp_path / "secret.csv").exists()
+
+
+@pytest.fixture
+def s3_bucket() -> Iterator[dict[str, str]]:
+    """moto's standalone S3 server on a free local port, with a bucket ``spool``; stopped afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto S3 server did not start", pytrace=False)
+                time.sleep(0.2)
+        opts = {"endpoint_override": f"127.0.0.1:{port}", "scheme": "http", "access_key": "testing",
+                "secret_key": "testing", "region": "us-east-1"}
+        pafs.S3FileSystem(**opts, allow_bucket_creation=True).create_dir("spool")
+        yield opts
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_input_with_move(kafka, topic_factory, offsets_topic, unique, s3_bucket):
+    topic = topic_factory("files-s3")
+    fs = pafs.S3FileSystem(**s3_bucket)
+    for name, ids in (("in/x/1.csv", (1, 2)), ("in/x/2.csv", (3,)), ("in/x/notes.md", ())):
+        with fs.open_output_stream(f"spool/{name}") as f:
+            f.write(("id,v\n" + "".join(f"{i},s3-{i}\n" for i in ids)).encode())
+    cfg = FileSourceConfig(name=f"files-s3-{unique}", type="file_source", input_path="s3://spool/in",
+                           input_file_pattern=r".*\.csv", recursive=True, topic=topic, cleanup_policy="move",
+                           finished_path="s3://spool/done", storage_options=s3_bucket)
+    res = run_source(cfg, kafka, offsets_topic=offsets_topic)
+    assert res.rows == 3 and sorted(res.per_partition) == ['{"file":"x/1.csv"}', '{"file":"x/2.csv"}']
+    assert values(kafka, topic) == [{"id": i, "v": f"s3-{i}"} for i in (1, 2, 3)]
+    left = sorted(i.path for i in fs.get_file_info(pafs.FileSelector("spool", recursive=True))
+                  if i.type == pafs.FileType.File)
+    assert left == ["spool/done/x/1.csv", "spool/done/x/2.csv", "spool/in/x/notes.md"]
+    assert run_source(cfg, kafka, offsets_topic=offsets_topic).rows == 0

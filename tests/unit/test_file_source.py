@@ -295,3 +295,23 @@ def test_bad_file_moves_to_error_path(tmp_path, spool):
     src.partitions()
     assert drive(src, {"file": "bad.jsonl"}) == []
     assert not (spool / "bad.jsonl").exists() and (tmp_path / "err" / "bad.jsonl").exists()
+
+
+def test_fsspec_filesystem_memory(tmp_path):
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    root = f"/spool-{os.getpid()}-{time.time_ns()}"
+    mem.pipe(f"{root}/in/a.csv", b"id\n1\n2\n")
+    mem.pipe(f"{root}/in/sub/b.csv", b"id\n3\n")
+    try:
+        c = cfg(tmp_path, input_path=f"memory:/{root}/in", recursive=True, cleanup_policy="move",
+                finished_path=f"memory:/{root}/done")
+        assert [(n, s) for n, s, _m in list_ready_files(c)] == [("a.csv", 7), ("sub/b.csv", 5)]
+        src = FileSource(c)
+        got = [drive(src, part) for part in src.partitions()]
+        src.close()
+        assert [[r for rows, _ in g for r in rows] for g in got] == [[{"id": 1}, {"id": 2}], [{"id": 3}]]
+        assert sorted(mem.find(root)) == [f"{root}/done/a.csv", f"{root}/done/sub/b.csv"]
+    finally:
+        mem.rm(root, recursive=True)
