@@ -147,12 +147,12 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
     transform = build_chain(config)
     result = SourceResult(config.name)
     budget = [config.max_rows_per_run]
-    source = build_source(config)
     producing = Producing(kafka)
     errors = ErrorHandler(config, config.name, kafka)
+    source = errors.retry(lambda: build_source(config), "connecting to the source")
     log.info("source %s reading %s", config.name, redact_url(getattr(config, "connection_url", "")))
     try:
-        for partition in source.partitions():
+        for partition in errors.retry(source.partitions, "listing the source partitions"):
             pkey = orjson.dumps(partition, option=orjson.OPT_SORT_KEYS).decode()
             stats = result.per_partition.setdefault(
                 pkey, TopicStats(topic="", offset_before=stored.get(pkey), offset_after=stored.get(pkey))

@@ -141,14 +141,14 @@ def test_source_poison_rows_stop_under_none_and_are_dead_lettered_under_all(kafk
         run_source(cfg, kafka, offsets)
     # the first batch (ids 1-3) went out and its offset was stored; nothing of the failing batch did
     assert [orjson.loads(m.value())["id"] for m in consume_all(kafka, topic)] == [1, 2, 3]
-    assert OffsetStore(kafka, offsets).read(cfg.name) == {'{"query":"query"}': {"incrementing": 3}}
+    assert OffsetStore(kafka, offsets).read(cfg.name)['{"query":"query"}']["incrementing"] == 3
 
     cfg = SqlSourceConfig(name=f"srcall-{unique}", **base, errors_tolerance="all", dlq_topic=dlq)
     res = run_source(cfg, kafka, offsets)
     assert (res.rows, res.dead_lettered) == (8, 2)
     sent = [orjson.loads(m.value()) for m in consume_all(kafka, topic)]
     assert [r["id"] for r in sent] == [1, 2, 3, 1, 2, 3, 4, 6, 7, 9, 10]
-    assert OffsetStore(kafka, offsets).read(cfg.name) == {'{"query":"query"}': {"incrementing": 10}}
+    assert OffsetStore(kafka, offsets).read(cfg.name)['{"query":"query"}']["incrementing"] == 10
     dead = consume_all(kafka, dlq)
     assert len(dead) == 2
     big, cast = sorted(dead, key=lambda m: headers_of(m)["__connect.errors.stage"])
