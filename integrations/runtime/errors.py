@@ -162,6 +162,9 @@ class ErrorHandler:
         if self.settings.dlq_topic:
             for f in failures:
                 self._dead_letter(f)
+        elif not self.settings.errors_log_enable:  # skipped without a trace otherwise: say so, once a batch
+            log.warning("connector %s: skipped %d bad record(s) (errors_tolerance: all, no dlq_topic); first: %s",
+                        self.connector, len(failures), failures[0].describe())
 
     def _log(self, f: Failure) -> None:
         msg = f"connector {self.connector}: {f.describe()}"
