@@ -289,6 +289,18 @@ def test_bad_file_halts_and_nothing_is_finished(tmp_path, spool):
     assert (spool / "bad.csv").exists() and (spool / "a.csv").exists() and not (tmp_path / "done").exists()
 
 
+def test_corrupt_parquet_moves_to_error_path_and_good_files_flow(tmp_path, spool):
+    (spool / "a.parquet").write_bytes(b"not parquet at all" * 10)
+    pq.write_table(pa.table({"id": [1, 2]}), spool / "b.parquet")
+    src = FileSource(cfg(tmp_path, format="parquet", halt_on_error=False, error_path=str(tmp_path / "err"),
+                         cleanup_policy="move", finished_path=str(tmp_path / "done")))
+    got = [drive(src, part) for part in src.partitions()]
+    src.close()
+    assert [[r for rows, _ in g for r in rows] for g in got] == [[], [{"id": 1}, {"id": 2}]]
+    assert [p.name for p in (tmp_path / "err").iterdir()] == ["a.parquet"]
+    assert [p.name for p in (tmp_path / "done").iterdir()] == ["b.parquet"]
+
+
 def test_bad_file_moves_to_error_path(tmp_path, spool):
     (spool / "bad.jsonl").write_text('{"id": 1}\n{"id": \n')
     src = FileSource(cfg(tmp_path, format="jsonl", halt_on_error=False, error_path=str(tmp_path / "err")))
