@@ -327,3 +327,20 @@ def test_fsspec_filesystem_memory(tmp_path):
         assert sorted(mem.find(root)) == [f"{root}/done/a.csv", f"{root}/done/sub/b.csv"]
     finally:
         mem.rm(root, recursive=True)
+
+
+def test_error_deep_in_a_file_keeps_the_batches_before_it(tmp_path, spool, monkeypatch):
+    from integrations.sources import files_readers
+
+    monkeypatch.setattr(files_readers, "CSV_BLOCK", 64)  # many small blocks: the error is found late
+    (spool / "a.csv").write_text("id,v\n" + "".join(f"{i},x{i}\n" for i in range(40)) + "40,x,EXTRA\n41,y\n")
+    src = FileSource(cfg(tmp_path, batch_size=10, value_schema={"id": "int64", "v": "string"}))
+    src.partitions()
+    delivered = []
+    with pytest.raises(FileSourceError, match=r"cannot read a\.csv, after record (\d+)") as e:
+        for batch in src.poll({"file": "a.csv"}, None):
+            delivered.append((batch.records.column("id").to_pylist(), batch.offset["record"], batch.offset["done"]))
+    # the 64-byte block holding the bad line also holds records 38-39, so batch 30..39 cannot be built;
+    # batch 20..29, held as the look-ahead, is not sent, and the error names the last record delivered
+    assert [(ids[0], ids[-1], rec, done) for ids, rec, done in delivered] == [(0, 9, 10, False), (10, 19, 20, False)]
+    assert "after record 20" in str(e.value)
