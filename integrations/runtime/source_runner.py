@@ -107,23 +107,42 @@ class Producing:
         """Queue every record (blocking on a full queue, never dropping); return records refused at once."""
         produce, poll = self.producer.produce, self.producer.poll
         refused: list[tuple[int, Exception]] = []
-        pairs = enumerate(values) if keys is None else enumerate(zip(keys, values, strict=True))
-        for i, item in pairs:
-            args = (topic, item) if keys is None else (topic, item[1], item[0])
-            while True:
-                try:
-                    produce(*args)
-                    break
-                except BufferError:
-                    poll(0.05)
-                except KafkaException as e:
-                    if is_transient(e):
-                        raise
-                    refused.append((i, e))
-                    break
-            if i & 0x3FFF == 0:
-                poll(0)
+        start, n = 0, len(values)
+        while start < n:
+            i = start
+            try:
+                if keys is None:
+                    for i in range(start, n):
+                        try:
+                            produce(topic, values[i])
+                        except BufferError:
+                            self._produce_blocking(topic, values[i], None)
+                        if i & 0x3FFF == 0:
+                            poll(0)
+                else:
+                    for i in range(start, n):
+                        try:
+                            produce(topic, values[i], keys[i])
+                        except BufferError:
+                            self._produce_blocking(topic, values[i], keys[i])
+                        if i & 0x3FFF == 0:
+                            poll(0)
+                break
+            except KafkaException as e:  # refused at once (e.g. too large): note it, go on with the rest
+                if is_transient(e):
+                    raise
+                refused.append((i, e))
+                start = i + 1
         return refused
+
+    def _produce_blocking(self, topic: str, value: Any, key: Any) -> None:
+        """Produce, waiting for room in a full queue instead of dropping."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
 
     def wait_acked(self, timeout: float) -> None:
         """Wait until every queued record is acknowledged; raise DeliveryError otherwise."""
