@@ -21,7 +21,7 @@ from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
 from integrations.converters.base import Converter
 from integrations.converters.factory import build_converter
-from integrations.errors import DeliveryError
+from integrations.errors import ConfigError, DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import (
     TRANSFORMATION,
@@ -125,6 +125,9 @@ def run_sink(
     """Drain the planned (or given) ranges into the sink and commit offsets after durable writes."""
     kafka = kafka or KafkaSettings.from_env()
     started = time.monotonic()
+    if config.dlq_topic and config.dlq_topic in config.topics:
+        raise ConfigError(f"connector {config.name}: dlq_topic {config.dlq_topic!r} is also one of its topics; "
+                          "dead-lettered records would be read again")
     errors = ErrorHandler(config, config.name, kafka)
     errors.retry(kafka.wait_available, "connecting to Kafka")
     group = config.consumer_group

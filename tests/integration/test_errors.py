@@ -198,3 +198,12 @@ def test_unreachable_broker_is_retried_until_errors_retry_timeout(tmp_path):
     assert 6.0 <= time.monotonic() - started < 40
     with pytest.raises(KafkaUnavailable):  # no retry budget: the first failure is final
         run_sink(cfg.model_copy(update={"errors_retry_timeout": 0}), dead)
+
+
+def test_dlq_topic_cannot_be_a_topic_the_sink_reads(kafka, tmp_path):
+    from integrations.errors import ConfigError
+
+    cfg = ParquetSinkConfig(name="loop", type="parquet_sink", topics=["a", "b"], path=str(tmp_path),
+                            errors_tolerance="all", dlq_topic="b")
+    with pytest.raises(ConfigError, match="dlq_topic 'b' is also one of its topics"):
+        run_sink(cfg, kafka)
