@@ -27,7 +27,14 @@ import pyarrow.compute as pc
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from integrations.converters.avro_flat import decode_flat, encode_flat, flat_plan
-from integrations.converters.base import Converter, bytes_to_decimal, check_valid, decimal_to_bytes
+from integrations.converters.base import (
+    Converter,
+    bytes_to_decimal,
+    check_valid,
+    decimal_to_bytes,
+    interval_from_struct,
+    interval_to_struct,
+)
 from integrations.converters.json import ConversionError
 
 MAGIC = 0
@@ -88,6 +95,10 @@ def avro_type(t: pa.DataType, path: str) -> Any:
             return {"type": "int", "logicalType": "time-millis"}
         if t.unit == "us":
             return {"type": "long", "logicalType": "time-micros"}
+    if pa.types.is_interval(t):  # Avro's own duration loses nanoseconds and signs: a record instead
+        return {"type": "record", "name": _avro_name(path) + "_interval", "headrace.logicalType": "interval",
+                "fields": [{"name": "months", "type": "int"}, {"name": "days", "type": "int"},
+                           {"name": "nanoseconds", "type": "long"}]}
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return {"type": "array", "items": _nullable(avro_type(t.value_type, path + "_item"), t.value_field.nullable)}
     if pa.types.is_struct(t):
@@ -169,6 +180,10 @@ def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataTyp
         return pa.time32("ms"), pa.int32(), False
     if logical == "time-micros":
         return pa.time64("us"), pa.int64(), False
+    if typ == "record" and s.get("headrace.logicalType") == "interval":
+        named[s["name"]] = s
+        return pa.month_day_nano_interval(), pa.struct([("months", pa.int32()), ("days", pa.int32()),
+                                                        ("nanoseconds", pa.int64())]), False
     if typ == "record":
         named[s["name"]] = s
         ff, rf = [], []
@@ -198,6 +213,8 @@ def _to_raw(col: pa.ChunkedArray | pa.Array, t: pa.DataType, name: str) -> pa.Ch
         col, t = col.cast(t.value_type), t.value_type
     if pa.types.is_decimal(t):
         return decimal_to_bytes(col)
+    if pa.types.is_interval(t):
+        return interval_to_struct(col)
     if pa.types.is_timestamp(t):
         unit = "ms" if t.unit == "s" else t.unit
         return (col.cast(pa.timestamp(unit, tz=t.tz)) if unit != t.unit else col).cast(pa.int64())
@@ -394,7 +411,9 @@ def finish(columns: list, raw: pa.StructType, final: pa.StructType) -> pa.Table:
     """Raw columns → the final (logical) types, converted per column; validated (UTF-8 included)."""
     cols = []
     for f, rf, col in zip(final, raw, columns, strict=True):
-        if f.type != rf.type:
+        if pa.types.is_interval(f.type):
+            col = interval_from_struct(col)
+        elif f.type != rf.type:
             col = bytes_to_decimal(col, f.type) if pa.types.is_decimal(f.type) else col.cast(f.type)
         cols.append(col)
     return check_valid(pa.table(cols, schema=pa.schema(list(final))))

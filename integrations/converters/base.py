@@ -117,6 +117,35 @@ def bytes_to_decimal(arr: pa.Array, typ: pa.Decimal128Type) -> pa.Array:
     return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(le.tobytes())], null_count=arr.null_count)
 
 
+_INTERVAL_STRUCT = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())])
+_MDN = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanoseconds", "<i8")])
+
+
+def interval_to_struct(arr: pa.Array | pa.ChunkedArray) -> pa.StructArray:
+    """month_day_nano intervals → struct {months, days, nanoseconds}, zero-copy views with numpy."""
+    arr = _flat(arr)
+    n = len(arr)
+    rec = np.frombuffer(arr.buffers()[1], dtype=_MDN, count=n) if n else np.zeros(0, _MDN)
+    mask = None if arr.null_count == 0 else arr.is_null()
+    return pa.StructArray.from_arrays(
+        [pa.array(rec["months"]), pa.array(rec["days"]), pa.array(rec["nanoseconds"])],
+        fields=list(_INTERVAL_STRUCT), mask=mask)
+
+
+def interval_from_struct(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """struct {months, days, nanoseconds} → month_day_nano intervals."""
+    arr = _flat(arr).cast(_INTERVAL_STRUCT)
+    n = len(arr)
+    rec = np.zeros(n, dtype=_MDN)
+    for name in ("months", "days", "nanoseconds"):
+        rec[name] = arr.field(name).fill_null(0).to_numpy(zero_copy_only=False)
+    validity = None
+    if arr.null_count:
+        validity = pa.array(arr.is_valid().to_numpy(zero_copy_only=False)).buffers()[1]
+    return pa.Array.from_buffers(pa.month_day_nano_interval(), n, [validity, pa.py_buffer(rec.tobytes())],
+                                 null_count=arr.null_count)
+
+
 def as_int(arr: pa.Array | pa.ChunkedArray, bits: int = 64) -> pa.Array | pa.ChunkedArray:
     """Temporal values as their integer representation (epoch units), zero-copy where possible."""
     return arr.cast(pa.int64() if bits == 64 else pa.int32())

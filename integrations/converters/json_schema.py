@@ -29,8 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from integrations.converters.base import Converter, bytes_to_decimal, check_valid, decimal_to_bytes
-from integrations.converters.json import ConversionError, _duck
+from integrations.converters.base import (
+    Converter,
+    bytes_to_decimal,
+    check_valid,
+    decimal_to_bytes,
+    interval_from_struct,
+    interval_to_struct,
+)
+from integrations.converters.json import ConversionError, _duck, _unquote_nonfinite
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 DATE = "org.apache.kafka.connect.data.Date"
@@ -39,6 +46,7 @@ TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
 MICRO_TS, NANO_TS = "io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp"
 MICRO_TIME, NANO_TIME = "io.debezium.time.MicroTime", "io.debezium.time.NanoTime"
 VALUE = "value"  # the column a primitive (non-struct) envelope decodes into
+INTERVAL = "headrace.Interval"  # struct {months int32, days int32, nanoseconds int64}
 
 _PRIMS: list[tuple[Any, str]] = [
     (pa.types.is_boolean, "boolean"), (pa.types.is_int8, "int8"), (pa.types.is_int16, "int16"),
@@ -92,6 +100,12 @@ def connect_schema(t: pa.DataType, optional: bool, decimal_format: str) -> tuple
         if t.unit in ("s", "ms"):
             return out("int32", pa.int32(), TIME)
         return out("int64", pa.int64(), MICRO_TIME if t.unit == "us" else NANO_TIME)
+    if pa.types.is_interval(t):
+        fields = [{"type": "int32", "optional": False, "field": "months"},
+                  {"type": "int32", "optional": False, "field": "days"},
+                  {"type": "int64", "optional": False, "field": "nanoseconds"}]
+        return out("struct", pa.struct([("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())]),
+                   INTERVAL, fields=fields)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         item, item_payload = connect_schema(t.value_type, t.value_field.nullable, decimal_format)
         return out("array", pa.list_(item_payload), items=item)
@@ -140,6 +154,9 @@ def arrow_type(s: dict[str, Any], decimal_format: str) -> tuple[pa.DataType, pa.
         return pa.timestamp(unit, tz=tz), pa.int64()
     if name == DATE:
         return pa.date32(), pa.int32()
+    if name == INTERVAL:
+        return pa.month_day_nano_interval(), pa.struct([("months", pa.int32()), ("days", pa.int32()),
+                                                        ("nanoseconds", pa.int64())])
     if name in (TIME, MICRO_TIME, NANO_TIME):
         return ({TIME: pa.time32("ms"), MICRO_TIME: pa.time64("us"), NANO_TIME: pa.time64("ns")}[name],
                 pa.int32() if name == TIME else pa.int64())
@@ -211,7 +228,7 @@ class JsonSchemaConverter(Converter):
         return pc.binary_join_element_wise(prefix.decode(), payload, "}", "")
 
     def _payload_json(self, table: pa.Table) -> pa.Array:
-        cols, b64 = [], []
+        cols, b64, quoted = [], [], []
         for f, col in zip(table.schema, table.columns, strict=True):
             _, ptype = connect_schema(f.type, f.nullable, self.decimal_format)
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
@@ -223,6 +240,10 @@ class JsonSchemaConverter(Converter):
             elif pa.types.is_binary(ptype) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
                 col = col.cast(pa.binary())
                 b64.append(f.name)
+            elif pa.types.is_interval(t):
+                col = interval_to_struct(col)
+            elif pa.types.is_floating(t) and _has_nonfinite(col):
+                quoted.append(f.name)
             elif pa.types.is_timestamp(t) and t.unit == "s":
                 col = col.cast(pa.timestamp("ms", tz=t.tz)).cast(pa.int64())
             elif pa.types.is_time32(t) and t.unit == "s":
@@ -238,7 +259,8 @@ class JsonSchemaConverter(Converter):
         con.register("_hr_payload", payload)
         try:
             sel = ", ".join(
-                f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _q(n) for n in payload.column_names
+                f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _nonfinite_sql(_q(n)) if n in quoted else _q(n)
+                for n in payload.column_names
             )
             out = con.sql(f"SELECT to_json(q)::VARCHAR AS j FROM (SELECT {sel} FROM _hr_payload) q").to_arrow_table()
         finally:
@@ -345,6 +367,7 @@ class JsonSchemaConverter(Converter):
             payloads = pc.binary_join_element_wise(b'{"value":', payloads, b"}", b"")
         blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
         multiline = blob.count(b"\n") != len(payloads) - 1
+        blob = _unquote_nonfinite(blob, parsed)  # Kafka Connect (Jackson) writes "NaN", "Infinity"
         opts = pj.ParseOptions(explicit_schema=parsed, newlines_in_values=multiline, unexpected_field_behavior="error")
         ropts = pj.ReadOptions(block_size=max(1 << 20, min(len(blob) + 1, 64 << 20)), use_threads=True)
         try:
@@ -362,11 +385,23 @@ class JsonSchemaConverter(Converter):
         return check_valid(pa.table(cols, schema=final))
 
     def _post(self, col: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray | pa.Array:
+        if pa.types.is_interval(t):
+            return interval_from_struct(col)
         if pa.types.is_decimal(t):
             return bytes_to_decimal(_from_base64(col), t)
         if pa.types.is_binary(t):
             return _from_base64(col)
         return col.cast(t)
+
+
+def _has_nonfinite(col: pa.ChunkedArray | pa.Array) -> bool:
+    return not pc.all(pc.fill_null(pc.is_finite(col), True)).as_py()
+
+
+def _nonfinite_sql(name: str) -> str:
+    """NaN and ±Infinity as JSON strings, as Kafka Connect's JsonConverter (Jackson) writes them."""
+    return (f"CASE WHEN isnan({name}) THEN '\"NaN\"'::JSON WHEN isinf({name}) AND {name} > 0 THEN "
+            f"'\"Infinity\"'::JSON WHEN isinf({name}) THEN '\"-Infinity\"'::JSON ELSE to_json({name}) END AS {name}")
 
 
 def _q(name: str) -> str:

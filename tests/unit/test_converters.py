@@ -51,6 +51,11 @@ def every_type() -> pa.Table:
         "tags": pa.array([["a", "b"], [], None], pa.list_(pa.string())),
         "nested": pa.array([{"x": 1, "y": "q"}, {"x": None, "y": None}, None],
                            pa.struct([("x", pa.int64()), ("y", pa.string())])),
+        "span": pa.array([pa.MonthDayNano([14, -3, 86_399_999_999_999]), pa.MonthDayNano([0, 0, -1]), None],
+                         pa.month_day_nano_interval()),
+        "ratio": pa.array([float("inf"), float("-inf"), None]),
+        "uid": pa.array(["0b0c5d5e-1f4e-4c8e-9a51-2f9b6a9d1c3e", "", None]),  # uuid, json and enums arrive as text
+        "doc": pa.array(['{"a": [1, 2]}', "null", None]),
     })
 
 
@@ -108,6 +113,15 @@ def test_logical_types_encode_as_kafka_connect_documents():
     assert fields["tm"]["name"] == "org.apache.kafka.connect.data.Time" and fields["tm"]["type"] == "int32"
     numeric = orjson.loads(JsonSchemaConverter("numeric").encode_values(t, "t")[0].as_py())
     assert numeric["payload"]["d"] == 1.56
+
+
+def test_non_finite_floats_are_written_as_jackson_does_and_read_either_way():
+    t = pa.table({"x": pa.array([float("nan"), float("inf"), float("-inf"), 1.25])})
+    conv = JsonSchemaConverter()
+    enc = conv.encode_values(t, "t").to_pylist()
+    assert [orjson.loads(v)["payload"]["x"] for v in enc] == ["NaN", "Infinity", "-Infinity", 1.25]
+    back = conv.decode([v.encode() for v in enc]).column("x").to_pylist()
+    assert back[0] != back[0] and back[1:] == [float("inf"), float("-inf"), 1.25]
 
 
 @pytest.mark.parametrize("fmt", ["base64", "numeric"])
