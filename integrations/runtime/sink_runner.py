@@ -14,8 +14,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import orjson
 import pyarrow as pa
-from confluent_kafka import TopicPartition
+import pyarrow.compute as pc
+from confluent_kafka import Message, TopicPartition
 
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
@@ -35,7 +38,7 @@ from integrations.runtime.errors import (
 from integrations.runtime.faults import fault_point
 from integrations.sinks.base import Sink, SinkStats, TopicPartitionRange
 from integrations.transforms import Batch as RecordBatch
-from integrations.transforms import TransformChain, TransformError
+from integrations.transforms import TransformChain, TransformError, primitive
 from integrations.transforms.chain import build_chain
 
 log = logging.getLogger("headrace.sink")
@@ -135,6 +138,8 @@ def run_sink(
     schema = schema_from_mapping(config.value_schema) if config.value_schema else None
     converter = build_converter(config.value_converter)
     transform = build_chain(config)
+    if "key" in transform.needs:  # keys are decoded only for a chain that reads them
+        converter.key_converter = build_converter(config.key_converter, is_key=True)
     state: dict[str, Any] = {"sink": sink}
 
     def attempt() -> SinkResult:
@@ -171,17 +176,83 @@ def run_sink(
 
 
 def _transformed(
-    chain: TransformChain, table: pa.Table, topic: str, partition: int, offs: list[int]
+    chain: TransformChain, table: pa.Table, topic: str, partition: int, offs: list[int] | range,
+    msgs: list | None = None, key_converter: Converter | None = None,
 ) -> tuple[pa.Table, pa.Array]:
-    """Run the transform chain with the records' Kafka metadata; return the table and its offsets."""
-    offsets = pa.array(offs, pa.int64())
-    if not len(chain):
+    """Run the transform chain with the records' Kafka metadata; return the table and its offsets.
+
+    The timestamp, key, headers and tombstone flags are read from ``msgs`` only when the chain needs
+    them. Tombstones (kept in the batch as null rows only for a chain that reads the flag) that are
+    still tombstones after the chain are dropped, as they are without transforms."""
+    if isinstance(offs, range):  # consecutive offsets (the fast path): no Python ints
+        offsets = pa.array(np.arange(offs.start, offs.stop, offs.step, dtype=np.int64))
+    else:
+        offsets = pa.array(offs, pa.int64())
+    if not len(chain) or not len(offsets):
         return table, offsets
-    out = chain.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=offsets))
+    meta = _metadata(chain.needs, msgs, key_converter, topic) if msgs is not None else {}
+    out = chain.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=offsets, **meta))
     if out.topics() not in ([], [topic]):
         raise TransformError(f"routing {topic} to {out.topics()} is not supported by sinks yet "
                              "(RegexRouter/TimestampRouter work on source connectors)")
-    return out.value, out.offset.combine_chunks() if isinstance(out.offset, pa.ChunkedArray) else out.offset
+    value, offsets = out.value, out.offset
+    if out.tombstone is not None and out.num_rows and pc.any(out.tombstone).as_py():
+        live = pc.invert(pc.fill_null(out.tombstone, False))
+        value, offsets = value.filter(live), pc.filter(offsets, live)
+    return value, offsets.combine_chunks() if isinstance(offsets, pa.ChunkedArray) else offsets
+
+
+def _metadata(needs: frozenset[str], msgs: list, key_converter: Converter | None, topic: str) -> dict[str, Any]:
+    """``Batch.of`` arguments for the metadata the chain reads, collected from the raw messages."""
+    out: dict[str, Any] = {}
+    if "timestamp" in needs:
+        stamps = [m.timestamp() for m in msgs]  # (type, ms); type 0 is TIMESTAMP_NOT_AVAILABLE
+        out["timestamp"] = pa.array([ms if kind else None for kind, ms in stamps], pa.int64())
+    if "tombstone" in needs:
+        out["tombstone"] = pa.array([m.value() is None for m in msgs], pa.bool_())
+    if "headers" in needs:
+        out["headers"] = _headers(msgs)
+    if "key" in needs:
+        out["key"] = _keys([m.key() for m in msgs], key_converter, topic)
+    return out
+
+
+def _headers(msgs: list) -> dict[str, pa.Array]:
+    """One column per header name (the last value wins); UTF-8 values as strings, others as binary."""
+    cols: dict[str, list] = {}
+    n = len(msgs)
+    for i, m in enumerate(msgs):
+        for name, value in m.headers() or ():
+            cols.setdefault(name, [None] * n)[i] = value
+    out = {}
+    for name, values in cols.items():
+        arr = pa.array(values, pa.binary())
+        try:
+            out[name] = arr.cast(pa.string())
+        except pa.ArrowInvalid:
+            out[name] = arr
+    return out
+
+
+def _keys(keys: list[bytes | None], converter: Converter | None, topic: str) -> pa.Table:
+    """Message keys as the chain's key table: a struct key's fields are columns, else one primitive column."""
+    kind = getattr(converter, "class_name", "")
+    if kind.endswith("JsonConverter") and not getattr(converter, "self_describing", False):
+        parsed = [None if k is None else orjson.loads(k) for k in keys]
+        if any(isinstance(k, dict) for k in parsed):
+            if not all(k is None or isinstance(k, dict) for k in parsed):
+                raise TransformError("the keys of one batch mix objects and primitive values")
+            return pa.Table.from_pylist([k or {} for k in parsed])
+        return primitive(pa.array(parsed))
+    if converter is None or kind.endswith(("StringConverter", "ByteArrayConverter")):
+        arr = pa.array(keys, pa.binary())
+        return primitive(arr.cast(pa.string()) if kind.endswith("StringConverter") else arr)
+    live = [i for i, k in enumerate(keys) if k is not None]
+    table = converter.decode([keys[i] for i in live], None, topic)
+    if len(live) == len(keys):
+        return table
+    pos = {j: i for i, j in enumerate(live)}
+    return table.take(pa.array([pos.get(i) for i in range(len(keys))], pa.int64()))
 
 
 def _drain(
@@ -197,40 +268,27 @@ def _drain(
             errors.flush()  # dead-lettered records are acknowledged before offsets move past them
             consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
 
+    nxt = {(r.topic, r.partition): r.start for r in plan}  # next offset expected per partition
     idle_deadline = time.monotonic() + 60
     while pending:
-        msgs = consumer.consume(num_messages=consume_batch, timeout=1.0)
+        # never ask for more than the planned ranges still hold: consume() waits its whole timeout
+        # whenever fewer messages than asked for are available, which would stall every run's tail
+        left = sum(ends[k] - nxt[k] for k in pending)
+        msgs = consumer.consume(num_messages=max(1, min(consume_batch, left)), timeout=1.0)
         if not msgs:
             if time.monotonic() > idle_deadline:
                 raise DeliveryError(f"no records arrived for 60s while reading {sorted(pending)}")
             continue
         idle_deadline = time.monotonic() + 60
-        grouped: dict[tuple[str, int], tuple[list[bytes], list[int], list]] = {}
-        finished: list[tuple[str, int]] = []
-        for m in msgs:
-            err = m.error()
-            key = (m.topic(), m.partition())
-            if err is not None:
-                if err.code() == _EOF:
-                    if key in pending and m.offset() >= ends[key]:
-                        finished.append(key)
-                    continue
-                raise DeliveryError(f"consuming {key}: {err}")
-            off = m.offset()
-            if key not in pending or off >= ends[key]:
-                continue
-            value = m.value()
-            if sink.wants_messages:  # keys, timestamps and tombstones go to the sink as they are
-                grouped.setdefault(key, ([], [], []))[0].append(m)
-            elif value is None:
-                result.tombstones += 1
-            else:
-                vals, offs, raw = grouped.setdefault(key, ([], [], []))
-                vals.append(value)
-                offs.append(off)
-                raw.append(m)
-            if off + 1 >= ends[key]:
-                finished.append(key)
+        fast = _group_fast(msgs, pending, ends, sink.wants_messages, len(ends) > 1)
+        if fast is not None:
+            key, vals, offs, raw = fast
+            grouped = {key: (vals, offs, raw)} if len(vals) else {}
+            nxt[key] = offs.stop
+            finished = [key] if offs.stop >= ends[key] else []
+        else:
+            grouped, finished = _group_slow(msgs, pending, ends, nxt, sink.wants_messages, result,
+                                            "tombstone" in transform.needs)
         for (topic, partition), (vals, offs, raw) in grouped.items():
             if sink.wants_messages:
                 n, dead, durable = _put_messages(sink, converter, transform, schema, topic, partition, vals,
@@ -254,6 +312,76 @@ def _drain(
                 pending.discard(key)
 
 
+_value, _error, _offset, _partition, _topic = (Message.value, Message.error, Message.offset, Message.partition,
+                                               Message.topic)
+
+
+def _group_fast(msgs: list, pending: set, ends: dict, wants_messages: bool, many: bool
+                ) -> tuple[tuple[str, int], list, range, list] | None:
+    """The common batch without per-message Python: one topic-partition, consecutive offsets, no
+    errors or EOF events, no tombstones. Returns (key, values or messages, offsets, messages), or None
+    when the batch is not like that (the general ``_group_slow`` handles it)."""
+    n = len(msgs)
+    m0 = msgs[0]
+    key = (m0.topic(), m0.partition())
+    if key not in pending:
+        return None
+    first = m0.offset()
+    if msgs[-1].offset() - first != n - 1 or first < 0:
+        return None
+    errs = list(map(_error, msgs))
+    if errs.count(None) != n:
+        return None
+    if many and (list(map(_partition, msgs)).count(key[1]) != n or list(map(_topic, msgs)).count(key[0]) != n):
+        return None
+    k = max(0, min(n, ends[key] - first))  # records past the planned end are not ours
+    raw = msgs if k == n else msgs[:k]
+    if wants_messages:
+        return key, raw, range(first, first + k), raw
+    vals = list(map(_value, raw))
+    if None in vals:  # tombstones are counted and skipped by the general path
+        return None
+    return key, vals, range(first, first + k), raw
+
+
+def _group_slow(msgs: list, pending: set, ends: dict, nxt: dict, wants_messages: bool, result: SinkResult,
+                keep_tombstones: bool = False
+                ) -> tuple[dict[tuple[str, int], tuple[list, list[int], list]], list[tuple[str, int]]]:
+    """Group a consumed batch by topic-partition, message by message (EOF events, errors, tombstones).
+
+    Tombstones are counted; with ``keep_tombstones`` (a chain reading the flag) they stay in the batch."""
+    grouped: dict[tuple[str, int], tuple[list, list[int], list]] = {}
+    finished: list[tuple[str, int]] = []
+    for m in msgs:
+        err = m.error()
+        key = (m.topic(), m.partition())
+        if err is not None:
+            if err.code() == _EOF:
+                if key in pending and m.offset() >= ends[key]:
+                    finished.append(key)
+                continue
+            raise DeliveryError(f"consuming {key}: {err}")
+        off = m.offset()
+        if key not in pending or off >= ends[key]:
+            continue
+        nxt[key] = off + 1
+        value = m.value()
+        if wants_messages:  # keys, timestamps and tombstones go to the sink as they are
+            grouped.setdefault(key, ([], [], []))[0].append(m)
+        elif value is None and not keep_tombstones:
+            result.tombstones += 1
+        else:
+            if value is None:
+                result.tombstones += 1
+            vals, offs, raw = grouped.setdefault(key, ([], [], []))
+            vals.append(value)
+            offs.append(off)
+            raw.append(m)
+        if off + 1 >= ends[key]:
+            finished.append(key)
+    return grouped, finished
+
+
 class _Staged(Exception):
     """A failure tagged with its Kafka Connect stage."""
 
@@ -265,21 +393,35 @@ class _Staged(Exception):
 def _decoder(converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str,
              partition: int):
     """decode + transform of a list of values (with their offsets), failures tagged by stage."""
-    def run(vals: list[bytes], offs: list[int]) -> tuple[pa.Table, pa.Array]:
+    key_converter = getattr(converter, "key_converter", None)
+
+    def run(vals: list[bytes], offs: list[int] | range, msgs: list | None = None) -> tuple[pa.Table, pa.Array]:
         try:
-            table = converter.decode(vals, schema, topic)
+            table = _decode_live(converter, vals, schema, topic)
         except Exception as e:
             raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
         try:
-            return _transformed(transform, table, topic, partition, offs)
+            return _transformed(transform, table, topic, partition, offs, msgs, key_converter)
         except Exception as e:
             raise _Staged(TRANSFORMATION, type(transform).__name__, e) from e
     return run
 
 
+def _decode_live(converter: Converter, vals: list, schema: pa.Schema | None, topic: str) -> pa.Table:
+    """Decode values; tombstones (None, kept only for a chain that reads them) become null rows."""
+    if None not in vals:
+        return converter.decode(vals, schema, topic)
+    live = [i for i, v in enumerate(vals) if v is not None]
+    table = converter.decode([vals[i] for i in live], schema, topic)
+    if table.num_columns == 0:
+        return pa.table({"_": pa.nulls(len(vals))}).drop_columns(["_"])
+    pos = {j: i for i, j in enumerate(live)}
+    return table.take(pa.array([pos.get(i) for i in range(len(vals))], pa.int64()))
+
+
 def _convert(
     converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str, partition: int,
-    vals: list[bytes], offs: list[int], raw: list, errors: ErrorHandler, sink: Sink, commit,
+    vals: list[bytes], offs: list[int] | range, raw: list, errors: ErrorHandler, sink: Sink, commit,
 ) -> tuple[pa.Table, pa.Array]:
     """Decode and transform one topic-partition's values; route bad records to the error handler.
 
@@ -289,18 +431,19 @@ def _convert(
     """
     run = _decoder(converter, transform, schema, topic, partition)
     try:
-        return run(vals, offs)
+        return run(vals, offs, raw)
     except _Staged as staged:
         if is_transient(staged.error):
             raise staged.error from None
-    bad, good = locate_bad(len(vals), lambda idx: run([vals[i] for i in idx], [offs[i] for i in idx]))
+    bad, good = locate_bad(len(vals), lambda idx: run([vals[i] for i in idx], [offs[i] for i in idx],
+                                                      [raw[i] for i in idx]))
     if not bad:
         raise RecordError(f"the batch of {topic}[{partition}] at offsets {offs[0]}..{offs[-1]} fails as a whole")
     failures = [_failure(raw[i], e) for i, e in sorted(bad.items())]
     if not errors.tolerate:
         first = min(bad)
         if first > 0:  # keep everything before the bad record, so the next run starts exactly at it
-            table, offsets = run(vals[:first], offs[:first])
+            table, offsets = run(vals[:first], offs[:first], raw[:first])
             if table.num_rows:
                 sink.put(topic, partition, table, offsets)
             sink.flush(topic, partition)
