@@ -262,6 +262,8 @@ def locate_bad(n: int, attempt: Callable[[list[int]], Any]) -> tuple[dict[int, B
 
     def grow(chunk: list[int]) -> None:
         nonlocal kept
+        if not chunk:  # an empty batch that fails (e.g. a transform on no columns) has no bad record
+            return
         try:
             attempt(kept + chunk)
             kept = kept + chunk

@@ -58,9 +58,15 @@ class TransformChain:
         return self.apply(Batch(value=table)).value
 
     def apply(self, batch: Batch) -> Batch:
-        """Run every transform on the batch, in order."""
+        """Run every transform on the batch, in order.
+
+        Once a batch that had records is emptied (by Filter), the later transforms are not run: as in
+        Kafka Connect, a dropped record reaches no later transform (which could fail on its shape)."""
+        had_rows = batch.num_rows > 0
         for i, (cfg, step) in enumerate(self.steps, start=1):
-            if batch.num_rows == 0 and isinstance(cfg, FilterConfig):
+            if batch.num_rows == 0 and (had_rows or isinstance(cfg, FilterConfig)):
+                if had_rows:
+                    break
                 continue
             try:
                 batch = self._run(cfg, step, batch)
