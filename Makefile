@@ -45,6 +45,7 @@ lint: install
 test: install
 	bash infra/postgres/setup.sh
 	$(BIN)/headrace kafka up
+	bash infra/schema-registry/setup.sh
 	$(BIN)/ruff check .
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/headrace dagster-home && \
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dagster definitions validate -w workspace.yaml
@@ -57,4 +58,6 @@ bench: install
 
 clean:
 	-$(BIN)/headrace kafka down
+	-bash infra/schema-registry/setup.sh stop
+	-bash infra/postgres/setup.sh stop
 	rm -rf $(HEADRACE_HOME)

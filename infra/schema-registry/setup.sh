@@ -27,13 +27,12 @@ if answers; then echo "schema registry already up at $URL"; exit 0; fi
 command -v java >/dev/null || { echo "java is required for the schema registry (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 mkdir -p "$DIST"
 if [[ ! -f "$JAR" ]]; then
-  echo "fetching Apicurio Registry $VERSION from Maven Central..."
-  TGZ="$HOME_DIR/apicurio-$VERSION.tar.gz"
-  curl -sfL -o "$TGZ.part" \
-    "https://repo1.maven.org/maven2/io/apicurio/apicurio-registry-app/$VERSION/apicurio-registry-app-$VERSION-all.tar.gz"
-  mv "$TGZ.part" "$TGZ"
-  tar xzf "$TGZ" -C "$DIST"
-  rm -f "$TGZ"
+  echo "fetching Apicurio Registry $VERSION from Maven Central (through Maven)..."
+  command -v mvn >/dev/null || { echo "Maven (mvn) is required to fetch the schema registry" >&2; exit 1; }
+  mvn -q -B dependency:get -Dtransitive=false \
+    -Dartifact="io.apicurio:apicurio-registry-app:$VERSION:tar.gz:all" >/dev/null
+  REPO_LOCAL="${HEADRACE_MAVEN_REPO:-$HOME/.m2/repository}"  # Maven's default local repository
+  tar xzf "$REPO_LOCAL/io/apicurio/apicurio-registry-app/$VERSION/apicurio-registry-app-$VERSION-all.tar.gz" -C "$DIST"
 fi
 nohup java -Xmx256m -Dquarkus.http.port="$PORT" -Dquarkus.http.host=127.0.0.1 \
   -jar "$JAR" >"$HOME_DIR/registry.log" 2>&1 &
