@@ -133,7 +133,8 @@ def rebuild_window(
     finally:
         _delete_dir(fs, staging)
         with contextlib.suppress(Exception):
-            for fut in kafka.admin().delete_consumer_groups([group], request_timeout=10).values():
+            admin = kafka.admin()  # keep the client alive until its futures resolve
+            for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
                 fut.result(timeout=10)
 
 
