@@ -69,7 +69,8 @@ class OffsetStore:
             while len(done) < len(highs):
                 if time.monotonic() > deadline:
                     raise DeliveryError(f"timed out after {timeout:.0f}s reading offsets topic {self.topic!r}")
-                msgs = c.consume(num_messages=10_000, timeout=0.2)
+                # short waits: consume() waits its full timeout whenever fewer messages are ready
+                msgs = c.consume(num_messages=10_000, timeout=0.01)
                 for m in msgs:
                     if m.error():
                         if m.error().code() == -191:  # _PARTITION_EOF

@@ -153,6 +153,9 @@ class JsonConverter:
         if missing:
             raise ConversionError(f"key column(s) {missing} not in the record (columns: {table.column_names})")
         if len(columns) == 1:
+            col = table.column(columns[0])
+            if pa.types.is_integer(col.type):  # an integer's JSON is its decimal text: a C cast
+                return pc.cast(col, pa.string()).to_pylist()
             sub, select = self._prepare(table.select(list(columns)))
             con = _duck()
             con.register("_hr_keys", sub)
