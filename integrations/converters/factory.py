@@ -10,6 +10,8 @@ from integrations.config import ConverterConfig, resolve_env
 from integrations.converters.base import Converter, check_valid
 from integrations.converters.json import JsonConverter
 
+PRIMITIVE_COLUMN = "__value__"  # integrations.transforms.batch.PRIMITIVE_COLUMN: a primitive key or value
+
 
 class PlainJsonConverter(Converter):
     """Kafka Connect's JsonConverter with ``schemas.enable=false`` (delegates to ``JsonConverter``)."""
@@ -20,6 +22,9 @@ class PlainJsonConverter(Converter):
         self.json = JsonConverter(decimal_format=decimal_format)
 
     def encode_values(self, table: pa.Table, topic: str = "") -> pa.ChunkedArray:
+        """One JSON object per row; a primitive value (a ``__value__`` table) as the bare JSON value."""
+        if table.num_columns == 1 and table.column_names[0] == PRIMITIVE_COLUMN:
+            return pa.chunked_array([pa.array(self.json.encode_keys(table, [PRIMITIVE_COLUMN]), pa.string())])
         return self.json.encode_array(table)
 
     def encode_keys(self, table: pa.Table, columns: Sequence[str], topic: str = "") -> list | None:
