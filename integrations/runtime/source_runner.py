@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import length_hint
 from typing import Any
 
 import orjson
@@ -34,6 +31,7 @@ from integrations.runtime.errors import (
 )
 from integrations.runtime.faults import fault_point
 from integrations.sources.base import Source, SourceBatch
+from integrations.transforms.batch import TIMESTAMP_TYPE
 from integrations.transforms.batch import Batch as RecordBatch
 from integrations.transforms.chain import TransformChain, build_chain
 
@@ -49,6 +47,9 @@ class TopicStats:
     bytes: int = 0
     offset_before: dict[str, Any] | None = None
     offset_after: dict[str, Any] | None = None
+    #: rows and value bytes per topic they were produced to (routers may send rows to other topics)
+    rows_per_topic: dict[str, int] = field(default_factory=dict)
+    bytes_per_topic: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +71,19 @@ class SourceResult:
         return sum(s.bytes for s in self.per_partition.values())
 
     def by_topic(self) -> dict[str, TopicStats]:
-        return {s.topic: s for s in self.per_partition.values()}
+        """Stats per topic produced to: a partition's rows count under the (routed) topic they went to."""
+        out: dict[str, TopicStats] = {}
+        for s in self.per_partition.values():
+            if set(s.rows_per_topic) <= {s.topic}:  # not routed elsewhere: the partition's own stats
+                out[s.topic] = s
+                continue
+            for t, n in s.rows_per_topic.items():
+                agg = out.setdefault(t, TopicStats(topic=t))
+                agg.rows += n
+                agg.bytes += s.bytes_per_topic.get(t, 0)
+                agg.rows_per_topic[t] = agg.rows
+                agg.bytes_per_topic[t] = agg.bytes
+        return out
 
 
 def build_source(config: SqlSourceConfig) -> Source:
@@ -97,7 +110,6 @@ class Producing:
         self.rejected: list[tuple[Any, Any]] = []  # (KafkaError, Message) rejected for the record itself
         self.producer = kafka.producer(on_delivery=self._on_delivery)
         self.max_bytes = int(kafka.client_config.get("message.max.bytes", 1_000_000))
-        self.topics_ready: set[str] = set()  # topics checked/created in this run (one admin call each)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:  # only called for failures
         if err is None:
@@ -108,35 +120,68 @@ class Producing:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def send(self, topic: str, values: list[Any], keys: list[Any] | None) -> list[tuple[int, Exception]]:
-        """Queue every record (blocking on a full queue, never dropping); return records refused at once.
-
-        The loop is ``map`` over the C ``produce`` (no Python bytecode per record); when a record
-        raises, its index is what the value iterator has consumed, and the loop resumes after it."""
-        produce = self.producer.produce
+        """Queue every record (blocking on a full queue, never dropping); return records refused at once."""
+        produce, poll = self.producer.produce, self.producer.poll
         refused: list[tuple[int, Exception]] = []
-        n = len(values)
-        vals = iter(values)
-        calls = map(produce, repeat(topic), vals) if keys is None else map(produce, repeat(topic), vals, keys)
-        while True:
+        start, n = 0, len(values)
+        while start < n:
+            i = start
             try:
-                deque(calls, maxlen=0)
-                return refused
-            except (BufferError, KafkaException) as e:
-                i = n - length_hint(vals) - 1
-                try:
-                    if not isinstance(e, BufferError):
-                        raise e
-                    self._produce_blocking(topic, values[i], None if keys is None else keys[i])  # queue full
-                except KafkaException as refusal:  # refused at once (e.g. too large): note it, go on
-                    if is_transient(refusal):
-                        raise
-                    refused.append((i, refusal))
+                if keys is None:
+                    for i in range(start, n):
+                        try:
+                            produce(topic, values[i])
+                        except BufferError:
+                            self._produce_blocking(topic, values[i], None)
+                        if i & 0x3FFF == 0:
+                            poll(0)
+                else:
+                    for i in range(start, n):
+                        try:
+                            produce(topic, values[i], keys[i])
+                        except BufferError:
+                            self._produce_blocking(topic, values[i], keys[i])
+                        if i & 0x3FFF == 0:
+                            poll(0)
+                break
+            except KafkaException as e:  # refused at once (e.g. too large): note it, go on with the rest
+                if is_transient(e):
+                    raise
+                refused.append((i, e))
+                start = i + 1
+        return refused
 
-    def _produce_blocking(self, topic: str, value: Any, key: Any) -> None:
+    def send_extra(self, topic: str, values: list[Any], keys: list[Any] | None, headers: list | None,
+                   timestamps: list[int | None] | None) -> list[tuple[int, Exception]]:
+        """``send`` for records with headers (a list of (name, bytes) pairs or None per record) and/or
+        timestamps (epoch ms or None per record), as a transform chain set them."""
+        refused: list[tuple[int, Exception]] = []
+        produce, poll = self.producer.produce, self.producer.poll
+        for i, value in enumerate(values):
+            extra: dict[str, Any] = {}
+            if headers is not None and headers[i]:
+                extra["headers"] = headers[i]
+            if timestamps is not None and timestamps[i] is not None:
+                extra["timestamp"] = timestamps[i]
+            key = None if keys is None else keys[i]
+            try:
+                try:
+                    produce(topic, value, key, **extra)
+                except BufferError:
+                    self._produce_blocking(topic, value, key, **extra)
+            except KafkaException as e:  # refused at once (e.g. too large): note it, go on with the rest
+                if is_transient(e):
+                    raise
+                refused.append((i, e))
+            if i & 0x3FFF == 0:
+                poll(0)
+        return refused
+
+    def _produce_blocking(self, topic: str, value: Any, key: Any, **extra: Any) -> None:
         """Produce, waiting for room in a full queue instead of dropping."""
         while True:
             try:
-                self.producer.produce(topic, value, key)
+                self.producer.produce(topic, value, key, **extra)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -191,12 +236,16 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
                                                  errors, pkey)
                         stats.bytes += nbytes
                         sent += nrows
+                        if nrows:
+                            stats.rows_per_topic[sub.topic] = stats.rows_per_topic.get(sub.topic, 0) + nrows
+                            stats.bytes_per_topic[sub.topic] = stats.bytes_per_topic.get(sub.topic, 0) + nbytes
                     # --- end transforms ---
                     errors.flush()  # dead-lettered records are acknowledged before the offset moves
                     fault_point("source_after_produce")
                     if batch.offset is not None:
                         store.write(config.name, {pkey: batch.offset})
-                    stats.topic = batch.topic
+                    # the topic the partition's rows went to (its own topic when none, or when routed to several)
+                    stats.topic = next(iter(stats.rows_per_topic)) if len(stats.rows_per_topic) == 1 else batch.topic
                     stats.rows += sent
                     stats.offset_after = batch.offset
                     if budget[0] is not None:
@@ -212,13 +261,34 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
     return result
 
 
+@dataclass
+class Outgoing(SourceBatch):
+    """A transformed batch for one topic, with the key, headers and timestamps the chain set (or None)."""
+
+    key: pa.Table | None = None  # set by a key transform (e.g. ValueToKey); else keys come from key_columns
+    headers: dict[str, Any] = field(default_factory=dict)  # header name → column (null: no such header)
+    timestamp: Any = None  # timestamp[ms, UTC] column: the message timestamps
+
+    def take(self, idx: list[int]) -> Outgoing:
+        """The records at ``idx``."""
+        return Outgoing(self.partition, self.topic, self.records.take(idx), self.offset,
+                        None if self.key is None else self.key.take(idx),
+                        {h: c.take(idx) for h, c in self.headers.items()},
+                        None if self.timestamp is None else self.timestamp.take(idx))
+
+
 def _transformed(chain: TransformChain, batch: SourceBatch) -> list[SourceBatch]:
-    """Run the transform chain on a polled batch: one SourceBatch per (possibly routed) topic."""
+    """Run the transform chain on a polled batch: one batch per (possibly routed) topic.
+
+    A chain that reads the record timestamp gets the poll time (what the producer would stamp), and
+    that timestamp is then produced with the record."""
     if not len(chain):
         return [batch]
-    out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic))
+    stamp = int(time.time() * 1000) if "timestamp" in chain.needs else None
+    out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic, timestamp=stamp))
     parts = out.split_by_topic() or {batch.topic: out}
-    return [SourceBatch(batch.partition, topic, part.value, batch.offset) for topic, part in parts.items()]
+    return [Outgoing(batch.partition, topic, part.value, batch.offset, part.key, dict(part.headers), part.timestamp)
+            for topic, part in parts.items()]
 
 
 def _report_rejects(batch: SourceBatch, errors: ErrorHandler, pkey: str, source_class: str) -> None:
@@ -274,49 +344,52 @@ def _deliver(
     if batch.num_rows == 0:
         return 0, 0
     topic = batch.topic
-    if topic not in producing.topics_ready:
-        kafka.ensure_topic(topic, config.topic_partitions, config.topic_replication_factor)
-        producing.topics_ready.add(topic)
+    kafka.ensure_topic(topic, config.topic_partitions, config.topic_replication_factor)
     records = batch.records
     context = {"topic": topic, "partition": pkey, "offset": _json(batch.offset)}
 
-    def convert(table: pa.Table) -> tuple[Any, list | None]:
+    def convert(part: SourceBatch) -> tuple[Any, list | None]:
+        table = part.records
         try:
             values = value_converter.encode_values(table, topic)
         except Exception as e:
             raise _Staged(VALUE_CONVERTER, value_converter.class_name, e) from e
         try:
-            keys = key_converter.encode_keys(table, config.key_columns, topic)
+            if getattr(part, "key", None) is not None:  # a key made by the chain: the whole key is encoded
+                keys = key_converter.encode_values(part.key, topic).to_pylist()
+            else:
+                keys = key_converter.encode_keys(table, config.key_columns, topic)
         except Exception as e:
             raise _Staged(KEY_CONVERTER, key_converter.class_name, e) from e
         return values, keys
 
+    def take(idx: list[int]) -> SourceBatch:
+        if isinstance(batch, Outgoing):
+            return batch.take(idx)
+        return SourceBatch(batch.partition, topic, records.take(idx), batch.offset)
+
     try:
-        values, keys = convert(records)
+        values, keys = convert(batch)
     except _Staged as staged:
         if is_transient(staged.error):
             raise staged.error from None
-        bad, _ = locate_bad(records.num_rows, lambda idx: convert(records.take(idx)))
+        bad, _ = locate_bad(records.num_rows, lambda idx: convert(take(idx)))
         if len(bad) == 0:  # fails as a whole only: not a record problem
             raise staged.error from None
         errors.report([_row_failure(records, i, e, context) for i, e in sorted(bad.items())])
-        records = records.take([i for i in range(records.num_rows) if i not in bad])
+        batch = take([i for i in range(records.num_rows) if i not in bad])
+        records = batch.records
         if records.num_rows == 0:
             return 0, 0
-        values, keys = convert(records)
+        values, keys = convert(batch)
+    headers, stamps = _headers_and_stamps(batch)
 
-    # oversized records: a cheap upper bound first (a str key's UTF-8 is at most 4 bytes a character),
-    # the exact per-record check only when the bound does not clear the whole batch
-    vsizes = pc.binary_length(values)
-    bound = pc.max(vsizes).as_py() or 0
+    # oversized records, found with one vectorised length check
+    sizes = pc.binary_length(values)
     if keys is not None:
-        bound += 4 * max(map(len, filter(None, keys)), default=0)
-    if bound > producing.max_bytes:
-        sizes = vsizes
-        if keys is not None:
-            sizes = pc.add(sizes, pc.fill_null(pc.binary_length(pa.array(keys, pa.binary())), 0))
-        over = pc.greater(pc.fill_null(sizes, 0), producing.max_bytes)
-    if bound > producing.max_bytes and pc.any(over).as_py():
+        sizes = pc.add(sizes, pc.binary_length(pa.array(keys, pa.binary())))
+    over = pc.greater(pc.fill_null(sizes, 0), producing.max_bytes)
+    if pc.any(over).as_py():
         idx = pc.indices_nonzero(over).to_pylist()
         vlist = values.to_pylist() if isinstance(values, pa.ChunkedArray | pa.Array) else values
         errors.report([
@@ -328,9 +401,15 @@ def _deliver(
         ])
         keep = pc.invert(over)
         values = pc.filter(values, keep)
-        keys = [k for k, o in zip(keys, over.to_pylist(), strict=True) if not o] if keys is not None else None
+        flags = over.to_pylist()
+        keys = [k for k, o in zip(keys, flags, strict=True) if not o] if keys is not None else None
+        headers = [h for h, o in zip(headers, flags, strict=True) if not o] if headers is not None else None
+        stamps = [t for t, o in zip(stamps, flags, strict=True) if not o] if stamps is not None else None
     value_list = values.to_pylist()
-    refused = producing.send(topic, value_list, keys)
+    if headers is None and stamps is None:
+        refused = producing.send(topic, value_list, keys)
+    else:
+        refused = producing.send_extra(topic, value_list, keys, headers, stamps)
     producing.wait_acked(timeout=kafka.message_timeout_ms / 1000 + 30)
     failures = [Failure(KAFKA_PRODUCE, e, "KafkaProducer", **context, value=value_list[i],
                         key=keys[i] if keys is not None else None) for i, e in refused]
@@ -339,6 +418,28 @@ def _deliver(
                          key=msg.key()) for err, msg in rejected]
     errors.report(failures)
     return utf8_bytes(values), len(value_list) - len(failures)
+
+
+def _headers_and_stamps(batch: SourceBatch) -> tuple[list | None, list | None]:
+    """Per record: the Kafka headers the chain set, and the message timestamp (None when not set)."""
+    cols = getattr(batch, "headers", None) or {}
+    headers = None
+    if cols:
+        lists = {name: col.to_pylist() for name, col in cols.items()}
+        headers = [[(name, _header_bytes(v[i])) for name, v in lists.items() if v[i] is not None] or None
+                   for i in range(batch.num_rows)]
+    ts = getattr(batch, "timestamp", None)
+    stamps = None if ts is None else ts.cast(TIMESTAMP_TYPE).cast(pa.int64()).to_pylist()
+    return headers, stamps
+
+
+def _header_bytes(v: Any) -> bytes:
+    """A header value as Kafka's SimpleHeaderConverter writes it: text as is, other values as JSON."""
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    return orjson.dumps(v, default=str)
 
 
 class _Staged(Exception):

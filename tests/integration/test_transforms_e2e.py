@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ from integrations.config import load_connector
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import RecordError
 from integrations.runtime.sink_runner import run_sink
+from integrations.runtime.source_runner import run_source
 from tests.helpers import write_connector
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -68,7 +70,7 @@ def test_sink_metadata_timestamp_headers_tombstones(kafka, topic_factory, unique
     res = run_sink(cfg, kafka)
     assert (res.rows, res.rows_per_topic, res.tombstones) == (4, {topic: 4}, 1)
     rows = _rows(tmp_path / "out", topic)
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert rows == [
         {"id": i, "name": n, "kafka_ts": dt.datetime.fromtimestamp((T0 + 1000 * k) / 1000, utc),
          "kafka_offset": k, "flagged": f}
@@ -120,3 +122,122 @@ def test_sink_routing_is_refused_with_timestamps_available(kafka, topic_factory,
         {"type": "TimestampRouter", "topic_format": "${topic}-${timestamp}", "timestamp_format": "yyyyMMdd"}])
     with pytest.raises(RecordError, match="not supported by sinks"):
         run_sink(cfg, kafka)
+
+
+# --- sources -----------------------------------------------------------------------------------------
+
+def _db(path: Path) -> str:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)")
+    con.executemany("INSERT INTO items VALUES (?, ?, ?)", [(1, "a", 10), (2, "b", 20), (3, "c", 30)])
+    con.commit()
+    con.close()
+    return f"sqlite:///{path}"
+
+
+def _source(tmp_path: Path, name: str, topic: str, transforms: list[dict], **extra) -> object:
+    cfg = {"name": name, "type": "sql_source", "connection_url": _db(tmp_path / f"{name}.db"), "mode": "bulk",
+           "query": "SELECT * FROM items ORDER BY id", "topic_prefix": topic, "transforms": transforms, **extra}
+    return load_connector(write_connector(tmp_path / "connectors", cfg))
+
+
+def _messages(kafka: KafkaSettings, topic: str) -> list:
+    """Every message of a one-partition topic, in order (with headers and timestamps)."""
+    c = kafka.consumer(group_id=f"e2e-reader-{topic}", **{"enable.partition.eof": False})
+    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    c.assign([TopicPartition(topic, 0, low)])
+    out, deadline = [], time.monotonic() + 30
+    while len(out) < high - low and time.monotonic() < deadline:
+        out += [m for m in c.consume(num_messages=1000, timeout=1) if m.error() is None]
+    c.close()
+    return out
+
+
+def test_source_key_from_the_chain_is_the_message_key(kafka, topic_factory, unique, tmp_path):
+    offsets = topic_factory("offsets")
+    struct_topic, bare_topic = topic_factory("src-key", create=False), topic_factory("src-key1", create=False)
+    # ValueToKey wins over key_columns: the whole struct key is the message key
+    res = run_source(_source(tmp_path, f"srckey-{unique}", struct_topic, [{"type": "ValueToKey", "fields": "id,name"}],
+                             key_columns=["qty"]), kafka, offsets)
+    assert res.rows == 3
+    got = [(orjson.loads(m.key()), orjson.loads(m.value())) for m in _messages(kafka, struct_topic)]
+    assert got == [({"id": i, "name": n}, {"id": i, "name": n, "qty": q}) for i, n, q in
+                   [(1, "a", 10), (2, "b", 20), (3, "c", 30)]]
+    # then ExtractField.Key: a primitive key is the bare JSON value
+    run_source(_source(tmp_path, f"srckey1-{unique}", bare_topic, [
+        {"type": "ValueToKey", "fields": "id"}, {"type": "ExtractField.Key", "field": "id"}]), kafka, offsets)
+    assert [m.key() for m in _messages(kafka, bare_topic)] == [b"1", b"2", b"3"]
+
+
+def test_source_headers_from_the_chain_are_kafka_headers(kafka, topic_factory, unique, tmp_path):
+    offsets = topic_factory("offsets")
+    topic = topic_factory("src-hdr", create=False)
+    res = run_source(_source(tmp_path, f"srchdr-{unique}", topic, [
+        {"type": "InsertHeader", "header": "app.id", "value_literal": "best-app-ever"},
+        {"type": "InsertHeader", "header": "version", "value_literal": 7},
+        {"type": "HeaderFrom.Value", "fields": "id,name", "headers": "record_id,record_name", "operation": "move"},
+    ]), kafka, offsets)
+    assert res.rows == 3
+    msgs = _messages(kafka, topic)
+    assert [orjson.loads(m.value()) for m in msgs] == [{"qty": 10}, {"qty": 20}, {"qty": 30}]
+    assert [sorted(m.headers()) for m in msgs] == [
+        sorted([("app.id", b"best-app-ever"), ("version", b"7"), ("record_id", str(i).encode()),
+                ("record_name", n.encode())]) for i, n in [(1, "a"), (2, "b"), (3, "c")]]
+
+
+def test_source_routed_rows_are_produced_and_counted_under_their_topic(kafka, topic_factory, unique, tmp_path):
+    offsets = topic_factory("offsets")
+    base = topic_factory("src-route", create=False)
+    res = run_source(_source(tmp_path, f"srcroute-{unique}", base, [
+        {"type": "RegexRouter", "regex": "src-route-(.*)", "replacement": "routed-$1"}]), kafka, offsets)
+    target = "routed-" + base.removeprefix("src-route-")
+    try:
+        assert res.rows == 3
+        (stats,) = res.per_partition.values()
+        assert (stats.topic, stats.rows, stats.rows_per_topic) == (target, 3, {target: 3})
+        assert {t: s.rows for t, s in res.by_topic().items()} == {target: 3}
+        assert [orjson.loads(m.value())["id"] for m in _messages(kafka, target)] == [1, 2, 3]
+    finally:
+        kafka.delete_topics([target])
+
+
+def test_source_timestamp_router_and_message_timestamps(kafka, topic_factory, unique, tmp_path):
+    offsets = topic_factory("offsets")
+    base = topic_factory("src-ts", create=False)
+    before = int(time.time() * 1000)
+    res = run_source(_source(tmp_path, f"srcts-{unique}", base, [
+        {"type": "InsertField.Value", "timestamp_field": "ts!"},
+        {"type": "TimestampRouter", "topic_format": "${topic}-${timestamp}", "timestamp_format": "yyyyMMdd"},
+    ]), kafka, offsets)
+    after = int(time.time() * 1000)
+    targets = sorted(res.by_topic())
+    try:
+        days = {dt.datetime.fromtimestamp(t / 1000, dt.UTC).strftime("%Y%m%d") for t in (before, after)}
+        assert set(targets) <= {f"{base}-{d}" for d in days} and res.rows == 3
+        msgs = [m for t in targets for m in _messages(kafka, t)]
+        assert sorted(orjson.loads(m.value())["id"] for m in msgs) == [1, 2, 3]
+        for m in msgs:
+            kind, ms = m.timestamp()
+            assert before <= ms <= after
+            # the inserted field and the message timestamp are the same instant; the topic is its day
+            stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+            assert orjson.loads(m.value())["ts"].startswith(stamp.strftime("%Y-%m-%d %H:%M:%S"))
+            assert m.topic() == f"{base}-{stamp.strftime('%Y%m%d')}"
+    finally:
+        kafka.delete_topics(targets)
+
+
+def test_source_primitive_values_are_bare(kafka, topic_factory, unique, tmp_path):
+    offsets = topic_factory("offsets")
+    json_topic, str_topic = topic_factory("src-bare", create=False), topic_factory("src-bares", create=False)
+    run_source(_source(tmp_path, f"srcbare-{unique}", json_topic, [{"type": "ExtractField.Value", "field": "qty"}]),
+               kafka, offsets)
+    assert [m.value() for m in _messages(kafka, json_topic)] == [b"10", b"20", b"30"]
+    run_source(_source(tmp_path, f"srcbares-{unique}", str_topic, [{"type": "ExtractField.Value", "field": "name"}],
+                       value_converter={"type": "string"}), kafka, offsets)
+    assert [m.value() for m in _messages(kafka, str_topic)] == [b"a", b"b", b"c"]
+    # plain JSON strings are JSON strings
+    j_topic = topic_factory("src-barej", create=False)
+    run_source(_source(tmp_path, f"srcbarej-{unique}", j_topic, [{"type": "ExtractField.Value", "field": "name"}]),
+               kafka, offsets)
+    assert [m.value() for m in _messages(kafka, j_topic)] == [b'"a"', b'"b"', b'"c"']
