@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.notes import NOTES
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 ORDER = [
@@ -98,7 +100,12 @@ def write_markdown(results: list[dict], path: Path) -> None:
             f"| {r['name']} | {r['rows']:,} | {r['rows_per_s']:,} | {r['ceiling_rows_per_s']:,} | "
             f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} | {r['repeats']} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    notes = [(r["name"], NOTES[r["name"]]) for r in results if r["name"] in NOTES]
+    if notes:
+        lines += ["", "## What limits each benchmark", ""]
+        for name, note in notes:
+            lines += [f"**{name}.** {note}", ""]
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 def main() -> int:
