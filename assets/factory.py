@@ -112,18 +112,15 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
     def _source(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
         settings = kafka.settings()
         result = run_source(config, settings)
-        context.log.info(f"{config.name}: moved {result.rows} rows in {result.seconds:.1f}s, "
+        context.log.info(f"{config.name}: moved {result.rows} rows in {result.seconds:.1f}s "
+                         f"({ {t: s.rows for t, s in result.by_topic().items()} }), "
                          f"dead-lettered {result.dead_lettered}")
-        by_topic: dict[str, TopicStats] = {}
+        by_topic = result.by_topic()
         files: dict[str, list[str]] = {}
         for pkey, stats in result.per_partition.items():
-            agg = by_topic.setdefault(stats.topic, TopicStats(topic=stats.topic))
-            agg.rows += stats.rows
-            agg.bytes += stats.bytes
-            agg.offset_before, agg.offset_after = stats.offset_before, stats.offset_after
             if isinstance(config, FileSourceConfig) and stats.rows:
                 files.setdefault(stats.topic, []).append(pkey)
-        for topic in deps_by_topic:
+        for topic in deps_by_topic:  # routed topics that are not assets are only logged
             stats = by_topic.get(topic, TopicStats(topic=topic))
             ends = {p: hi for p, (_lo, hi) in settings.watermarks(topic).items()}
             meta = source_metadata(stats, result.seconds, ends)

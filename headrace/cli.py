@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     if is_source(config):
         res = run_source(config)
         out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes, "seconds": round(res.seconds, 3),
-               "topics": {s.topic: s.rows for s in res.per_partition.values()}}
+               "topics": {t: s.rows for t, s in res.by_topic().items()}}
     else:
         res = run_sink(config)
         out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),

@@ -74,18 +74,18 @@ class SourceResult:
         return sum(s.bytes for s in self.per_partition.values())
 
     def by_topic(self) -> dict[str, TopicStats]:
-        """Stats per topic produced to: a partition's rows count under the (routed) topic they went to."""
+        """Stats per topic produced to, summed over source partitions; routed rows count under their topic."""
         out: dict[str, TopicStats] = {}
         for s in self.per_partition.values():
-            if set(s.rows_per_topic) <= {s.topic}:  # not routed elsewhere: the partition's own stats
-                out[s.topic] = s
-                continue
-            for t, n in s.rows_per_topic.items():
+            split = s.rows_per_topic if set(s.rows_per_topic) - {s.topic} else {s.topic: s.rows}
+            for t, n in split.items():
                 agg = out.setdefault(t, TopicStats(topic=t))
                 agg.rows += n
-                agg.bytes += s.bytes_per_topic.get(t, 0)
+                agg.bytes += s.bytes_per_topic.get(t, 0) if len(split) > 1 else s.bytes
                 agg.rows_per_topic[t] = agg.rows
                 agg.bytes_per_topic[t] = agg.bytes
+                if len(split) == 1:
+                    agg.offset_before, agg.offset_after = s.offset_before, s.offset_after
         return out
 
 
