@@ -10,7 +10,14 @@
   the next batch, so when ``poll`` resumes after its last batch (``done: true``) the offset is stored
   and the file is finished. The cleanup policy is applied to the run's finished files in ``close()``,
   at the end of the run. A crash before that finds ``done`` on the next run, which only cleans up.
-- **Bad files.** A parse or conversion error stops the file. ``halt_on_error: true`` raises
+- **Malformed CSV lines.** Under ``errors_tolerance: all`` a line with the wrong number of fields is
+  skipped and attached to the batch it falls in as a ``Rejected`` (its text, ``line N``), which the
+  runner dead-letters before the batch's offset is stored; the file then finishes normally. Each
+  line is filed under a record number that depends only on the file (``CsvRejects``), so a re-read
+  after a crash skips the lines already reported with their batch; a batch cut by the runner's row
+  budget stores ``rejects_from`` so that its lines are reported by the next run.
+- **Bad files.** A parse or conversion error stops the file (under ``none``, the error names the
+  first malformed line). ``halt_on_error: true`` raises
   ``FileSourceError``: the run stops, the file stays in place and nothing of the run is moved or
   deleted (files finished before it are cleaned up by the next run). ``false`` moves the file to
   ``error_path`` at once and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
@@ -41,9 +48,18 @@ import pyarrow.fs as pafs
 
 from integrations.config import FileSourceConfig, resolve_env, resolve_path
 from integrations.errors import ConfigError, HeadraceError
+from integrations.runtime.errors import Rejected
 from integrations.runtime.faults import fault_point
 from integrations.sources.base import Source, SourceBatch
-from integrations.sources.files_readers import DATA_ERRORS, read_tables
+from integrations.sources.files_readers import (
+    DATA_ERRORS,
+    BadLine,
+    CsvRejects,
+    MalformedCsvLine,
+    empty_csv_table,
+    locate_malformed_line,
+    read_tables,
+)
 
 log = logging.getLogger("headrace.source.files")
 
@@ -158,7 +174,8 @@ class FileSource(Source):
         self.spool = _Spool(config)
         self.fs = self.spool.fs
         self._infos: dict[str, pafs.FileInfo] = {}
-        self._current: tuple[dict[str, Any], int] | None = None  # identity and first record of the last batch
+        # identity, first record and (when collecting malformed lines) their floor, of the last batch
+        self._current: tuple[dict[str, Any], int, int | None] | None = None
         self._truncated = False
         self._finished: list[tuple[str, str, pafs.FileInfo]] = []  # offsets stored as done in this run
         self._halted = False
@@ -201,8 +218,13 @@ class FileSource(Source):
             log.info("file source %s: %s finished (%s)", self.config.name, rel, policy)
 
     def _failed(self, rel: str, path: str, record: int, exc: BaseException) -> None:
+        line = None
+        if self.config.format == "csv" and "CSV parse error" in str(exc):
+            line = locate_malformed_line(self.fs, path, self.config)
         where = f"{rel}, after record {record}" if record else rel
         msg = f"file source {self.config.name}: cannot read {where}: {type(exc).__name__}: {exc}"
+        if line:
+            msg += f" (at {rel} line {line})"
         if self.config.halt_on_error:
             self._halted = True
             raise FileSourceError(
@@ -214,6 +236,15 @@ class FileSource(Source):
         log.error("%s; moved to %s", msg, self.config.error_path)
 
     # -- reading -----------------------------------------------------------------------------------
+    def _rejected(self, rel: str, bad: BadLine) -> Rejected:
+        """A malformed line as the runner dead-letters it: the line's bytes, its file and line number."""
+        try:
+            value = bad.text.encode(self.config.charset)
+        except (LookupError, UnicodeError):
+            value = bad.text.encode("utf-8", "surrogateescape")
+        error = MalformedCsvLine(f"{rel} line {bad.line}: expected {bad.expected} fields, got {bad.actual}")
+        return Rejected(value, error, f"line {bad.line}")
+
     def poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
         rel = partition["file"]
         path = safe_join(self.spool.root, rel)
@@ -221,12 +252,13 @@ class FileSource(Source):
         if info.type != pafs.FileType.File:
             return  # gone since it was listed
         identity = self._identity(path, info)
-        start = 0
+        start = floor = 0  # floor: malformed lines filed below it were reported by an earlier run
         if offset and {k: offset.get(k) for k in identity} == identity:
             if offset.get("done"):
                 self._finished.append((rel, path, info))  # a crash came between the last offset and the cleanup
                 return
             start = int(offset.get("record", 0))
+            floor = int(offset.get("rejects_from", start))
         elif offset:
             log.warning("file source %s: %s changed since its offset was stored; reading it from the start",
                         self.config.name, rel)
@@ -234,19 +266,34 @@ class FileSource(Source):
             self._finished.append((rel, path, info))  # nothing to deliver
             return
         topic = self.config.topic
-        tables = _prefetched(read_tables(self.fs, path, self.config, start))
+        rejects = CsvRejects(self.config) if self.config.format == "csv" and self.config.errors_tolerance == "all" \
+            else None
+        tables = _prefetched(read_tables(self.fs, path, self.config, start, rejects))
         pos, count = start, 0
         try:
             pending = next(tables, None)
-            if pending is None:
-                self._finished.append((rel, path, info))  # header only, or nothing after ``start``
+            if pending is None:  # header only, or nothing after ``start``: malformed lines may remain
+                bad = rejects.take(floor, None) if rejects is not None else []
+                if bad:
+                    self._current, self._truncated = (identity, pos, floor), False
+                    empty = empty_csv_table(self.fs, path, self.config)
+                    batch = SourceBatch(partition, topic, empty, {**identity, "record": pos, "done": True})
+                    batch.rejects = [self._rejected(rel, b) for b in bad]  # type: ignore[attr-defined]
+                    yield batch
+                self._finished.append((rel, path, info))
                 return
             while pending is not None:
                 after = next(tables, None)  # read ahead: the batch knows whether it is the last
-                self._current, self._truncated = (identity, pos), False
+                self._current = (identity, pos, floor if rejects is not None else None)
+                self._truncated = False
                 pos += pending.num_rows
                 done = after is None
-                yield SourceBatch(partition, topic, pending, {**identity, "record": pos, "done": done})
+                batch = SourceBatch(partition, topic, pending, {**identity, "record": pos, "done": done})
+                if rejects is not None:  # the malformed lines filed under this batch's records
+                    batch.rejects = [self._rejected(rel, b)  # type: ignore[attr-defined]
+                                     for b in rejects.take(floor, None if done else pos)]
+                    floor = pos
+                yield batch
                 if self._truncated:  # the runner cut the batch at its row budget: stop here
                     return
                 count += 1
@@ -260,9 +307,12 @@ class FileSource(Source):
     def _advance(self, _offset: dict[str, Any], records: pa.Table) -> dict[str, Any]:
         """The offset after the first ``len(records)`` records of the last batch (runner's row budget)."""
         assert self._current is not None
-        identity, first = self._current
+        identity, first, floor = self._current
         self._truncated = True
-        return {**identity, "record": first + records.num_rows, "done": False}
+        out = {**identity, "record": first + records.num_rows, "done": False}
+        if floor is not None:  # the cut batch's malformed lines are not reported: the next run does
+            out["rejects_from"] = floor
+        return out
 
     def close(self) -> None:
         """Apply the cleanup policy to the files finished in this run, unless a bad file halted it."""
