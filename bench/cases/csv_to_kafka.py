@@ -16,6 +16,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import deque
+from itertools import repeat
 
 import duckdb
 import pyarrow as pa
@@ -79,17 +81,9 @@ def ceiling(state: dict) -> int:
             con.register("b", t)
             vals = con.sql("SELECT to_json(b)::VARCHAR FROM b").to_arrow_table().column(0).to_pylist()
             con.unregister("b")
-            produce, poll = p.produce, p.poll
-            for i, v in enumerate(vals):
-                try:
-                    produce(topic, v)
-                except BufferError:
-                    poll(0.05)
-                    produce(topic, v)
-                if i & 0x3FFF == 0:
-                    poll(0)
+            deque(map(p.produce, repeat(topic), vals), maxlen=0)  # the queue holds a whole slice
+            assert p.flush(120) == 0  # every record of the slice acknowledged, as the engine waits
             total += t.num_rows
-        assert p.flush(120) == 0
     finally:
         delete_topics(topic)
     return total

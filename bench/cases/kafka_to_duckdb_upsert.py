@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
-from confluent_kafka import TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from bench.common import VALUE_SCHEMA, delete_topics
 from integrations.arrow_types import schema_from_mapping
@@ -87,13 +87,19 @@ def read_batches(topic: str, batch: int):
     opts = pj.ParseOptions(explicit_schema=schema)
     vals: list[bytes] = []
     pos = 0
+    value, error = Message.value, Message.error
     try:
         while pos < high:
-            msgs = c.consume(num_messages=50_000, timeout=1.0)
-            good = [m for m in msgs if m.error() is None]
-            if good:
-                vals += [m.value() for m in good]
-                pos = good[-1].offset() + 1
+            msgs = c.consume(num_messages=min(50_000, high - pos), timeout=1.0)  # never wait at the tail
+            if msgs:
+                got = list(map(value, msgs))
+                errs = list(map(error, msgs))
+                if errs.count(None) != len(msgs):  # EOF events (rare): keep the records only
+                    got = [v for v, e in zip(got, errs, strict=True) if e is None]
+                    msgs = [m for m, e in zip(msgs, errs, strict=True) if e is None]
+                if msgs:
+                    vals += got
+                    pos = msgs[-1].offset() + 1
             if len(vals) >= batch or (pos >= high and vals):
                 blob = b"\n".join(vals)
                 t = pj.read_json(io.BytesIO(blob), read_options=pj.ReadOptions(block_size=len(blob) + 1),
