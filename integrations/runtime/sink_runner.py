@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,11 @@ from integrations.runtime.errors import (
     locate_bad,
 )
 from integrations.runtime.faults import fault_point
-from integrations.sinks.base import Sink, SinkStats, TopicPartitionRange
+from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange
 from integrations.transforms import Batch as RecordBatch
 from integrations.transforms import TransformChain, TransformError, primitive
 from integrations.transforms.chain import build_chain
+from integrations.transforms.config import FilterConfig
 
 log = logging.getLogger("headrace.sink")
 _EOF = -191  # librdkafka's _PARTITION_EOF
@@ -455,35 +457,89 @@ def _convert(
     return good
 
 
+def _message_decoder(converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str,
+                     partition: int) -> Callable[[list], Decoded]:
+    """decode + transform of whole messages (for sinks that take them), failures tagged by stage.
+
+    The chain sees the real offsets and, as ``chain.needs`` asks, timestamps, keys, headers and
+    tombstone flags. Tombstones go through the chain (as null rows) when it reads the flag or has a
+    Filter; otherwise they bypass it and stay tombstones. Without transforms no chain work is done."""
+    key_converter = getattr(converter, "key_converter", None)
+    through = "tombstone" in transform.needs or any(isinstance(c, FilterConfig) for c in transform.configs)
+
+    def run(msgs: list) -> Decoded:
+        n = len(msgs)
+        vals = [m.value() for m in msgs]
+        tomb = np.fromiter((v is None for v in vals), dtype=bool, count=n)
+        has_tomb = bool(tomb.any())
+        if not len(transform):  # the hot path: decode the values, keep every message
+            live = [v for v in vals if v is not None] if has_tomb else vals
+            try:
+                rows = converter.decode(live, schema, topic) if live else None
+            except Exception as e:
+                raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
+            return Decoded(rows, np.arange(n), tomb)
+        idx = np.arange(n) if through or not has_tomb else np.flatnonzero(~tomb)
+        sub = msgs if len(idx) == n else [msgs[i] for i in idx]
+        sub_vals = vals if len(idx) == n else [vals[i] for i in idx]
+        if not sub:
+            return Decoded(None, idx, tomb[idx])
+        try:
+            table = _decode_live(converter, sub_vals, schema, topic)
+        except Exception as e:
+            raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
+        offs = np.fromiter((m.offset() for m in sub), dtype=np.int64, count=len(sub))
+        try:
+            meta = _metadata(transform.needs, sub, key_converter, topic)
+            if through:
+                meta["tombstone"] = pa.array(tomb[idx])
+            out = transform.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=pa.array(offs),
+                                                 **meta))
+            if out.topics() not in ([], [topic]):
+                raise TransformError(f"routing {topic} to {out.topics()} is not supported by sinks yet "
+                                     "(RegexRouter/TimestampRouter work on source connectors)")
+        except Exception as e:
+            raise _Staged(TRANSFORMATION, type(transform).__name__, e) from e
+        kept_off = np.asarray(out.offset.to_numpy(), dtype=np.int64) if out.num_rows else np.empty(0, np.int64)
+        kept = idx[np.searchsorted(offs, kept_off)]
+        if out.tombstone is not None and out.num_rows:
+            out_tomb = np.asarray(pc.fill_null(out.tombstone, False).to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            out_tomb = np.zeros(len(kept), dtype=bool)
+        rows = out.value.filter(pa.array(~out_tomb)) if out_tomb.any() else out.value
+        if not through and has_tomb:  # tombstones bypassed the chain: they are all kept
+            dead = np.flatnonzero(tomb)
+            kept = np.concatenate([kept, dead])
+            out_tomb = np.concatenate([out_tomb, np.ones(len(dead), dtype=bool)])
+            order = np.argsort(kept, kind="stable")
+            kept, out_tomb = kept[order], out_tomb[order]
+        return Decoded(rows if rows.num_rows else None, kept, out_tomb)
+    return run
+
+
 def _put_messages(sink: Sink, converter: Converter, transform: TransformChain, schema: pa.Schema | None,
                   topic: str, partition: int, msgs: list, errors: ErrorHandler, commit
                   ) -> tuple[int, int, int | None]:
     """Hand raw messages to a sink that wants them; on a decode failure, drop the bad ones and retry."""
-    run = _decoder(converter, transform, schema, topic, partition)
-
-    def decode(values: list[bytes]) -> pa.Table:
-        return run(values, list(range(len(values))))[0]
-
+    decode = _message_decoder(converter, transform, schema, topic, partition)
     try:
         return sink.put_messages(topic, partition, msgs, decode)
     except _Staged as staged:
         if is_transient(staged.error):
             raise staged.error from None
-    live = [i for i, m in enumerate(msgs) if m.value() is not None]
-    bad, _ = locate_bad(len(live), lambda idx: decode([msgs[live[i]].value() for i in idx]))
+    bad, _ = locate_bad(len(msgs), lambda idx: decode([msgs[i] for i in idx]))
     if not bad:
         raise RecordError(f"the batch of {topic}[{partition}] fails as a whole")
-    bad_pos = {live[i]: e for i, e in bad.items()}
-    failures = [_failure(msgs[i], e) for i, e in sorted(bad_pos.items())]
+    failures = [_failure(msgs[i], e) for i, e in sorted(bad.items())]
     if not errors.tolerate:
-        first = min(bad_pos)
+        first = min(bad)
         if first > 0:
             sink.put_messages(topic, partition, msgs[:first], decode)
             sink.flush(topic, partition)
         commit(topic, partition, msgs[first].offset())
         errors.report(failures[:1])
     errors.report(failures)
-    keep = [m for i, m in enumerate(msgs) if i not in bad_pos]
+    keep = [m for i, m in enumerate(msgs) if i not in bad]
     if not keep:
         return 0, 0, None
     return sink.put_messages(topic, partition, keep, decode)

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -38,6 +39,25 @@ class SinkStats:
     files: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What a ``put_messages`` decode callback returns for a list of messages (transforms applied).
+
+    ``kept`` are the positions (ascending) of the messages that survived the transforms (Filter drops
+    the others); ``tombstone[i]`` says whether ``kept[i]`` is still a tombstone; ``rows`` holds the
+    values of the kept non-tombstone messages, in order (None when there are none).
+    """
+
+    rows: pa.Table | None
+    kept: np.ndarray
+    tombstone: np.ndarray
+
+    @property
+    def live(self) -> np.ndarray:
+        """Positions of the kept messages that have a value (one per row of ``rows``)."""
+        return self.kept[~self.tombstone] if self.tombstone.any() else self.kept
+
+
 class Sink(ABC):
     """A sink connector's task."""
 
@@ -59,11 +79,12 @@ class Sink(ABC):
     wants_messages: bool = False
 
     def put_messages(
-        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+        self, topic: str, partition: int, messages: list, decode: Callable[[list], Decoded]
     ) -> tuple[int, int, int | None]:
-        """Accept raw confluent-kafka messages in offset order; ``decode`` turns values into a table.
+        """Accept raw confluent-kafka messages in offset order; ``decode`` converts and transforms them.
 
-        Returns ``(rows, tombstones, next durable offset or None)``.
+        ``decode(messages)`` may drop records (Filter); the next durable offset still moves past the
+        dropped ones. Returns ``(rows, tombstones, next durable offset or None)``.
         """
         raise NotImplementedError
 

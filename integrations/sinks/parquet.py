@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
-from integrations.sinks.base import Sink, SinkStats
+from integrations.sinks.base import Decoded, Sink, SinkStats
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
 
 
@@ -85,21 +85,23 @@ class ParquetSink(Sink):
         return self._add((topic, partition), records, offsets, times)
 
     def put_messages(
-        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+        self, topic: str, partition: int, messages: list, decode: Callable[[list], Decoded]
     ) -> tuple[int, int, int | None]:
-        live = [m for m in messages if m.value() is not None]
-        vals = [m.value() for m in live]
-        offs = [m.offset() for m in live]
-        stamps = [m.timestamp()[1] for m in live]
-        dead = len(messages) - len(vals)
-        if not vals:
+        """Convert and transform the messages; the survivors are placed by their Kafka timestamps."""
+        if not messages:
+            return 0, 0, None
+        d = decode(messages)
+        dead = sum(1 for m in messages if m.value() is None)
+        if d.rows is None or not d.rows.num_rows:
             return 0, dead, None
-        table = decode(vals)
-        offsets = pa.array(offs, pa.int64())
-        if table.num_rows != len(offs):
-            raise HeadraceError("a transform changed the number of records; the Parquet sink needs one row per message")
-        times = record_times(table, self.config.timestamp_field, pa.array(stamps, pa.int64()))
-        return table.num_rows, dead, self._add((topic, partition), table, offsets, times)
+        live = d.live
+        kept = messages if len(live) == len(messages) else [messages[i] for i in live]
+        if d.rows.num_rows != len(kept):
+            raise HeadraceError("the transformed rows do not match the kept messages")
+        offsets = pa.array([m.offset() for m in kept], pa.int64())
+        stamps = pa.array([m.timestamp()[1] for m in kept], pa.int64())
+        times = record_times(d.rows, self.config.timestamp_field, stamps)
+        return d.rows.num_rows, dead, self._add((topic, partition), d.rows, offsets, times)
 
     def flush(self, topic: str, partition: int) -> int | None:
         return self._close((topic, partition))

@@ -1,9 +1,10 @@
 """Table sink, like Kafka Connect's JDBC sink, exactly once: rows and offsets in one transaction.
 
-Per topic-partition the sink buffers up to ``batch_size`` messages, then in one database transaction:
-deletes the keys of tombstones (``delete_enabled``), inserts / upserts / updates the rows, and stores
-the next offset in ``offsets_table``. On start the runtime asks ``stored_offsets`` and resumes from
-there, so a crash between the database commit and the consumer-group commit never applies a batch
+Per topic-partition the sink converts and transforms each delivery (a Filter may drop records),
+buffers up to ``batch_size`` kept messages, then in one database transaction: deletes the keys of
+tombstones (``delete_enabled``), inserts / upserts / updates the rows, and stores the next offset
+(past dropped records too) in ``offsets_table``. On start the runtime asks ``stored_offsets`` and
+resumes from there, so a crash between the database commit and the consumer-group commit never applies a batch
 twice (the group offsets are informational). Within a batch only the last event of each key counts.
 
 Backends: DuckDB (Arrow scan, no per-row Python), PostgreSQL (COPY from Arrow-written CSV into a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +24,7 @@ import pyarrow.json as pj
 
 from integrations.config import TableSinkConfig, resolve_env
 from integrations.errors import HeadraceError
-from integrations.sinks.base import Sink, SinkStats
+from integrations.sinks.base import Decoded, Sink, SinkStats
 
 
 class TableSinkError(HeadraceError):
@@ -92,7 +94,7 @@ class TableSink(Sink):
         self.stats = SinkStats()
         self.backend = open_backend(config)
         self._after_write = after_write
-        self._buf: dict[tuple[str, int], tuple[list, list, list, Callable]] = {}
+        self._buf: dict[tuple[str, int], _Pending] = {}
         self._known: dict[str, dict[str, str]] = {}
 
     def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
@@ -102,27 +104,44 @@ class TableSink(Sink):
         raise TableSinkError("the table sink takes raw messages (put_messages)")
 
     def put_messages(
-        self, topic: str, partition: int, messages: list, decode: Callable[[list[bytes]], pa.Table]
+        self, topic: str, partition: int, messages: list, decode: Callable[[list], Decoded]
     ) -> tuple[int, int, int | None]:
-        vals, keys, offs, _ = buf = self._buf.setdefault((topic, partition), ([], [], [], decode))
-        got = [m.value() for m in messages]
-        dead = got.count(None)
-        vals += got
-        offs += [m.offset() for m in messages]
-        if self.config.pk_mode == "record_key":
-            keys += [m.key() for m in messages]
-        durable = self.flush(topic, partition) if len(buf[0]) >= self.config.batch_size else None
-        return len(messages) - dead, dead, durable
+        """Convert and transform the messages now; buffer the survivors until ``batch_size``.
+
+        The stored offset moves past every consumed message, including those a Filter dropped."""
+        dead = sum(1 for m in messages if m.value() is None)
+        if not messages:
+            return 0, dead, None
+        d = decode(messages)
+        key = (topic, partition)
+        durable = None
+        buf = self._buf.get(key)
+        if buf is not None and d.rows is not None and buf.schema is not None and d.rows.schema != buf.schema:
+            durable = self.flush(topic, partition)  # one schema per transaction
+            buf = None
+        if buf is None:
+            buf = self._buf[key] = _Pending()
+        buf.add(d, messages, self.config.pk_mode == "record_key")
+        if buf.count >= self.config.batch_size:
+            durable = self.flush(topic, partition)
+        return (d.rows.num_rows if d.rows is not None else 0), dead, durable
 
     def flush(self, topic: str, partition: int) -> int | None:
         buf = self._buf.pop((topic, partition), None)
-        if not buf or not buf[0]:
+        if buf is None or buf.next_offset is None:
             return None
-        vals, keys, offs, decode = buf
+        rows = (pa.concat_tables(buf.rows) if len(buf.rows) > 1 else buf.rows[0]) if buf.rows else None
+        offs = np.concatenate(buf.offsets) if buf.offsets else np.empty(0, np.int64)
+        live = np.concatenate(buf.live) if buf.live else np.empty(0, bool)
         size = self.config.batch_size
+        n = len(offs)
+        at = np.concatenate([[0], np.cumsum(live)])  # row position of each kept message
         durable = None
-        for i in range(0, len(vals), size):
-            durable = self._write(topic, partition, vals[i:i + size], keys[i:i + size], offs[i:i + size], decode)
+        for i in range(0, max(n, 1), size):
+            j = min(i + size, n)
+            end = buf.next_offset if j >= n else int(offs[j - 1]) + 1
+            part = rows.slice(int(at[i]), int(at[j] - at[i])) if rows is not None else None
+            durable = self._write(topic, partition, part, buf.keys[i:j], offs[i:j], live[i:j], end)
         return durable
 
     def close(self) -> None:
@@ -130,18 +149,18 @@ class TableSink(Sink):
 
     # -- one transaction -----------------------------------------------------------------------------
 
-    def _write(self, topic: str, partition: int, vals: list, keys: list, offs: list, decode: Callable) -> int:
+    def _write(self, topic: str, partition: int, values: pa.Table | None, keys: list, offs: np.ndarray,
+               live: np.ndarray, end: int) -> int:
+        """Write the kept messages' rows and deletes and store ``end`` as the next offset, in one transaction."""
         cfg = self.config
         table = cfg.table_for(topic)
-        live = np.fromiter((v is not None for v in vals), dtype=bool, count=len(vals))
-        values = decode([v for v in vals if v is not None]) if live.any() else None
-        if values is not None and values.num_rows != int(live.sum()):
-            raise TableSinkError("a transform changed the number of records; the table sink needs one row per message")
+        if values is not None and not values.num_rows:
+            values = None
         pk: list[str] = []
         rows, deletes = values, None
         if cfg.pk_mode == "kafka":
             pk = cfg.pk_fields or KAFKA_PK
-            lo = np.asarray(offs, dtype=np.int64)[live]
+            lo = offs[live]
             rows = rows.append_column(pk[0], pa.array([topic] * len(lo), pa.string())) \
                 .append_column(pk[1], pa.array(np.full(len(lo), partition, np.int32))) \
                 .append_column(pk[2], pa.array(lo)) if rows is not None else None
@@ -152,28 +171,27 @@ class TableSink(Sink):
                 if missing:
                     raise TableSinkError(f"pk_fields {missing} are not in the record value (columns: {rows.column_names})")
                 rows = self._last_per_key(rows, pk) if cfg.insert_mode != "insert" else rows
-        elif cfg.pk_mode == "record_key":
-            key_table = _decode_keys(keys, cfg.pk_fields)
-            pk = list(cfg.pk_fields) or key_table.column_names
+        elif cfg.pk_mode == "record_key" and len(keys):
             if not cfg.delete_enabled and not live.all():
-                key_table = key_table.filter(pa.array(live))
-                live_now = np.ones(key_table.num_rows, dtype=bool)
-            else:
-                live_now = live
-            rows, deletes = self._events(values, key_table.select(pk), live_now, cfg.insert_mode != "insert")
+                keys = [k for k, lv in zip(keys, live, strict=True) if lv]
+                live = np.ones(len(keys), dtype=bool)
+            if len(keys):
+                key_table = _decode_keys(keys, cfg.pk_fields)
+                pk = list(cfg.pk_fields) or key_table.column_names
+                rows, deletes = self._events(values, key_table.select(pk), live, cfg.insert_mode != "insert")
         if rows is not None and rows.num_rows:
             self._ensure_table(table, rows.schema, pk)
         elif deletes is not None and deletes.num_rows and self._columns(table) is None:
             deletes = None  # nothing to delete from a table that does not exist yet
         self.backend.apply(table, rows if rows is not None and rows.num_rows else None,
                            deletes if deletes is not None and deletes.num_rows else None,
-                           cfg.insert_mode, pk, (topic, partition, offs[-1] + 1))
+                           cfg.insert_mode, pk, (topic, partition, end))
         self.stats.rows += rows.num_rows if rows is not None else 0
         if table not in self.stats.files:
             self.stats.files.append(table)
         if self._after_write:
             self._after_write(table)
-        return offs[-1] + 1
+        return end
 
     @staticmethod
     def _last_per_key(rows: pa.Table, pk: list[str]) -> pa.Table:
@@ -240,6 +258,33 @@ class TableSink(Sink):
                     "set auto_evolve: true to add them")
             self.backend.add_columns(table, new)
             self._known.pop(table, None)
+
+
+@dataclass
+class _Pending:
+    """The transformed messages of one topic-partition waiting for a transaction."""
+
+    rows: list[pa.Table] = field(default_factory=list)
+    offsets: list[np.ndarray] = field(default_factory=list)  # offsets of the kept messages
+    live: list[np.ndarray] = field(default_factory=list)  # per kept message: has a value (else a tombstone)
+    keys: list = field(default_factory=list)  # raw keys of the kept messages (pk_mode record_key)
+    count: int = 0
+    schema: pa.Schema | None = None
+    next_offset: int | None = None  # past the last consumed message, kept or dropped
+
+    def add(self, d: Decoded, messages: list, with_keys: bool) -> None:
+        kept = d.kept
+        self.offsets.append(np.fromiter((messages[i].offset() for i in kept), dtype=np.int64, count=len(kept))
+                            if len(kept) != len(messages) else
+                            np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages)))
+        self.live.append(~d.tombstone)
+        if with_keys:
+            self.keys += [messages[i].key() for i in kept]
+        if d.rows is not None:
+            self.rows.append(d.rows)
+            self.schema = d.rows.schema
+        self.count += len(kept)
+        self.next_offset = messages[-1].offset() + 1
 
 
 def _decode_keys(keys: list[bytes | None], pk_fields: list[str]) -> pa.Table:
