@@ -175,20 +175,48 @@ class SqlSourceConfig(_ConnectorBase):
         return ["query"] if self.query else list(self.tables)
 
 
-class ParquetSinkConfig(_ConnectorBase):
-    """A Parquet dataset sink, like Kafka Connect's S3/HDFS sinks with the Parquet format."""
+class _SinkBase(_ConnectorBase):
+    """What every sink connector shares: the topics it reads, its consumer group, an optional schema."""
 
-    type: Literal["parquet_sink"]
     topics: Annotated[list[str], Field(min_length=1, description="Topics to read")]
-    path: Annotated[str, Field(description="Root folder of the dataset; files go under <path>/<topic>/")]
-    flush_size: Annotated[int, Field(gt=0, description="Records per Kafka partition per file")] = 100_000
-    compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = "zstd"
     value_schema: Annotated[
         dict[str, str] | None,
         Field(description="Declared value columns (name: arrow type, e.g. decimal(12,2), timestamp[us, tz=UTC])"),
     ] = None
     group_id: Annotated[str | None, Field(description="Consumer group (default headrace-<name>)")] = None
     max_records_per_run: Annotated[int | None, Field(gt=0)] = None
+
+    @field_validator("topics")
+    @classmethod
+    def _legal_topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not TOPIC_RE.match(t) or t in (".", ".."):
+                raise ValueError(f"{t!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
+        return v
+
+    @field_validator("value_schema")
+    @classmethod
+    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None:
+            from integrations.arrow_types import parse_type
+
+            for col, typ in v.items():
+                parse_type(typ, col)
+        return v
+
+    @property
+    def consumer_group(self) -> str:
+        """The consumer group (``group_id``, default ``headrace-<name>``)."""
+        return self.group_id or f"headrace-{self.name}"
+
+
+class ParquetSinkConfig(_SinkBase):
+    """A Parquet dataset sink, like Kafka Connect's S3/HDFS sinks with the Parquet format."""
+
+    type: Literal["parquet_sink"]
+    path: Annotated[str, Field(description="Root folder of the dataset; files go under <path>/<topic>/")]
+    flush_size: Annotated[int, Field(gt=0, description="Records per Kafka partition per file")] = 100_000
+    compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = "zstd"
     partitioner: Annotated[
         Literal["default", "field", "time"],
         Field(description="default: partition=<n>; field: <f>=<value>/...; time: path_format of the record time"),
@@ -222,24 +250,6 @@ class ParquetSinkConfig(_ConnectorBase):
                           "use ${env:VAR} for secrets"),
     ] = {}
 
-    @field_validator("topics")
-    @classmethod
-    def _legal_topics(cls, v: list[str]) -> list[str]:
-        for t in v:
-            if not TOPIC_RE.match(t) or t in (".", ".."):
-                raise ValueError(f"{t!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
-        return v
-
-    @field_validator("value_schema")
-    @classmethod
-    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None:
-            from integrations.arrow_types import parse_type
-
-            for col, typ in v.items():
-                parse_type(typ, col)
-        return v
-
     @model_validator(mode="after")
     def _check_partitioner(self) -> ParquetSinkConfig:
         if self.partitioner == "field" and not self.partition_fields:
@@ -257,16 +267,11 @@ class ParquetSinkConfig(_ConnectorBase):
             raise ValueError("'path_format' is only used with partitioner 'time'")
         return self
 
-    @property
-    def consumer_group(self) -> str:
-        return self.group_id or f"headrace-{self.name}"
 
-
-class TableSinkConfig(_ConnectorBase):
+class TableSinkConfig(_SinkBase):
     """A database table sink, like Kafka Connect's JDBC sink: DuckDB, PostgreSQL or any SQLAlchemy database."""
 
     type: Literal["table_sink"]
-    topics: Annotated[list[str], Field(min_length=1, description="Topics to read")]
     connection_url: Annotated[
         str,
         Field(description="duckdb:///<file> (default: the embedded warehouse), postgresql://..., or any "
@@ -285,33 +290,9 @@ class TableSinkConfig(_ConnectorBase):
     auto_evolve: bool = False
     delete_enabled: bool = False
     batch_size: Annotated[int, Field(gt=0, le=10_000_000, description="Records per database transaction")] = 100_000
-    value_schema: Annotated[
-        dict[str, str] | None,
-        Field(description="Declared value columns (name: arrow type, e.g. decimal(12,2), timestamp[us, tz=UTC])"),
-    ] = None
     offsets_table: Annotated[
         str, Field(description="Table holding the sink's offsets, written in the same transaction as the rows")
     ] = "headrace_sink_offsets"
-    group_id: Annotated[str | None, Field(description="Consumer group (default headrace-<name>)")] = None
-    max_records_per_run: Annotated[int | None, Field(gt=0)] = None
-
-    @field_validator("topics")
-    @classmethod
-    def _legal_topics(cls, v: list[str]) -> list[str]:
-        for t in v:
-            if not TOPIC_RE.match(t) or t in (".", ".."):
-                raise ValueError(f"{t!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
-        return v
-
-    @field_validator("value_schema")
-    @classmethod
-    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None:
-            from integrations.arrow_types import parse_type
-
-            for col, typ in v.items():
-                parse_type(typ, col)
-        return v
 
     @model_validator(mode="after")
     def _check_modes(self) -> TableSinkConfig:
@@ -324,10 +305,6 @@ class TableSinkConfig(_ConnectorBase):
         if self.delete_enabled and self.pk_mode != "record_key":
             raise ValueError("delete_enabled needs pk_mode 'record_key' (a tombstone deletes by its key)")
         return self
-
-    @property
-    def consumer_group(self) -> str:
-        return self.group_id or f"headrace-{self.name}"
 
     def table_for(self, topic: str) -> str:
         """The target table name of a topic."""
