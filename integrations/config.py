@@ -47,6 +47,19 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def _check_value_schema(v: dict[str, str] | None) -> dict[str, str] | None:
+    """Validate declared ``{column: arrow type}`` mappings (shared by sinks and the file source)."""
+    if v is not None:
+        from integrations.arrow_types import parse_type
+
+        for col, typ in v.items():
+            try:
+                parse_type(typ, col)
+            except ConfigError as e:  # a ValueError lets pydantic name the file and the field
+                raise ValueError(str(e)) from None
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -194,15 +207,7 @@ class _SinkBase(_ConnectorBase):
                 raise ValueError(f"{t!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
         return v
 
-    @field_validator("value_schema")
-    @classmethod
-    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None:
-            from integrations.arrow_types import parse_type
-
-            for col, typ in v.items():
-                parse_type(typ, col)
-        return v
+    _parse_schema = field_validator("value_schema")(_check_value_schema)
 
     @property
     def consumer_group(self) -> str:
@@ -406,15 +411,7 @@ class FileSourceConfig(_ConnectorBase):
             raise ValueError(f"{v!r} refers to a parent or absolute path; patterns match paths inside input_path")
         return v
 
-    @field_validator("value_schema")
-    @classmethod
-    def _parse_schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None:
-            from integrations.arrow_types import parse_type
-
-            for col, typ in v.items():
-                parse_type(typ, col)
-        return v
+    _parse_schema = field_validator("value_schema")(_check_value_schema)
 
     @field_validator("charset")
     @classmethod

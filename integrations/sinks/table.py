@@ -84,6 +84,25 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def merge_sql(target: str, staging: str, columns: list[str], pk: list[str], mode: str) -> str | None:
+    """The statement that applies staged rows to ``target``: INSERT, INSERT … ON CONFLICT, or UPDATE … FROM.
+
+    Shared by the DuckDB and PostgreSQL backends (same SQL in both); None when an update has nothing to set.
+    """
+    cols = ", ".join(quote(c) for c in columns)
+    rest = [c for c in columns if c not in pk]
+    if mode == "update":
+        sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in rest)
+        cond = " AND ".join(f"{target}.{quote(c)} = s.{quote(c)}" for c in pk)
+        return f"UPDATE {target} SET {sets} FROM {staging} s WHERE {cond}" if sets else None
+    sql = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"
+    if mode == "upsert":
+        keys = ", ".join(quote(c) for c in pk)
+        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest)
+        sql += f" ON CONFLICT ({keys}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+    return sql
+
+
 class TableSink(Sink):
     """Writes records of each topic-partition into ``table_name_format`` with the configured modes."""
 

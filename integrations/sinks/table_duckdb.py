@@ -6,7 +6,7 @@ import duckdb
 import pyarrow as pa
 
 from integrations.config import TableSinkConfig, resolve_path
-from integrations.sinks.table import TableBackend, TableSinkError, quote
+from integrations.sinks.table import TableBackend, TableSinkError, merge_sql, quote
 
 
 def _duck_type(t: pa.DataType, con: duckdb.DuckDBPyConnection) -> str:
@@ -70,19 +70,7 @@ class DuckDBBackend(TableBackend):
                 con.unregister("_hr_del")
             if rows is not None:
                 con.register("_hr_rows", rows)
-                cols = ", ".join(quote(c) for c in rows.column_names)
-                rest = [c for c in rows.column_names if c not in pk]
-                if mode == "update":
-                    sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in rest)
-                    cond = " AND ".join(f"{t}.{quote(c)} = s.{quote(c)}" for c in pk)
-                    if sets:
-                        con.execute(f"UPDATE {t} SET {sets} FROM _hr_rows s WHERE {cond}")
-                else:
-                    sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _hr_rows"
-                    if mode == "upsert":
-                        target = ", ".join(quote(c) for c in pk)
-                        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest)
-                        sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+                if sql := merge_sql(t, "_hr_rows", rows.column_names, pk, mode):
                     con.execute(sql)
                 con.unregister("_hr_rows")
             con.execute(f"INSERT INTO {self.offsets} VALUES (?, ?, ?, ?) ON CONFLICT (connector, topic, \"partition\") "

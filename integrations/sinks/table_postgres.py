@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableBackend, TableSinkError, quote
+from integrations.sinks.table import TableBackend, TableSinkError, merge_sql, quote
 
 
 def pg_type(t: pa.DataType) -> str:
@@ -104,19 +104,7 @@ class PostgresBackend(TableBackend):
                     cur.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
                 if rows is not None:
                     self._stage(cur, t, "_hr_rows", rows)
-                    cols = ", ".join(quote(c) for c in rows.column_names)
-                    rest = [c for c in rows.column_names if c not in pk]
-                    if mode == "update":
-                        sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in rest)
-                        cond = " AND ".join(f"{t}.{quote(c)} = s.{quote(c)}" for c in pk)
-                        if sets:
-                            cur.execute(f"UPDATE {t} SET {sets} FROM _hr_rows s WHERE {cond}")
-                    else:
-                        sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _hr_rows"
-                        if mode == "upsert":
-                            target = ", ".join(quote(c) for c in pk)
-                            sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest)
-                            sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+                    if sql := merge_sql(t, "_hr_rows", rows.column_names, pk, mode):
                         cur.execute(sql)
                 cur.execute(f"INSERT INTO {self.offsets} VALUES (%s, %s, %s, %s) ON CONFLICT (connector, topic, "
                             "\"partition\") DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])

@@ -59,7 +59,7 @@ def test_parse_type_errors():
 def test_sink_value_schema_is_validated(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("name: x\ntype: parquet_sink\ntopics: [t]\npath: p\nvalue_schema: {a: nonsense}\n")
-    with pytest.raises(ConfigError, match="unknown type 'nonsense'"):
+    with pytest.raises(ConfigError, match=r"x.yaml: field 'value_schema': column 'a': unknown type 'nonsense'"):
         load_connector(p)
 
 
