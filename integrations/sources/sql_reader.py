@@ -1,8 +1,9 @@
 """Run a SQLAlchemy Core SELECT and get Arrow back, whole or streamed in bounded chunks.
 
 PostgreSQL goes through ADBC (``adbc_driver_postgresql``, binary COPY into Arrow) when installed;
-every other database goes through SQLAlchemy, with column types taken from the statement's result
-types. Either way the caller gets Arrow whose types follow the SQL types exactly:
+SQLite through ADBC (``adbc_driver_sqlite``) cast to the types the SQLAlchemy path derives, so both
+paths return identical tables; every other database (and any SQLite statement the fast path cannot
+convert exactly) goes through SQLAlchemy, with column types taken from the statement's result types. Either way the caller gets Arrow whose types follow the SQL types exactly:
 
 ==========================  =====================================================================
 PostgreSQL                  Arrow
@@ -42,6 +43,10 @@ try:  # optional fast path
     import adbc_driver_postgresql.dbapi as adbc_pg
 except ImportError:  # pragma: no cover - exercised only without the driver
     adbc_pg = None
+try:  # optional fast path
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+except ImportError:  # pragma: no cover - exercised only without the driver
+    adbc_sqlite = None
 
 _PG_DOLLAR = postgresql.dialect(paramstyle="numeric_dollar")
 NumericMapping = str  # "none" | "precision_only" | "best_fit"
@@ -190,6 +195,71 @@ def fix_pg_types(table: pa.Table, mapping: NumericMapping = "none") -> pa.Table:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
+# -- SQLite through ADBC ---------------------------------------------------------------------------
+# ADBC infers a column's Arrow type from the values of the first batch (promoting within it, e.g.
+# int -> double -> binary) and fails when a later batch disagrees. So every column is selected
+# through a guard that keeps only the storage classes the SQLAlchemy path accepts for its declared
+# type (anything else is NULLed and flagged in ``headrace_bad``), and one anchor row with a value
+# of each column's storage class goes first, which fixes the batch schema; it is dropped on read.
+_SQLITE_DATETIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{6})?$"
+_SQLITE_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_BAD = "headrace_bad"
+
+
+def _sqlite_plan(t: sa.types.TypeEngine, target: pa.DataType | None) -> tuple[tuple[str, ...], str] | None:
+    """(storage classes kept, anchor literal) for a column on SQLite's fast path; None: unsupported."""
+    if target is None or isinstance(t, sa.Enum | sa.JSON | sa.PickleType) or type(t).__module__.startswith(
+            ("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql")):
+        return None
+    if isinstance(t, sa.Boolean) and target == pa.bool_():
+        return ("integer",), "0"
+    if isinstance(t, sa.Integer) and target in (pa.int16(), pa.int64()):
+        return ("integer",), "0"
+    if isinstance(t, sa.Float) and not t.asdecimal and target == pa.float64():
+        return ("real", "integer"), "0.0"
+    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float) and pa.types.is_decimal(target) \
+            and t.asdecimal and target.precision <= 15:  # ints up to 15 digits survive a double
+        return ("real", "integer"), "0.0"
+    if isinstance(t, sa.DateTime) and target == pa.timestamp("us"):
+        return ("text",), "''"
+    if isinstance(t, sa.Date) and not isinstance(t, sa.DateTime) and target == pa.date32():
+        return ("text",), "''"
+    if isinstance(t, sa.String) and target == pa.string():
+        return ("text",), "''"
+    if isinstance(t, sa.LargeBinary) and target == pa.binary():
+        return ("blob",), "x''"
+    return None
+
+
+def _sqlite_column(col: pa.Array, t: sa.types.TypeEngine, target: pa.DataType,
+                   dialect: sa.Dialect) -> pa.Array:
+    """One ADBC column as the SQLAlchemy path would build it from the same stored values."""
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), target)
+    if pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_string(target) \
+            or pa.types.is_binary(target):
+        return col if col.type == target else pc.cast(col, target)  # safe casts: overflow raises
+    if pa.types.is_boolean(target):
+        return pc.not_equal(col, 0)
+    if pa.types.is_decimal(target) and t.scale == target.scale:
+        # SQLAlchemy formats the stored number with "%.{scale}f"; so do we (C-level map), then
+        # Arrow parses the text exactly
+        fmt = f"%.{target.scale}f"
+        text = pa.array(map(fmt.__mod__, col.fill_null(0).to_pylist()), pa.string())
+        return pc.if_else(col.is_valid(), pc.cast(text, target), pa.scalar(None, target))
+    pattern = _SQLITE_DATETIME if pa.types.is_timestamp(target) else _SQLITE_DATE
+    if not pa.types.is_decimal(target) and pc.all(pc.match_substring_regex(col, pattern)).as_py() is not False:
+        return pc.cast(col, target)  # the format SQLAlchemy writes: Arrow parses it exactly
+    # other layouts: value by value, with the dialect's own result processor, as SQLAlchemy does
+    proc = t.dialect_impl(dialect).result_processor(dialect, None)
+    values = col.to_pylist()
+    return _py_column(tuple(proc(v) for v in values) if proc else tuple(values), target)
+
+
+class _Fallback(Exception):
+    """A SQLite statement the fast path cannot convert exactly; SQLAlchemy reads it instead."""
+
+
 def prefetch(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
     """Run ``it`` in a background thread, ``depth`` items ahead (reading overlaps producing)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -251,6 +321,10 @@ class SqlReader:
             with self._adbc.cursor() as cur:
                 cur.execute("SELECT pg_backend_pid()")
                 self.adbc_pid = int(cur.fetchone()[0])
+        elif use_adbc and self.dialect == "sqlite" and adbc_sqlite is not None \
+                and self.url.database not in (None, "", ":memory:"):
+            self._adbc = adbc_sqlite.connect(self.url.database, autocommit=True)
+        self.fallbacks = 0  # SQLite statements read through SQLAlchemy although ADBC is on
 
     def _libpq_uri(self) -> str:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -278,7 +352,7 @@ class SqlReader:
         return pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
 
     def _empty(self, stmt: sa.Select) -> pa.Table:
-        if self._adbc is not None:
+        if self._adbc is not None and self.dialect == "postgresql":
             with self._adbc.cursor() as cur:
                 compiled = stmt.limit(0).compile(dialect=_PG_DOLLAR)
                 cur.execute(compiled.string, [compiled.params[n] for n in compiled.positiontup or []] or None)
@@ -291,7 +365,12 @@ class SqlReader:
         """Yield the result in tables of about ``chunk_rows`` rows; memory holds one or two chunks.
 
         With ``background`` the next chunk is read in a thread while the caller handles this one."""
-        it = self._stream_adbc(stmt, chunk_rows) if self._adbc is not None else self._stream_sa(stmt, chunk_rows)
+        if self._adbc is None:
+            it = self._stream_sa(stmt, chunk_rows)
+        elif self.dialect == "sqlite":
+            it = self._stream_sqlite(stmt, chunk_rows)
+        else:
+            it = self._stream_adbc(stmt, chunk_rows)
         return prefetch(it) if background else it
 
     def _stream_adbc(self, stmt: sa.Select, chunk_rows: int) -> Iterator[pa.Table]:
@@ -319,6 +398,82 @@ class SqlReader:
                     pending, rows = rest.to_batches(), rest.num_rows
             if rows:
                 yield fix_pg_types(pa.Table.from_batches(pending), self.numeric_mapping)
+        finally:
+            cur.close()
+
+    def _sqlite_select(self, stmt: sa.Select) -> str | None:
+        """The guarded, anchored SQL for ``stmt`` with bounds inlined; None if not eligible."""
+        types = [sa_to_arrow(c.type, self.numeric_mapping) for c in stmt.selected_columns]
+        plans = [_sqlite_plan(c.type, t) for c, t in zip(stmt.selected_columns, types, strict=True)]
+        names = [c.name for c in stmt.selected_columns]
+        if any(p is None for p in plans) or len(set(names)) != len(names) or _BAD in names:
+            return None
+        inner = stmt.subquery("headrace_s")
+        cols, bad, anchor = [], [], []
+        for (kinds, literal), c in zip(plans, inner.c, strict=True):
+            ok = sa.func.typeof(c).in_([*kinds, "null"])
+            value = sa.cast(c, sa.Float) if "real" in kinds else c
+            cols.append(sa.case((ok, value)).label(c.name))
+            bad.append(~ok)
+            anchor.append(sa.literal_column(literal).label(c.name))
+        body = sa.select(*cols, sa.case((sa.or_(*bad), 1), else_=0).label(_BAD))
+        head = sa.select(*anchor, sa.literal_column("0").label(_BAD))
+        try:  # literals (escaped by SQLAlchemy), as SQLAlchemy's own bind processors render them
+            return str(sa.union_all(head, body).compile(dialect=self.engine.dialect,
+                                                        compile_kwargs={"literal_binds": True}))
+        except (sa.exc.CompileError, NotImplementedError):
+            return None
+
+    def _stream_sqlite(self, stmt: sa.Select, chunk_rows: int) -> Iterator[pa.Table]:
+        sql = self._sqlite_select(stmt)
+        if sql is None:
+            self.fallbacks += 1
+            yield from self._stream_sa(stmt, chunk_rows)
+            return
+        sel = list(stmt.selected_columns)
+        targets = [sa_to_arrow(c.type, self.numeric_mapping) for c in sel]
+        names = [c.name for c in sel]
+        dialect = self.engine.dialect
+
+        def convert(batches: list[pa.RecordBatch]) -> pa.Table:
+            table = pa.Table.from_batches(batches).combine_chunks()
+            if pc.any(pc.not_equal(table.column(_BAD), 0)).as_py():
+                raise _Fallback
+            arrays = [_sqlite_column(table.column(i).chunk(0) if table.num_rows else
+                                     pa.array([], table.schema.field(i).type), c.type, t, dialect)
+                      for i, (c, t) in enumerate(zip(sel, targets, strict=True))]
+            return pa.Table.from_arrays(arrays, names=names)
+
+        yielded = False
+        cur = self._adbc.cursor()
+        try:
+            cur.execute(sql)
+            pending: list[pa.RecordBatch] = []
+            rows, first = 0, True
+            for rb in cur.fetch_record_batch():
+                if first:
+                    rb, first = rb.slice(1), False  # the anchor row
+                pending.append(rb)
+                rows += rb.num_rows
+                while rows >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    out = convert(table.slice(0, chunk_rows).to_batches())
+                    rest = table.slice(chunk_rows)
+                    pending, rows = rest.to_batches(), rest.num_rows
+                    yielded = True
+                    yield out
+            if rows:
+                out = convert(pending)
+                yielded = True
+                yield out
+        except (_Fallback, pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError) as e:
+            if yielded:  # part of the result is out already; a re-read could not line up with it
+                raise RuntimeError("SQLite fast path: a value whose storage class does not match its "
+                                   "declared column type appeared after part of the result was "
+                                   "returned; read this source with use_adbc off") from e
+            cur.close()
+            self.fallbacks += 1
+            yield from self._stream_sa(stmt, chunk_rows)
         finally:
             cur.close()
 
