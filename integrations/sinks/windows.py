@@ -125,6 +125,15 @@ def rebuild_window(
         out = WindowResult(ranges=res.ranges, rows=sink.stats.rows)
         for topic in config.topics:
             staged = {f[len(staging) + len(topic) + 2:].rsplit("/", 1)[0] for f in list_files(fs, f"{staging}/{topic}")}
+            emptied = [p for p in paths if p not in staged and next(list_files(fs, f"{root}/{topic}/{p}"), None)]
+            if emptied:
+                # Never replace existing files with nothing: the window's records may have expired from
+                # Kafka, or the read came back short. Fail loudly (a Dagster retry re-reads) instead.
+                raise HeadraceError(
+                    f"refusing to replace {topic}/{emptied[0]} (and {len(emptied) - 1} more) with no files: the "
+                    f"rebuild read {sink.stats.rows} record(s) for [{start}, {end}) from ranges "
+                    f"{[(r.partition, r.start, r.end) for r in res.ranges if r.topic == topic]}; delete the "
+                    "folder by hand if it really should be empty")
             for path in sorted(set(paths) | staged):
                 _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}", root, token)
                 out.paths.append(f"{topic}/{path}")
