@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 
+import adbc_driver_sqlite  # noqa: F401, E402 - a declared dependency: fail loudly (never skip) when missing
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from integrations.sources.sql_reader import SqlReader
-
-pytest.importorskip("adbc_driver_sqlite")
 
 ROWS = [
     (1, decimal.Decimal("12.34"), 1.5, "plain", True, dt.date(2024, 3, 31), dt.datetime(2024, 3, 31, 1, 2, 3), b"\x00\x01"),
