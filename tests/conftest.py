@@ -8,8 +8,10 @@ cleans up the topics, databases and folders it made.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +98,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
     if check and proc.returncode != 0:
         raise AssertionError(f"headrace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
+    """Run moto's standalone S3 server on 127.0.0.1 with ``buckets``; yield pyarrow S3 options; stop it."""
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto S3 server did not start", pytrace=False)
+                time.sleep(0.2)
+        opts = {"endpoint_override": f"127.0.0.1:{port}", "scheme": "http", "access_key": "testing",
+                "secret_key": "testing", "region": "us-east-1"}
+        fs = pafs.S3FileSystem(**opts, allow_bucket_creation=True)
+        for bucket in buckets:
+            fs.create_dir(bucket)
+        yield opts
+    finally:
+        proc.terminate()
+        proc.wait(10)

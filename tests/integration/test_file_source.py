@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
 from integrations.runtime.source_runner import run_source
 from integrations.sources.files import FileSourceError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, start_moto_s3
 from tests.helpers import read_topic, write_connector
 
 
@@ -227,28 +224,7 @@ def test_path_escape_is_refused(kafka, tmp_path, unique):
 @pytest.fixture
 def s3_bucket() -> Iterator[dict[str, str]]:
     """moto's standalone S3 server on a free local port, with a bucket ``spool``; stopped afterwards."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("moto S3 server did not start", pytrace=False)
-                time.sleep(0.2)
-        opts = {"endpoint_override": f"127.0.0.1:{port}", "scheme": "http", "access_key": "testing",
-                "secret_key": "testing", "region": "us-east-1"}
-        pafs.S3FileSystem(**opts, allow_bucket_creation=True).create_dir("spool")
-        yield opts
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from start_moto_s3("spool")
 
 
 def test_s3_input_with_move(kafka, topic_factory, offsets_topic, unique, s3_bucket):

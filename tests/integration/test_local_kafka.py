@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 from integrations.kafka.cluster import KafkaSettings
-from tests.conftest import run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, run_cli
 
 
 def test_up_is_idempotent_status_reports_version_and_down_stops(kafka, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {"HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_HEAP": "256m"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     # reuse the jars already fetched for the shared broker, but a fresh data folder for this port

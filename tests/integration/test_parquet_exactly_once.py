@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -19,7 +17,7 @@ import yaml
 
 from integrations.config import ParquetSinkConfig
 from integrations.sinks.windows import ranges_for_window, rebuild_window
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, start_moto_s3
 from tests.integration.sink_helpers import file_rows, produce
 
 DAY = 86_400_000
@@ -49,35 +47,10 @@ def test_sigkill_after_rename_local(kafka, topic_factory, unique, tmp_path):
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def moto_s3() -> Iterator[dict[str, str]]:
     """moto's standalone S3 server on 127.0.0.1 with one bucket; stopped afterwards."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("moto S3 server did not start", pytrace=False)
-                time.sleep(0.2)
-        opts = {"endpoint_override": f"127.0.0.1:{port}", "scheme": "http", "access_key": "testing",
-                "secret_key": "testing", "region": "us-east-1"}
-        pafs.S3FileSystem(**opts, allow_bucket_creation=True).create_dir("headrace-test")
-        yield opts
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from start_moto_s3("headrace-test")
 
 
 def test_sigkill_after_write_s3(kafka, topic_factory, unique, tmp_path, moto_s3):
