@@ -49,3 +49,20 @@ def write_connector(folder: Path, config: dict) -> Path:
     path = folder / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path
+
+
+def read_messages(kafka: KafkaSettings, topic: str, timeout: float = 30) -> list:
+    """Every Message of partition 0 of a topic, in order, with keys, headers and timestamps."""
+    c = kafka.consumer(group_id=f"test-msgs-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": False})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        if high == low:
+            return []
+        c.assign([TopicPartition(topic, 0, low)])
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < high - low:
+            assert time.monotonic() < deadline, f"timed out reading {topic}"
+            out += [m for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
+        return out
+    finally:
+        c.close()

@@ -118,7 +118,8 @@ def test_sql_to_kafka_to_parquet_without_a_declared_schema(converter, schema_reg
 
 def test_avro_poison_and_foreign_bytes_go_to_the_dlq(schema_registry, kafka, topic_factory, unique, tmp_path):
     from integrations.converters.avro import AvroConverter
-    from tests.integration.test_errors import consume_all, headers_of, produce_raw
+    from tests.helpers import read_messages
+    from tests.integration.test_errors import headers_of, produce_raw
 
     topic, dlq = topic_factory("avro-poison"), topic_factory("avro-poison-dlq", create=False)
     conv = AvroConverter(schema_registry)
@@ -132,7 +133,7 @@ def test_avro_poison_and_foreign_bytes_go_to_the_dlq(schema_registry, kafka, top
     res = run_sink(cfg, kafka)
     assert (res.rows, res.dead_lettered) == (4, 2)
     assert _read(tmp_path, topic).column("id").to_pylist() == [0, 1, 3, 5]
-    dead = consume_all(kafka, dlq)
+    dead = read_messages(kafka, dlq)
     assert [m.value() for m in dead] == [values[2], values[4]]
     assert [headers_of(m)["__connect.errors.offset"] for m in dead] == ["2", "4"]
     assert {headers_of(m)["__connect.errors.class.name"] for m in dead} == {"io.confluent.connect.avro.AvroConverter"}

@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import TopicPartition
 
 from integrations.config import ParquetSinkConfig, SqlSourceConfig
 from integrations.errors import KafkaUnavailable
@@ -24,6 +23,7 @@ from integrations.runtime.error_config import ErrorSettings
 from integrations.runtime.errors import ErrorHandler, RecordError, TransientError
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
+from tests.helpers import read_messages
 
 GOOD = lambda i: orjson.dumps({"id": i, "name": f"n{i}"})  # noqa: E731
 POISON = {
@@ -39,18 +39,6 @@ def produce_raw(kafka: KafkaSettings, topic: str, values: list[bytes], keys: lis
     for i, v in enumerate(values):
         p.produce(topic, value=v, key=None if keys is None else keys[i], headers=[("origin", b"test")])
     assert p.flush(60) == 0
-
-
-def consume_all(kafka: KafkaSettings, topic: str) -> list:
-    """Every message of partition 0 of a topic."""
-    c = kafka.consumer(group_id="test-reader", **{"enable.partition.eof": False})
-    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    c.assign([TopicPartition(topic, 0, low)])
-    out, deadline = [], time.monotonic() + 30
-    while len(out) < high - low and time.monotonic() < deadline:
-        out += [m for m in c.consume(num_messages=1000, timeout=1) if m.error() is None]
-    c.close()
-    return out
 
 
 def ids_in(root: Path, topic: str) -> list[int]:
@@ -83,7 +71,7 @@ def test_sink_poison_pills_stop_under_none_and_are_dead_lettered_under_all(kafka
     assert (res.rows, res.dead_lettered, res.failed) == (4, 3, 3)
     assert kafka.committed(f"headrace-poison-{unique}", topic) == {0: 10}
     assert ids_in(tmp_path, topic) == [0, 1, 2, 4, 6, 8, 9]
-    dead = consume_all(kafka, dlq)
+    dead = read_messages(kafka, dlq)
     assert [m.value() for m in dead] == [POISON[3], POISON[5], POISON[7]]
     assert [m.key() for m in dead] == [b"3", b"5", b"7"]
     for m, off in zip(dead, (3, 5, 7), strict=True):
@@ -140,16 +128,16 @@ def test_source_poison_rows_stop_under_none_and_are_dead_lettered_under_all(kafk
                                           r"producer's message.max.bytes"):
         run_source(cfg, kafka, offsets)
     # the first batch (ids 1-3) went out and its offset was stored; nothing of the failing batch did
-    assert [orjson.loads(m.value())["id"] for m in consume_all(kafka, topic)] == [1, 2, 3]
+    assert [orjson.loads(m.value())["id"] for m in read_messages(kafka, topic)] == [1, 2, 3]
     assert OffsetStore(kafka, offsets).read(cfg.name)['{"query":"query"}']["incrementing"] == 3
 
     cfg = SqlSourceConfig(name=f"srcall-{unique}", **base, errors_tolerance="all", dlq_topic=dlq)
     res = run_source(cfg, kafka, offsets)
     assert (res.rows, res.dead_lettered) == (8, 2)
-    sent = [orjson.loads(m.value()) for m in consume_all(kafka, topic)]
+    sent = [orjson.loads(m.value()) for m in read_messages(kafka, topic)]
     assert [r["id"] for r in sent] == [1, 2, 3, 1, 2, 3, 4, 6, 7, 9, 10]
     assert OffsetStore(kafka, offsets).read(cfg.name)['{"query":"query"}']["incrementing"] == 10
-    dead = consume_all(kafka, dlq)
+    dead = read_messages(kafka, dlq)
     assert len(dead) == 2
     big, cast = sorted(dead, key=lambda m: headers_of(m)["__connect.errors.stage"])
     hb, hc = headers_of(big), headers_of(cast)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
 
 from integrations.config import FileSourceConfig
 from integrations.kafka.cluster import KafkaSettings
@@ -18,7 +16,7 @@ from integrations.offsets import OffsetStore
 from integrations.runtime.source_runner import run_source
 from integrations.sources.files import FileSourceError
 from tests.conftest import run_cli
-from tests.helpers import write_connector
+from tests.helpers import read_messages, write_connector
 
 #: 10 data lines, 2 malformed: line 4 (3 fields) and line 7 (1 field); line 1 is the header.
 LINES = ["1,a", "2,b", "3,c,EXTRA", "4,d", "5,e", "6", "7,g", "8,h", "9,i", "10,j"]
@@ -31,30 +29,13 @@ def write_csv(folder: Path, name: str, lines: list[str]) -> None:
     (folder / name).write_text("id,name\n" + "\n".join(lines) + "\n")
 
 
-def consume(kafka: KafkaSettings, topic: str) -> list:
-    """Every message of partition 0, with headers."""
-    c = kafka.consumer(group_id=f"test-dlq-{time.monotonic_ns()}", **{"enable.partition.eof": False})
-    try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        if high == low:
-            return []
-        c.assign([TopicPartition(topic, 0, low)])
-        out, deadline = [], time.monotonic() + 30
-        while len(out) < high - low:
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            out += [m for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
-        return out
-    finally:
-        c.close()
-
-
 def ids(kafka: KafkaSettings, topic: str) -> list[int]:
-    return [orjson.loads(m.value())["id"] for m in consume(kafka, topic)]
+    return [orjson.loads(m.value())["id"] for m in read_messages(kafka, topic)]
 
 
 def dlq_lines(kafka: KafkaSettings, topic: str) -> list[tuple[bytes, str]]:
     """(value, position header) of every dead-lettered record."""
-    return [(m.value(), dict(m.headers())["__headrace.errors.position"].decode()) for m in consume(kafka, topic)]
+    return [(m.value(), dict(m.headers())["__headrace.errors.position"].decode()) for m in read_messages(kafka, topic)]
 
 
 def cfg(tmp_path: Path, unique: str, topic: str, **kw) -> FileSourceConfig:
@@ -82,7 +63,7 @@ def test_all_sends_good_lines_to_the_topic_and_each_malformed_line_to_the_dlq(
 
     assert ids(kafka, topic) == GOOD
     assert res.rows == 8 and res.dead_lettered == 3 and res.failed == 3
-    msgs = consume(kafka, dlq)
+    msgs = read_messages(kafka, dlq)
     assert [m.value() for m in msgs] == [b"3,c,EXTRA", b"6", b"1,x,y"]
     assert [m.key() for m in msgs] == [None, None, None]
     expected = [("lines.csv", 4, 3), ("lines.csv", 7, 1), ("only-bad.csv", 2, 3)]
@@ -107,7 +88,7 @@ def test_all_sends_good_lines_to_the_topic_and_each_malformed_line_to_the_dlq(
         '{"file":"lines.csv"}': (8, True), '{"file":"only-bad.csv"}': (0, True)}
     again = run_source(conf, kafka, offsets_topic=offsets_topic)
     assert again.rows == 0 and again.dead_lettered == 0
-    assert len(consume(kafka, dlq)) == 3
+    assert len(read_messages(kafka, dlq)) == 3
     kafka.delete_topics([dlq])
 
 

@@ -23,7 +23,7 @@ from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import RecordError
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
-from tests.helpers import write_connector
+from tests.helpers import read_messages, write_connector
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -141,18 +141,6 @@ def _source(tmp_path: Path, name: str, topic: str, transforms: list[dict], **ext
     return load_connector(write_connector(tmp_path / "connectors", cfg))
 
 
-def _messages(kafka: KafkaSettings, topic: str) -> list:
-    """Every message of a one-partition topic, in order (with headers and timestamps)."""
-    c = kafka.consumer(group_id=f"e2e-reader-{topic}", **{"enable.partition.eof": False})
-    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    c.assign([TopicPartition(topic, 0, low)])
-    out, deadline = [], time.monotonic() + 30
-    while len(out) < high - low and time.monotonic() < deadline:
-        out += [m for m in c.consume(num_messages=1000, timeout=1) if m.error() is None]
-    c.close()
-    return out
-
-
 def test_source_key_from_the_chain_is_the_message_key(kafka, topic_factory, unique, tmp_path):
     offsets = topic_factory("offsets")
     struct_topic, bare_topic = topic_factory("src-key", create=False), topic_factory("src-key1", create=False)
@@ -160,13 +148,13 @@ def test_source_key_from_the_chain_is_the_message_key(kafka, topic_factory, uniq
     res = run_source(_source(tmp_path, f"srckey-{unique}", struct_topic, [{"type": "ValueToKey", "fields": "id,name"}],
                              key_columns=["qty"]), kafka, offsets)
     assert res.rows == 3
-    got = [(orjson.loads(m.key()), orjson.loads(m.value())) for m in _messages(kafka, struct_topic)]
+    got = [(orjson.loads(m.key()), orjson.loads(m.value())) for m in read_messages(kafka, struct_topic)]
     assert got == [({"id": i, "name": n}, {"id": i, "name": n, "qty": q}) for i, n, q in
                    [(1, "a", 10), (2, "b", 20), (3, "c", 30)]]
     # then ExtractField.Key: a primitive key is the bare JSON value
     run_source(_source(tmp_path, f"srckey1-{unique}", bare_topic, [
         {"type": "ValueToKey", "fields": "id"}, {"type": "ExtractField.Key", "field": "id"}]), kafka, offsets)
-    assert [m.key() for m in _messages(kafka, bare_topic)] == [b"1", b"2", b"3"]
+    assert [m.key() for m in read_messages(kafka, bare_topic)] == [b"1", b"2", b"3"]
 
 
 def test_source_headers_from_the_chain_are_kafka_headers(kafka, topic_factory, unique, tmp_path):
@@ -178,7 +166,7 @@ def test_source_headers_from_the_chain_are_kafka_headers(kafka, topic_factory, u
         {"type": "HeaderFrom.Value", "fields": "id,name", "headers": "record_id,record_name", "operation": "move"},
     ]), kafka, offsets)
     assert res.rows == 3
-    msgs = _messages(kafka, topic)
+    msgs = read_messages(kafka, topic)
     assert [orjson.loads(m.value()) for m in msgs] == [{"qty": 10}, {"qty": 20}, {"qty": 30}]
     assert [sorted(m.headers()) for m in msgs] == [
         sorted([("app.id", b"best-app-ever"), ("version", b"7"), ("record_id", str(i).encode()),
@@ -196,7 +184,7 @@ def test_source_routed_rows_are_produced_and_counted_under_their_topic(kafka, to
         (stats,) = res.per_partition.values()
         assert (stats.topic, stats.rows, stats.rows_per_topic) == (target, 3, {target: 3})
         assert {t: s.rows for t, s in res.by_topic().items()} == {target: 3}
-        assert [orjson.loads(m.value())["id"] for m in _messages(kafka, target)] == [1, 2, 3]
+        assert [orjson.loads(m.value())["id"] for m in read_messages(kafka, target)] == [1, 2, 3]
     finally:
         kafka.delete_topics([target])
 
@@ -214,7 +202,7 @@ def test_source_timestamp_router_and_message_timestamps(kafka, topic_factory, un
     try:
         days = {dt.datetime.fromtimestamp(t / 1000, dt.UTC).strftime("%Y%m%d") for t in (before, after)}
         assert set(targets) <= {f"{base}-{d}" for d in days} and res.rows == 3
-        msgs = [m for t in targets for m in _messages(kafka, t)]
+        msgs = [m for t in targets for m in read_messages(kafka, t)]
         assert sorted(orjson.loads(m.value())["id"] for m in msgs) == [1, 2, 3]
         for m in msgs:
             kind, ms = m.timestamp()
@@ -232,12 +220,12 @@ def test_source_primitive_values_are_bare(kafka, topic_factory, unique, tmp_path
     json_topic, str_topic = topic_factory("src-bare", create=False), topic_factory("src-bares", create=False)
     run_source(_source(tmp_path, f"srcbare-{unique}", json_topic, [{"type": "ExtractField.Value", "field": "qty"}]),
                kafka, offsets)
-    assert [m.value() for m in _messages(kafka, json_topic)] == [b"10", b"20", b"30"]
+    assert [m.value() for m in read_messages(kafka, json_topic)] == [b"10", b"20", b"30"]
     run_source(_source(tmp_path, f"srcbares-{unique}", str_topic, [{"type": "ExtractField.Value", "field": "name"}],
                        value_converter={"type": "string"}), kafka, offsets)
-    assert [m.value() for m in _messages(kafka, str_topic)] == [b"a", b"b", b"c"]
+    assert [m.value() for m in read_messages(kafka, str_topic)] == [b"a", b"b", b"c"]
     # plain JSON strings are JSON strings
     j_topic = topic_factory("src-barej", create=False)
     run_source(_source(tmp_path, f"srcbarej-{unique}", j_topic, [{"type": "ExtractField.Value", "field": "name"}]),
                kafka, offsets)
-    assert [m.value() for m in _messages(kafka, j_topic)] == [b'"a"', b'"b"', b'"c"']
+    assert [m.value() for m in read_messages(kafka, j_topic)] == [b'"a"', b'"b"', b'"c"']
