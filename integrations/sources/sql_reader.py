@@ -25,6 +25,7 @@ enums and other types       string (the source selects them as ``::text``)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import queue
@@ -316,15 +317,43 @@ class SqlReader:
         self.numeric_mapping = numeric_mapping
         self._adbc = None
         self.adbc_pid: int | None = None
+        self._lost = False  # the ADBC session died (e.g. pg_terminate_backend): reconnect before the next read
         if use_adbc and self.dialect == "postgresql" and adbc_pg is not None:
-            self._adbc = adbc_pg.connect(self._libpq_uri(), autocommit=True)
-            with self._adbc.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                self.adbc_pid = int(cur.fetchone()[0])
+            self._connect_pg()
         elif use_adbc and self.dialect == "sqlite" and adbc_sqlite is not None \
                 and self.url.database not in (None, "", ":memory:"):
             self._adbc = adbc_sqlite.connect(self.url.database, autocommit=True)
         self.fallbacks = 0  # SQLite statements read through SQLAlchemy although ADBC is on
+
+    def _connect_pg(self) -> None:
+        """Open the ADBC PostgreSQL session (and note its backend pid for the transaction guard)."""
+        self._adbc = adbc_pg.connect(self._libpq_uri(), autocommit=True)
+        with self._adbc.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            self.adbc_pid = int(cur.fetchone()[0])
+        self._lost = False
+
+    def _pg_session(self) -> Any:
+        """The live ADBC PostgreSQL session, reopened first when the last one was lost."""
+        if self._lost:
+            self._connect_pg()
+        return self._adbc
+
+    def _raise_if_lost(self, error: BaseException) -> None:
+        """After a failed PostgreSQL read: if the session itself is gone (terminated backend, server
+        restart, network), raise ``ConnectionError`` so the run retries on a new session. A session
+        that still answers means the error was the statement's own, which the caller re-raises."""
+        try:
+            with self._adbc.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            return
+        except Exception:  # noqa: BLE001 - any failure of the probe means the session is unusable
+            pass
+        with contextlib.suppress(Exception):  # closing a dead session may fail too; it is dropped either way
+            self._adbc.close()
+        self._lost = True
+        raise ConnectionError(f"the database session was lost while reading: {error}") from error
 
     def _libpq_uri(self) -> str:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -353,7 +382,7 @@ class SqlReader:
 
     def _empty(self, stmt: sa.Select) -> pa.Table:
         if self._adbc is not None and self.dialect == "postgresql":
-            with self._adbc.cursor() as cur:
+            with self._pg_session().cursor() as cur:
                 compiled = stmt.limit(0).compile(dialect=_PG_DOLLAR)
                 cur.execute(compiled.string, [compiled.params[n] for n in compiled.positiontup or []] or None)
                 return fix_pg_types(cur.fetch_arrow_table(), self.numeric_mapping)
@@ -382,13 +411,24 @@ class SqlReader:
         except (sa.exc.CompileError, NotImplementedError):
             compiled = stmt.compile(dialect=_PG_DOLLAR)
             params = [compiled.params[name] for name in compiled.positiontup or []]
-        cur = self._adbc.cursor()
+        cur = self._pg_session().cursor()
         try:
-            cur.execute(compiled.string, params or None)
-            reader = cur.fetch_record_batch()
+            try:
+                cur.execute(compiled.string, params or None)
+                reader = cur.fetch_record_batch()
+            except Exception as e:
+                self._raise_if_lost(e)
+                raise
             pending: list[pa.RecordBatch] = []
             rows = 0
-            for rb in reader:
+            while True:
+                try:
+                    rb = next(reader, None)
+                except Exception as e:  # libpq errors surface here as a plain OSError
+                    self._raise_if_lost(e)
+                    raise
+                if rb is None:
+                    break
                 pending.append(rb)
                 rows += rb.num_rows
                 while rows >= chunk_rows:
@@ -399,7 +439,11 @@ class SqlReader:
             if rows:
                 yield fix_pg_types(pa.Table.from_batches(pending), self.numeric_mapping)
         finally:
-            cur.close()
+            try:
+                cur.close()
+            except Exception:  # noqa: BLE001 - the cursor of a lost session cannot be closed cleanly
+                if not self._lost:
+                    raise
 
     def _sqlite_select(self, stmt: sa.Select) -> str | None:
         """The guarded, anchored SQL for ``stmt`` with bounds inlined; None if not eligible."""
@@ -490,8 +534,8 @@ class SqlReader:
 
     def close(self) -> None:
         """Close connections."""
-        if self._adbc is not None:
+        if self._adbc is not None and not self._lost:
             self._adbc.close()
-            self._adbc = None
+        self._adbc = None
         self.engine.dispose()
 
