@@ -4,6 +4,10 @@ The range is planned once (from the group's committed offsets to the high waterm
 the caller, e.g. from Dagster run tags), so retries of a run read exactly the same records. Group
 offsets are committed only after the sink reports the records durable (for Parquet: after the
 atomic rename), so a crash in between makes the next run rewrite the same files.
+
+Routing transforms (RegexRouter, TimestampRouter) give each record a routed topic; the sink writes it
+there (the routed topic's folder and file names, or the table ``table_name_format`` gives it), while
+offsets are still planned, stored and committed per source topic-partition.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from integrations.runtime.errors import (
     locate_bad,
 )
 from integrations.runtime.faults import fault_point
-from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange
+from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange, routes
 from integrations.transforms import Batch as RecordBatch
 from integrations.transforms import TransformChain, TransformError, primitive
 from integrations.transforms.chain import build_chain
@@ -53,7 +57,8 @@ class SinkResult:
 
     connector: str
     ranges: list[TopicPartitionRange] = field(default_factory=list)
-    rows_per_topic: dict[str, int] = field(default_factory=dict)
+    rows_per_topic: dict[str, int] = field(default_factory=dict)  # rows read per source topic
+    rows_per_target: dict[str, int] = field(default_factory=dict)  # rows handed to the sink per routed topic
     tombstones: int = 0
     stats: SinkStats = field(default_factory=SinkStats)
     lag_after: dict[str, int] = field(default_factory=dict)
@@ -180,8 +185,9 @@ def run_sink(
 def _transformed(
     chain: TransformChain, table: pa.Table, topic: str, partition: int, offs: list[int] | range,
     msgs: list | None = None, key_converter: Converter | None = None,
-) -> tuple[pa.Table, pa.Array]:
-    """Run the transform chain with the records' Kafka metadata; return the table and its offsets.
+) -> tuple[pa.Table, pa.Array, pa.Array | None]:
+    """Run the transform chain with the records' Kafka metadata; return the table, its offsets and the
+    routed topic of each row (None when no record changed topic).
 
     The timestamp, key, headers and tombstone flags are read from ``msgs`` only when the chain needs
     them. Tombstones (kept in the batch as null rows only for a chain that reads the flag) that are
@@ -191,17 +197,38 @@ def _transformed(
     else:
         offsets = pa.array(offs, pa.int64())
     if not len(chain) or not len(offsets):
-        return table, offsets
+        return table, offsets, None
     meta = _metadata(chain.needs, msgs, key_converter, topic) if msgs is not None else {}
     out = chain.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=offsets, **meta))
-    if out.topics() not in ([], [topic]):
-        raise TransformError(f"routing {topic} to {out.topics()} is not supported by sinks yet "
-                             "(RegexRouter/TimestampRouter work on source connectors)")
-    value, offsets = out.value, out.offset
+    value, offsets, routed = out.value, out.offset, routed_topics(out, topic)
     if out.tombstone is not None and out.num_rows and pc.any(out.tombstone).as_py():
         live = pc.invert(pc.fill_null(out.tombstone, False))
         value, offsets = value.filter(live), pc.filter(offsets, live)
-    return value, offsets.combine_chunks() if isinstance(offsets, pa.ChunkedArray) else offsets
+        routed = None if routed is None else routed.filter(live)
+    return value, offsets.combine_chunks() if isinstance(offsets, pa.ChunkedArray) else offsets, routed
+
+
+def routed_topics(out: RecordBatch, topic: str) -> pa.Array | None:
+    """The routed topic of each record of a transformed batch, or None when all kept ``topic``."""
+    if out.topic is None:
+        return None
+    if out.topic.null_count:
+        raise TransformError(f"a transform left {out.topic.null_count} record(s) of {topic} without a topic")
+    if set(out.topics()) <= {topic}:
+        return None
+    names = out.topic.cast(pa.string())
+    return names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+
+
+def _count_targets(result: SinkResult, topic: str, n: int, routed: pa.Array | None) -> None:
+    """Add ``n`` rows to ``result.rows_per_target``, under their routed topics."""
+    if routed is None:
+        if n:
+            result.rows_per_target[topic] = result.rows_per_target.get(topic, 0) + n
+        return
+    counts = pc.value_counts(routed)
+    for name, k in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
+        result.rows_per_target[name] = result.rows_per_target.get(name, 0) + k
 
 
 def _metadata(needs: frozenset[str], msgs: list, key_converter: Converter | None, topic: str) -> dict[str, Any]:
@@ -294,17 +321,18 @@ def _drain(
         for (topic, partition), (vals, offs, raw) in grouped.items():
             if sink.wants_messages:
                 n, dead, durable = _put_messages(sink, converter, transform, schema, topic, partition, vals,
-                                                 errors, commit)
+                                                 errors, commit, result)
                 result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + n
                 result.tombstones += dead
                 commit(topic, partition, durable)
                 continue
-            table, offsets = _convert(converter, transform, schema, topic, partition, vals, offs, raw, errors,
-                                      sink, commit)
+            table, offsets, routed = _convert(converter, transform, schema, topic, partition, vals, offs, raw,
+                                              errors, sink, commit)
             if table.num_rows == 0:  # all filtered out: nothing to write; the range end is committed below
                 continue
             result.rows_per_topic[topic] = result.rows_per_topic.get(topic, 0) + table.num_rows
-            durable = sink.put(topic, partition, table, offsets)
+            _count_targets(result, topic, table.num_rows, routed)
+            durable = sink.put(topic, partition, table, offsets, routed)
             commit(topic, partition, durable)
         for key in finished:
             if key in pending:
@@ -397,7 +425,8 @@ def _decoder(converter: Converter, transform: TransformChain, schema: pa.Schema 
     """decode + transform of a list of values (with their offsets), failures tagged by stage."""
     key_converter = getattr(converter, "key_converter", None)
 
-    def run(vals: list[bytes], offs: list[int] | range, msgs: list | None = None) -> tuple[pa.Table, pa.Array]:
+    def run(vals: list[bytes], offs: list[int] | range, msgs: list | None = None
+            ) -> tuple[pa.Table, pa.Array, pa.Array | None]:
         try:
             table = _decode_live(converter, vals, schema, topic)
         except Exception as e:
@@ -424,7 +453,7 @@ def _decode_live(converter: Converter, vals: list, schema: pa.Schema | None, top
 def _convert(
     converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str, partition: int,
     vals: list[bytes], offs: list[int] | range, raw: list, errors: ErrorHandler, sink: Sink, commit,
-) -> tuple[pa.Table, pa.Array]:
+) -> tuple[pa.Table, pa.Array, pa.Array | None]:
     """Decode and transform one topic-partition's values; route bad records to the error handler.
 
     The batch is converted whole; only a failing batch is bisected to find its bad records. Under
@@ -445,15 +474,15 @@ def _convert(
     if not errors.tolerate:
         first = min(bad)
         if first > 0:  # keep everything before the bad record, so the next run starts exactly at it
-            table, offsets = run(vals[:first], offs[:first], raw[:first])
+            table, offsets, routed = run(vals[:first], offs[:first], raw[:first])
             if table.num_rows:
-                sink.put(topic, partition, table, offsets)
+                sink.put(topic, partition, table, offsets, routed)
             sink.flush(topic, partition)
         commit(topic, partition, offs[first])
         errors.report(failures[:1])
     errors.report(failures)
     if good is None:
-        return pa.table({}), pa.array([], pa.int64())
+        return pa.table({}), pa.array([], pa.int64()), None
     return good
 
 
@@ -462,10 +491,12 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
     """decode + transform of whole messages (for sinks that take them), failures tagged by stage.
 
     The chain sees the real offsets and, as ``chain.needs`` asks, timestamps, keys, headers and
-    tombstone flags. Tombstones go through the chain (as null rows) when it reads the flag or has a
-    Filter; otherwise they bypass it and stay tombstones. Without transforms no chain work is done."""
+    tombstone flags. Tombstones go through the chain (as null rows) when it reads the flag, has a
+    Filter or routes (a routed tombstone deletes from its routed table); otherwise they bypass it and
+    stay tombstones. Without transforms no chain work is done."""
     key_converter = getattr(converter, "key_converter", None)
-    through = "tombstone" in transform.needs or any(isinstance(c, FilterConfig) for c in transform.configs)
+    through = "tombstone" in transform.needs or any(isinstance(c, FilterConfig) for c in transform.configs) \
+        or routes(transform.configs)
 
     def run(msgs: list) -> Decoded:
         n = len(msgs)
@@ -495,9 +526,7 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
                 meta["tombstone"] = pa.array(tomb[idx])
             out = transform.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=pa.array(offs),
                                                  **meta))
-            if out.topics() not in ([], [topic]):
-                raise TransformError(f"routing {topic} to {out.topics()} is not supported by sinks yet "
-                                     "(RegexRouter/TimestampRouter work on source connectors)")
+            routed = routed_topics(out, topic)
         except Exception as e:
             raise _Staged(TRANSFORMATION, type(transform).__name__, e) from e
         kept_off = np.asarray(out.offset.to_numpy(), dtype=np.int64) if out.num_rows else np.empty(0, np.int64)
@@ -513,17 +542,23 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
             out_tomb = np.concatenate([out_tomb, np.ones(len(dead), dtype=bool)])
             order = np.argsort(kept, kind="stable")
             kept, out_tomb = kept[order], out_tomb[order]
-        return Decoded(rows if rows.num_rows else None, kept, out_tomb)
+            if routed is not None:  # bypassing tombstones keep their source topic
+                routed = pa.concat_arrays([routed, pa.array([topic] * len(dead), pa.string())]).take(pa.array(order))
+        return Decoded(rows if rows.num_rows else None, kept, out_tomb, routed)
     return run
 
 
 def _put_messages(sink: Sink, converter: Converter, transform: TransformChain, schema: pa.Schema | None,
-                  topic: str, partition: int, msgs: list, errors: ErrorHandler, commit
+                  topic: str, partition: int, msgs: list, errors: ErrorHandler, commit, result: SinkResult
                   ) -> tuple[int, int, int | None]:
-    """Hand raw messages to a sink that wants them; on a decode failure, drop the bad ones and retry."""
+    """Hand raw messages to a sink that wants them; on a decode failure, drop the bad ones and retry.
+
+    Under ``errors_tolerance: all`` the bad messages are dropped like filtered ones: the sink still
+    gets the whole list (with a decode that skips them), so its stored offsets move past them even
+    when no message of the batch is good."""
     decode = _message_decoder(converter, transform, schema, topic, partition)
     try:
-        return sink.put_messages(topic, partition, msgs, decode)
+        return sink.put_messages(topic, partition, msgs, _counting(decode, result, topic))
     except _Staged as staged:
         if is_transient(staged.error):
             raise staged.error from None
@@ -534,15 +569,35 @@ def _put_messages(sink: Sink, converter: Converter, transform: TransformChain, s
     if not errors.tolerate:
         first = min(bad)
         if first > 0:
-            sink.put_messages(topic, partition, msgs[:first], decode)
+            sink.put_messages(topic, partition, msgs[:first], _counting(decode, result, topic))
             sink.flush(topic, partition)
         commit(topic, partition, msgs[first].offset())
         errors.report(failures[:1])
     errors.report(failures)
-    keep = [m for i, m in enumerate(msgs) if i not in bad]
-    if not keep:
-        return 0, 0, None
-    return sink.put_messages(topic, partition, keep, decode)
+    good = [i for i in range(len(msgs)) if i not in bad]
+    return sink.put_messages(topic, partition, msgs, _counting(_skipping(decode, good), result, topic))
+
+
+def _counting(decode: Callable[[list], Decoded], result: SinkResult, topic: str) -> Callable[[list], Decoded]:
+    """``decode`` that also counts the rows it returns per routed topic (``rows_per_target``)."""
+    def run(msgs: list) -> Decoded:
+        d = decode(msgs)
+        if d.rows is not None:
+            _count_targets(result, topic, d.rows.num_rows, d.live_topics)
+        return d
+    return run
+
+
+def _skipping(decode: Callable[[list], Decoded], good: list[int]) -> Callable[[list], Decoded]:
+    """A decode of the whole message list that drops every position not in ``good`` (the bad records)."""
+    pos = np.asarray(good, dtype=np.int64)
+
+    def run(msgs: list) -> Decoded:
+        if not len(pos):
+            return Decoded(None, pos, np.zeros(0, dtype=bool))
+        d = decode([msgs[i] for i in good])
+        return Decoded(d.rows, pos[d.kept], d.tombstone, d.topics)
+    return run
 
 
 def _failure(m, e: BaseException) -> Failure:

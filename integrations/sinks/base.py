@@ -4,12 +4,16 @@ The runtime hands a sink contiguous records of one topic-partition, in offset or
 write them out whenever it likes; it returns the next offset that is durably written (everything
 before it is safe to commit), or None when nothing new is durable. ``flush`` writes whatever is
 buffered and returns the same.
+
+A routing transform (RegexRouter, TimestampRouter) changes a record's topic, as ``record.topic()``
+changes in Kafka Connect: the runtime passes the routed topic of each record along, the sink writes
+the record where that topic goes, and offsets stay those of the source topic-partition.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,17 +49,26 @@ class Decoded:
 
     ``kept`` are the positions (ascending) of the messages that survived the transforms (Filter drops
     the others); ``tombstone[i]`` says whether ``kept[i]`` is still a tombstone; ``rows`` holds the
-    values of the kept non-tombstone messages, in order (None when there are none).
+    values of the kept non-tombstone messages, in order (None when there are none). ``topics`` is the
+    routed topic of each kept message (a string array), or None when every one keeps its source topic.
     """
 
     rows: pa.Table | None
     kept: np.ndarray
     tombstone: np.ndarray
+    topics: pa.Array | None = None
 
     @property
     def live(self) -> np.ndarray:
         """Positions of the kept messages that have a value (one per row of ``rows``)."""
         return self.kept[~self.tombstone] if self.tombstone.any() else self.kept
+
+    @property
+    def live_topics(self) -> pa.Array | None:
+        """The routed topic of each row of ``rows`` (None when nothing was routed)."""
+        if self.topics is None or not self.tombstone.any():
+            return self.topics
+        return self.topics.filter(pa.array(~self.tombstone))
 
 
 class Sink(ABC):
@@ -64,8 +77,11 @@ class Sink(ABC):
     stats: SinkStats
 
     @abstractmethod
-    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
-        """Accept decoded records with their Kafka offsets; return the next durable offset, if any."""
+    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array,
+            routed: pa.Array | None = None) -> int | None:
+        """Accept decoded records with their Kafka offsets; return the next durable offset, if any.
+
+        ``routed`` is each record's routed topic (None: all keep ``topic``)."""
 
     @abstractmethod
     def flush(self, topic: str, partition: int) -> int | None:
@@ -94,3 +110,10 @@ class Sink(ABC):
         When not None, the runtime starts from these instead of the consumer group's offsets.
         """
         return None
+
+
+def routes(transforms: Iterable[object]) -> bool:
+    """Whether transform configs can change the topic (a RegexRouter or TimestampRouter among them)."""
+    from integrations.transforms.config import RegexRouterConfig, TimestampRouterConfig
+
+    return any(isinstance(t, (RegexRouterConfig, TimestampRouterConfig)) for t in transforms)

@@ -18,6 +18,13 @@ exists, so ``f`` starts a file again and the stale file is overwritten, never du
 
 Local files are written under a temporary name and renamed atomically; on object storage a PUT is
 itself atomic (the object appears only when complete), so the file is written to its final key.
+
+Routing (RegexRouter, TimestampRouter): a record goes to ``<root>/<routed topic>/...`` in a file named
+``<routed topic>+<n>+<start offset>``. The routed topic is one more part of the encoded partition, so
+the argument above holds unchanged; segments, and the offsets returned, stay per source partition.
+Two source topics routed to one topic could produce the same file name, so that is refused: within a
+run by remembering each routed topic's source, across runs by the source topic a routed file records
+in its metadata (``headrace.source_topic``), checked before a file would be overwritten.
 """
 
 from __future__ import annotations
@@ -30,17 +37,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from integrations.config import ParquetSinkConfig
-from integrations.errors import HeadraceError
-from integrations.sinks.base import Decoded, Sink, SinkStats
+from integrations.config import TOPIC_RE, ParquetSinkConfig
+from integrations.errors import ConfigError, HeadraceError
+from integrations.sinks.base import Decoded, Sink, SinkStats, routes
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
+
+SOURCE_TOPIC_KEY = b"headrace.source_topic"
 
 
 def file_name(topic: str, partition: int, start: int) -> str:
     """The deterministic file name of a chunk starting at ``start``."""
     return f"{topic}+{partition}+{start:020d}.parquet"
+
+
+def source_topic(fs, path: str) -> str:
+    """The source topic of a written file: its ``headrace.source_topic`` metadata, else its folder's topic."""
+    meta = pq.read_schema(path, filesystem=fs).metadata or {}
+    if SOURCE_TOPIC_KEY in meta:
+        return meta[SOURCE_TOPIC_KEY].decode()
+    return path.rsplit("/", 1)[1].rsplit("+", 2)[0]
 
 
 @dataclass
@@ -50,6 +68,7 @@ class _Segment:
     tables: list[pa.Table] = field(default_factory=list)
     offsets: list[pa.Array] = field(default_factory=list)
     times: list[pa.Array] = field(default_factory=list)
+    routes: list[pa.Array | None] = field(default_factory=list)  # routed topics per table (None: not routed)
     count: int = 0
     first_time: int | None = None
     schema: pa.Schema | None = None
@@ -77,12 +96,15 @@ class ParquetSink(Sink):
         self._segs: dict[tuple[str, int], _Segment] = {}
         self._after_write = after_write
         self._made_dirs: set[str] = set()
+        self.routing = routes(config.transforms)
+        self._origin: dict[str, str] = {}  # folder topic -> the source topic whose records it received
 
     # -- the Sink contract -------------------------------------------------------------------------
 
-    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
+    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array,
+            routed: pa.Array | None = None) -> int | None:
         times = record_times(records, self.config.timestamp_field, None) if self.needs_time else None
-        return self._add((topic, partition), records, offsets, times)
+        return self._add((topic, partition), records, offsets, times, routed)
 
     def put_messages(
         self, topic: str, partition: int, messages: list, decode: Callable[[list], Decoded]
@@ -101,18 +123,20 @@ class ParquetSink(Sink):
         offsets = pa.array([m.offset() for m in kept], pa.int64())
         stamps = pa.array([m.timestamp()[1] for m in kept], pa.int64())
         times = record_times(d.rows, self.config.timestamp_field, stamps)
-        return d.rows.num_rows, dead, self._add((topic, partition), d.rows, offsets, times)
+        return d.rows.num_rows, dead, self._add((topic, partition), d.rows, offsets, times, d.live_topics)
 
     def flush(self, topic: str, partition: int) -> int | None:
         return self._close((topic, partition))
 
     # -- segments ------------------------------------------------------------------------------------
 
-    def _add(self, key: tuple[str, int], table: pa.Table, offsets: pa.Array, times: pa.Array | None) -> int | None:
+    def _add(self, key: tuple[str, int], table: pa.Table, offsets: pa.Array, times: pa.Array | None,
+             routed: pa.Array | None = None) -> int | None:
         if self.window is not None and table.num_rows:
             ms = times.cast(pa.int64())
             keep = pc.and_(pc.greater_equal(ms, self.window[0]), pc.less(ms, self.window[1]))
             table, offsets, times = table.filter(keep), offsets.filter(keep), times.filter(keep)
+            routed = None if routed is None else routed.filter(keep)
         n = table.num_rows
         durable = None
         seg = self._segs.setdefault(key, _Segment())
@@ -136,6 +160,7 @@ class ParquetSink(Sink):
             if k:
                 seg.tables.append(table.slice(pos, k))
                 seg.offsets.append(offsets.slice(pos, k))
+                seg.routes.append(None if routed is None else routed.slice(pos, k))
                 if times is not None:
                     seg.times.append(times.slice(pos, k))
                 seg.count += k
@@ -155,8 +180,11 @@ class ParquetSink(Sink):
         times = (pa.concat_arrays(seg.times) if len(seg.times) > 1 else seg.times[0]) if seg.times else None
         paths = self.partitioner.paths(table, partition, times)
         data = table.drop_columns(self.partitioner.drops) if self.partitioner.drops else table
+        routed = self._routed(seg, topic)
+        if routed is not None:  # the routed topic is one more level of the encoded partition
+            paths = pc.binary_join_element_wise(routed, paths, "\x00")
         if isinstance(paths, str):
-            groups = [(paths, data, offsets[0].as_py())]
+            groups = [(topic, paths, data, offsets[0].as_py())]
         else:
             enc = paths.dictionary_encode()
             idx = enc.indices.to_numpy(zero_copy_only=False)
@@ -168,18 +196,51 @@ class ParquetSink(Sink):
             for d, path in enumerate(dictionary):
                 rows = order[bounds[d]:bounds[d + 1]]
                 if len(rows):
-                    groups.append((path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py()))
-        for path, part, start in sorted(groups, key=lambda g: g[2]):
-            self._write_file(topic, partition, path, part, start)
+                    to, _, path = path.partition("\x00") if routed is not None else (topic, "", path)
+                    groups.append((to, path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py()))
+        for to, path, part, start in sorted(groups, key=lambda g: (g[3], g[0])):
+            self._write_file(to, partition, path, part, start, source=topic)
         self._segs[key] = _Segment()
         return seg.last_offset + 1
 
-    def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int) -> None:
+    def _routed(self, seg: _Segment, topic: str) -> pa.Array | None:
+        """The routed topic of every record of a segment, or None when none was routed; names checked."""
+        if all(r is None for r in seg.routes):
+            return None
+        routed = pa.concat_arrays([pa.array([topic] * len(t), pa.string()) if r is None else r
+                                   for r, t in zip(seg.routes, seg.tables, strict=True)])
+        for name in pc.unique(routed).to_pylist():
+            if not TOPIC_RE.match(name) or name in (".", ".."):
+                raise HeadraceError(f"records of {topic} were routed to {name!r}, which is not a legal topic name "
+                                    "([A-Za-z0-9._-], not '.' or '..'); the Parquet sink uses it as a folder name")
+        return routed
+
+    def _check_origin(self, topic: str, source: str, final: str) -> None:
+        """Refuse a file of ``source``'s records in ``topic``'s folder where another source topic's files
+        are, since equal names (``<topic>+<partition>+<offset>``) would overwrite each other."""
+        seen = self._origin.setdefault(topic, source)
+        other = seen if seen != source else None
+        if other is None and self.fs.get_file_info(final).type == pafs.FileType.File:
+            other = source_topic(self.fs, final)
+            other = None if other == source else other
+        if other is not None:
+            raise ConfigError(
+                f"connector {self.config.name}: records of {source!r} and {other!r} both go to topic {topic!r}; "
+                "the Parquet sink names files <topic>+<partition>+<start offset>, so their files would overwrite "
+                "each other. Route different source topics to different topics.")
+
+    def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int,
+                    source: str | None = None) -> None:
         folder = f"{self.root}/{topic}/{path}"
         if folder not in self._made_dirs:
             self.fs.create_dir(folder, recursive=True)
             self._made_dirs.add(folder)
         final = f"{folder}/{file_name(topic, partition, start)}"
+        source = source or topic
+        if self.routing:
+            self._check_origin(topic, source, final)
+        if source != topic:  # a routed file records its source topic
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), SOURCE_TOPIC_KEY: source})
         if self.atomic_rename:
             tmp = f"{folder}/.{file_name(topic, partition, start)}.{uuid.uuid4().hex}.tmp"
             try:

@@ -3,7 +3,9 @@
 Per topic-partition the sink converts and transforms each delivery (a Filter may drop records),
 buffers up to ``batch_size`` kept messages, then in one database transaction: deletes the keys of
 tombstones (``delete_enabled``), inserts / upserts / updates the rows, and stores the next offset
-(past dropped records too) in ``offsets_table``. On start the runtime asks ``stored_offsets`` and
+(past dropped and dead-lettered records too) in ``offsets_table``. With routing transforms each
+message goes to the table ``table_name_format`` gives for its routed topic; one transaction then
+writes every table the batch reaches, and the stored offset is still the source topic-partition's. On start the runtime asks ``stored_offsets`` and
 resumes from there, so a crash between the database commit and the consumer-group commit never applies a batch
 twice (the group offsets are informational). Within a batch only the last event of each key counts.
 
@@ -52,6 +54,16 @@ def open_backend(config: TableSinkConfig) -> TableBackend:
     return SqlAlchemyBackend(url, config)
 
 
+@dataclass
+class TableWrite:
+    """What one transaction does to one table: delete ``deletes`` keys, then write ``rows`` (either may be None)."""
+
+    table: str
+    rows: pa.Table | None
+    deletes: pa.Table | None
+    pk: list[str]
+
+
 class TableBackend:
     """What a database must do for the table sink; each call of ``apply`` is one transaction."""
 
@@ -65,9 +77,9 @@ class TableBackend:
     def add_columns(self, table: str, fields: list[pa.Field]) -> None:
         raise NotImplementedError
 
-    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
-              offset: tuple[str, int, int]) -> None:
-        """Delete keys, write rows and store ``(topic, partition, next offset)`` in one transaction."""
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+        """Apply every write (deletes, then rows, table by table) and store ``(topic, partition, next
+        offset)`` in one transaction; with no writes, only the offset."""
         raise NotImplementedError
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -119,7 +131,8 @@ class TableSink(Sink):
     def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
         return {k: v for k, v in self.backend.stored_offsets().items() if k[0] in topics}
 
-    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array) -> int | None:
+    def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array,
+            routed: pa.Array | None = None) -> int | None:
         raise TableSinkError("the table sink takes raw messages (put_messages)")
 
     def put_messages(
@@ -127,7 +140,8 @@ class TableSink(Sink):
     ) -> tuple[int, int, int | None]:
         """Convert and transform the messages now; buffer the survivors until ``batch_size``.
 
-        The stored offset moves past every consumed message, including those a Filter dropped."""
+        The stored offset moves past every consumed message, including those a Filter dropped (and
+        the bad ones the runtime dropped under ``errors_tolerance: all``)."""
         dead = sum(1 for m in messages if m.value() is None)
         if not messages:
             return 0, dead, None
@@ -152,6 +166,7 @@ class TableSink(Sink):
         rows = (pa.concat_tables(buf.rows) if len(buf.rows) > 1 else buf.rows[0]) if buf.rows else None
         offs = np.concatenate(buf.offsets) if buf.offsets else np.empty(0, np.int64)
         live = np.concatenate(buf.live) if buf.live else np.empty(0, bool)
+        routed = buf.routed(topic)
         size = self.config.batch_size
         n = len(offs)
         at = np.concatenate([[0], np.cumsum(live)])  # row position of each kept message
@@ -160,7 +175,17 @@ class TableSink(Sink):
             j = min(i + size, n)
             end = buf.next_offset if j >= n else int(offs[j - 1]) + 1
             part = rows.slice(int(at[i]), int(at[j] - at[i])) if rows is not None else None
-            durable = self._write(topic, partition, part, buf.keys[i:j], offs[i:j], live[i:j], end)
+            writes = []
+            for to, sel in _by_target(routed[i:j] if routed is not None else None, topic, j - i):
+                vals, keys, o, lv = part, buf.keys[i:j], offs[i:j], live[i:j]
+                if sel is not None:
+                    vals = vals.filter(pa.array(sel[lv])) if vals is not None else None
+                    keys = [k for k, x in zip(keys, sel, strict=True) if x] if keys else keys
+                    o, lv = o[sel], lv[sel]
+                w = self._prepare(to, partition, vals, keys, o, lv)
+                if w.rows is not None or w.deletes is not None:
+                    writes.append(w)
+            durable = self._commit(writes, (topic, partition, end))
         return durable
 
     def close(self) -> None:
@@ -168,10 +193,23 @@ class TableSink(Sink):
 
     # -- one transaction -----------------------------------------------------------------------------
 
-    def _write(self, topic: str, partition: int, values: pa.Table | None, keys: list, offs: np.ndarray,
-               live: np.ndarray, end: int) -> int:
-        """Write the kept messages' rows and deletes and store ``end`` as the next offset, in one transaction."""
+    def _commit(self, writes: list[TableWrite], offset: tuple[str, int, int]) -> int:
+        """Apply the writes and store ``offset`` in one transaction; return the stored next offset."""
+        self.backend.apply(writes, self.config.insert_mode, offset)
+        for w in writes:
+            self.stats.rows += w.rows.num_rows if w.rows is not None else 0
+            if w.table not in self.stats.files:
+                self.stats.files.append(w.table)
+        if self._after_write:
+            self._after_write(",".join(w.table for w in writes))
+        return offset[2]
+
+    def _prepare(self, topic: str, partition: int, values: pa.Table | None, keys: list, offs: np.ndarray,
+                 live: np.ndarray) -> TableWrite:
+        """The rows and deletes of the kept messages routed to ``topic`` (DDL for its table done here)."""
         cfg = self.config
+        if not topic:
+            raise TableSinkError("a transform routed records to an empty topic name; no table can be named after it")
         table = cfg.table_for(topic)
         if values is not None and not values.num_rows:
             values = None
@@ -202,15 +240,8 @@ class TableSink(Sink):
             self._ensure_table(table, rows.schema, pk)
         elif deletes is not None and deletes.num_rows and self._columns(table) is None:
             deletes = None  # nothing to delete from a table that does not exist yet
-        self.backend.apply(table, rows if rows is not None and rows.num_rows else None,
-                           deletes if deletes is not None and deletes.num_rows else None,
-                           cfg.insert_mode, pk, (topic, partition, end))
-        self.stats.rows += rows.num_rows if rows is not None else 0
-        if table not in self.stats.files:
-            self.stats.files.append(table)
-        if self._after_write:
-            self._after_write(table)
-        return end
+        return TableWrite(table, rows if rows is not None and rows.num_rows else None,
+                          deletes if deletes is not None and deletes.num_rows else None, pk)
 
     @staticmethod
     def _last_per_key(rows: pa.Table, pk: list[str]) -> pa.Table:
@@ -287,6 +318,7 @@ class _Pending:
     offsets: list[np.ndarray] = field(default_factory=list)  # offsets of the kept messages
     live: list[np.ndarray] = field(default_factory=list)  # per kept message: has a value (else a tombstone)
     keys: list = field(default_factory=list)  # raw keys of the kept messages (pk_mode record_key)
+    topics: list[pa.Array | None] = field(default_factory=list)  # routed topics of the kept messages, per add
     count: int = 0
     schema: pa.Schema | None = None
     next_offset: int | None = None  # past the last consumed message, kept or dropped
@@ -302,8 +334,27 @@ class _Pending:
         if d.rows is not None:
             self.rows.append(d.rows)
             self.schema = d.rows.schema
+        self.topics.append(d.topics)
         self.count += len(kept)
         self.next_offset = messages[-1].offset() + 1
+
+    def routed(self, topic: str) -> pa.Array | None:
+        """The routed topic of every kept message, or None when none was routed."""
+        if all(t is None for t in self.topics):
+            return None
+        return pa.concat_arrays([pa.array([topic] * len(o), pa.string()) if t is None else t
+                                 for t, o in zip(self.topics, self.offsets, strict=True)])
+
+
+def _by_target(routed: pa.Array | None, topic: str, n: int) -> list[tuple[str, np.ndarray | None]]:
+    """``(routed topic, mask of its messages)`` for each topic a chunk reaches (mask None: all of them),
+    in order of first appearance."""
+    if routed is None:
+        return [(topic, None)] if n else []
+    names = pc.unique(routed).to_pylist()
+    if len(names) == 1:
+        return [(names[0], None)]
+    return [(name, pc.equal(routed, name).to_numpy(zero_copy_only=False)) for name in names]
 
 
 def _decode_keys(keys: list[bytes | None], pk_fields: list[str]) -> pa.Table:

@@ -6,7 +6,7 @@ import duckdb
 import pyarrow as pa
 
 from integrations.config import TableSinkConfig, resolve_path
-from integrations.sinks.table import TableBackend, TableSinkError, merge_sql, quote
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
 
 
 def _duck_type(t: pa.DataType, con: duckdb.DuckDBPyConnection) -> str:
@@ -57,22 +57,24 @@ class DuckDBBackend(TableBackend):
         for f in fields:
             self.con.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {quote(f.name)} {_duck_type(f.type, self.con)}")
 
-    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
-              offset: tuple[str, int, int]) -> None:
-        t = self._name(table)
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
         con = self.con
+        table = self.offsets
         con.execute("BEGIN")
         try:
-            if deletes is not None:
-                con.register("_hr_del", deletes)
-                cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in pk)
-                con.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
-                con.unregister("_hr_del")
-            if rows is not None:
-                con.register("_hr_rows", rows)
-                if sql := merge_sql(t, "_hr_rows", rows.column_names, pk, mode):
-                    con.execute(sql)
-                con.unregister("_hr_rows")
+            for w in writes:
+                table, t = w.table, self._name(w.table)
+                if w.deletes is not None:
+                    con.register("_hr_del", w.deletes)
+                    cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in w.pk)
+                    con.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
+                    con.unregister("_hr_del")
+                if w.rows is not None:
+                    con.register("_hr_rows", w.rows)
+                    if sql := merge_sql(t, "_hr_rows", w.rows.column_names, w.pk, mode):
+                        con.execute(sql)
+                    con.unregister("_hr_rows")
+            table = self.offsets
             con.execute(f"INSERT INTO {self.offsets} VALUES (?, ?, ?, ?) ON CONFLICT (connector, topic, \"partition\") "
                         "DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
             con.execute("COMMIT")

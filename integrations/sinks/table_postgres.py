@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableBackend, TableSinkError, merge_sql, quote
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
 
 
 def pg_type(t: pa.DataType) -> str:
@@ -93,19 +93,21 @@ class PostgresBackend(TableBackend):
             for batch in data.to_batches(max_chunksize=200_000):
                 copy.write(_csv(pa.Table.from_batches([batch])))
 
-    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
-              offset: tuple[str, int, int]) -> None:
-        t = self._name(table)
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+        table = self.offsets
         try:
             with self.conn.cursor() as cur:
-                if deletes is not None:
-                    self._stage(cur, t, "_hr_del", deletes)
-                    cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in pk)
-                    cur.execute(f"DELETE FROM {t} USING _hr_del d WHERE {cond}")
-                if rows is not None:
-                    self._stage(cur, t, "_hr_rows", rows)
-                    if sql := merge_sql(t, "_hr_rows", rows.column_names, pk, mode):
-                        cur.execute(sql)
+                for k, w in enumerate(writes):  # staging tables live until the commit: one name per write
+                    table, t = w.table, self._name(w.table)
+                    if w.deletes is not None:
+                        self._stage(cur, t, f"_hr_del{k}", w.deletes)
+                        cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in w.pk)
+                        cur.execute(f"DELETE FROM {t} USING _hr_del{k} d WHERE {cond}")
+                    if w.rows is not None:
+                        self._stage(cur, t, f"_hr_rows{k}", w.rows)
+                        if sql := merge_sql(t, f"_hr_rows{k}", w.rows.column_names, w.pk, mode):
+                            cur.execute(sql)
+                table = self.offsets
                 cur.execute(f"INSERT INTO {self.offsets} VALUES (%s, %s, %s, %s) ON CONFLICT (connector, topic, "
                             "\"partition\") DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
             self.conn.commit()

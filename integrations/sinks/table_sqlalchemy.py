@@ -9,7 +9,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableBackend, TableSinkError
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite
 
 
 def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
@@ -48,9 +48,6 @@ class SqlAlchemyBackend(TableBackend):
             sa.Column("partition", sa.Integer, primary_key=True), sa.Column("next_offset", sa.BigInteger, nullable=False))
         md.create_all(self.engine)
 
-    def _table(self, table: str) -> sa.Table:
-        return sa.Table(table, sa.MetaData(schema=self.schema), autoload_with=self.engine)
-
     def columns(self, table: str) -> dict[str, str] | None:
         insp = sa.inspect(self.engine)
         if not insp.has_table(table, schema=self.schema):
@@ -70,31 +67,38 @@ class SqlAlchemyBackend(TableBackend):
                 typ = sa_type(f.type).compile(dialect=self.engine.dialect)
                 c.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {prep.quote(f.name)} {typ}"))
 
-    def apply(self, table: str, rows: pa.Table | None, deletes: pa.Table | None, mode: str, pk: list[str],
-              offset: tuple[str, int, int]) -> None:
-        t = self._table(table)
+    def _write(self, c: sa.Connection, w: TableWrite, mode: str) -> None:
+        t, pk, rows = sa.Table(w.table, sa.MetaData(schema=self.schema), autoload_with=c), w.pk, w.rows
+        keyed = [w.deletes] if w.deletes is not None else []
+        if rows is not None and mode == "upsert":
+            keyed.append(rows.select(pk))
+        for keys in keyed:
+            where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
+            for chunk in keys.to_batches(self.batch):
+                params = [{f"_k{i}": r[k] for i, k in enumerate(pk)} for r in chunk.to_pylist()]
+                c.execute(t.delete().where(where), params)
+        if rows is None:
+            return
+        if mode == "update":
+            where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
+            rest = [x for x in rows.column_names if x not in pk]
+            stmt = t.update().where(where).values({x: sa.bindparam(f"_v{j}") for j, x in enumerate(rest)})
+            for chunk in rows.to_batches(self.batch):
+                params = [{**{f"_k{i}": r[k] for i, k in enumerate(pk)},
+                           **{f"_v{j}": r[x] for j, x in enumerate(rest)}} for r in chunk.to_pylist()]
+                c.execute(stmt, params)
+        else:
+            for chunk in rows.to_batches(self.batch):
+                c.execute(t.insert(), chunk.to_pylist())
+
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+        table = self.offsets.name
         try:
             with self.engine.begin() as c:
-                keyed = [deletes] if deletes is not None else []
-                if rows is not None and mode == "upsert":
-                    keyed.append(rows.select(pk))
-                for keys in keyed:
-                    where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
-                    for chunk in keys.to_batches(self.batch):
-                        params = [{f"_k{i}": r[k] for i, k in enumerate(pk)} for r in chunk.to_pylist()]
-                        c.execute(t.delete().where(where), params)
-                if rows is not None:
-                    if mode == "update":
-                        where = sa.and_(*[t.c[k] == sa.bindparam(f"_k{i}") for i, k in enumerate(pk)])
-                        rest = [x for x in rows.column_names if x not in pk]
-                        stmt = t.update().where(where).values({x: sa.bindparam(f"_v{j}") for j, x in enumerate(rest)})
-                        for chunk in rows.to_batches(self.batch):
-                            params = [{**{f"_k{i}": r[k] for i, k in enumerate(pk)},
-                                       **{f"_v{j}": r[x] for j, x in enumerate(rest)}} for r in chunk.to_pylist()]
-                            c.execute(stmt, params)
-                    else:
-                        for chunk in rows.to_batches(self.batch):
-                            c.execute(t.insert(), chunk.to_pylist())
+                for w in writes:
+                    table = w.table
+                    self._write(c, w, mode)
+                table = self.offsets.name
                 o = self.offsets
                 c.execute(o.delete().where(sa.and_(o.c.connector == self.connector, o.c.topic == offset[0],
                                                    o.c.partition == offset[1])))

@@ -6,6 +6,11 @@ keeps the records whose record time falls in the window, writes their files into
 folder and then swaps each time partition's folder in one rename (local disk) or replaces its objects
 (object storage). It never touches the connector's consumer-group offsets, so a Dagster backfill of
 past partitions can run beside the streaming sink, and re-running a window gives identical files.
+
+With routing transforms the records land in their routed topics' folders. The rebuild swaps the
+window's time partitions of every topic folder it staged, and of every other folder holding files of
+the window whose source topic (``headrace.source_topic``) is one of the connector's; the latter are
+never replaced with nothing, as for the connector's own topics.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from confluent_kafka import TopicPartition
 from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
-from integrations.sinks.base import TopicPartitionRange
-from integrations.sinks.parquet import ParquetSink
+from integrations.sinks.base import TopicPartitionRange, routes
+from integrations.sinks.parquet import ParquetSink, source_topic
 from integrations.sinks.parquet_partitioners import DURATION_MS, list_files
 
 
@@ -123,7 +128,12 @@ def rebuild_window(
     try:
         res = run_sink(cfg, kafka, ranges=ranges, sink=sink)
         out = WindowResult(ranges=res.ranges, rows=sink.stats.rows)
-        for topic in config.topics:
+        routing = routes(config.transforms)
+        folders = list(config.topics)
+        if routing:  # the routed topics' folders: those staged now, and those holding the window's files
+            folders += [d for d in _folders(fs, staging) if d not in folders]
+            folders += [d for d in _folders(fs, root) if d not in folders and _holds_ours(fs, root, d, paths, config)]
+        for topic in folders:
             staged = {f[len(staging) + len(topic) + 2:].rsplit("/", 1)[0] for f in list_files(fs, f"{staging}/{topic}")}
             emptied = [p for p in paths if p not in staged and next(list_files(fs, f"{root}/{topic}/{p}"), None)]
             if emptied:
@@ -135,8 +145,9 @@ def rebuild_window(
                     f"{[(r.partition, r.start, r.end) for r in res.ranges if r.topic == topic]}; delete the "
                     "folder by hand if it really should be empty")
             for path in sorted(set(paths) | staged):
-                _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}", root, token)
-                out.paths.append(f"{topic}/{path}")
+                had = _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}", root, token)
+                if had or not routing:
+                    out.paths.append(f"{topic}/{path}")
             out.files += list(_files_under(fs, root, topic, set(paths) | staged))
         return out
     finally:
@@ -145,6 +156,22 @@ def rebuild_window(
             admin = kafka.admin()  # keep the client alive until its futures resolve
             for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
                 fut.result(timeout=10)
+
+
+def _folders(fs: pafs.FileSystem, base: str) -> list[str]:
+    """The topic folders directly under ``base`` (hidden and ``_`` folders excluded), sorted."""
+    sel = pafs.FileSelector(base, recursive=False, allow_not_found=True)
+    names = (i.base_name for i in fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
+    return sorted(n for n in names if not n.startswith((".", "_")))
+
+
+def _holds_ours(fs: pafs.FileSystem, root: str, folder: str, paths: list[str], config: ParquetSinkConfig) -> bool:
+    """Whether a topic folder has files of the window written from one of the connector's source topics."""
+    for p in paths:
+        first = next(list_files(fs, f"{root}/{folder}/{p}"), None)
+        if first is not None and source_topic(fs, first) in config.topics:
+            return True
+    return False
 
 
 def _files_under(fs: pafs.FileSystem, root: str, topic: str, paths: set[str]) -> list[str]:
@@ -165,25 +192,27 @@ def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
         fs.delete_dir(path)
 
 
-def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, root: str, token: str) -> None:
-    """Replace folder ``dst`` by ``src`` (absent ``src``: remove ``dst``)."""
+def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, root: str, token: str) -> bool:
+    """Replace folder ``dst`` by ``src`` (absent ``src``: remove ``dst``); False when neither existed."""
     has_src = _exists(fs, src)
     if local:
         trash = f"{root}/.headrace-trash-{token}"
         os.makedirs(trash, exist_ok=True)
         old = f"{trash}/{uuid.uuid4().hex}"
-        if os.path.isdir(dst):
+        had_dst = os.path.isdir(dst)
+        if had_dst:
             os.rename(dst, old)  # the folder is absent for the instant between the two renames
         if has_src:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.rename(src, dst)
         shutil.rmtree(trash, ignore_errors=True)
-        return
+        return has_src or had_dst
     new = {f.rsplit("/", 1)[1] for f in list_files(fs, src)} if has_src else set()
     if has_src:
         fs.create_dir(dst, recursive=True)
         for name in sorted(new):  # each object appears atomically; readers may briefly see old and new
             fs.copy_file(f"{src}/{name}", f"{dst}/{name}")
-    for f in list_files(fs, dst):
-        if f.rsplit("/", 1)[1] not in new:
-            fs.delete_file(f)
+    old_files = [f for f in list_files(fs, dst) if f.rsplit("/", 1)[1] not in new]
+    for f in old_files:
+        fs.delete_file(f)
+    return has_src or bool(old_files)

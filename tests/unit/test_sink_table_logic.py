@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableSink, TableSinkError, _decode_keys, quote
+from integrations.sinks.table import TableSink, TableSinkError, _by_target, _decode_keys, _Pending, quote
 
 
 def test_last_event_per_key_wins_and_tombstones_become_deletes():
@@ -44,3 +44,32 @@ def test_table_config_rules(kw, msg):
         TableSinkConfig(type="table_sink", name="x", topics=["t"], **kw)
     assert TableSinkConfig(type="table_sink", name="x", topics=["t"], table_name_format="raw_${topic}").table_for(
         "orders") == "raw_orders"
+
+
+def test_messages_are_grouped_by_routed_topic_in_order_of_appearance():
+    assert _by_target(None, "t", 3) == [("t", None)]
+    assert _by_target(None, "t", 0) == []
+    assert _by_target(pa.array(["x", "x"]), "t", 2) == [("x", None)]
+    groups = _by_target(pa.array(["a", "b", "a"]), "t", 3)
+    assert [(name, mask.tolist()) for name, mask in groups] == [("a", [True, False, True]), ("b", [False, True, False])]
+
+
+def test_pending_routed_fills_unrouted_deliveries_with_the_source_topic():
+    from integrations.sinks.base import Decoded
+
+    class M:
+        def __init__(self, off: int) -> None:
+            self.off = off
+
+        def offset(self) -> int:
+            return self.off
+
+        def key(self) -> None:
+            return None
+
+    buf = _Pending()
+    buf.add(Decoded(pa.table({"a": [1, 2]}), np.array([0, 1]), np.zeros(2, bool)), [M(0), M(1)], False)
+    assert buf.routed("t") is None
+    buf.add(Decoded(pa.table({"a": [3]}), np.array([1]), np.zeros(1, bool), pa.array(["r"])), [M(2), M(3)], False)
+    assert buf.routed("t").to_pylist() == ["t", "t", "r"]
+    assert buf.next_offset == 4  # past the dropped message at offset 2
