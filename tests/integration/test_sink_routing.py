@@ -264,8 +264,9 @@ def test_timestamp_router_table_sink_one_transaction_two_tables(db_url, kafka, t
     assert _stored(cfg) == {(topic, 0): 6}
 
 
-def test_table_sink_merges_two_topics_into_one_table(kafka, orders_topic, unique, tmp_path):
-    url = _url("duckdb", tmp_path, None)
+@pytest.mark.parametrize("backend", ["duckdb", "sqlite"])  # SQLite: the SQLAlchemy backend
+def test_table_sink_merges_two_topics_into_one_table(backend, kafka, orders_topic, unique, tmp_path):
+    url = _url(backend, tmp_path, None)
     a, b = orders_topic(prefix="a"), orders_topic(prefix="b")
     produce(kafka, a, [(0, None, {"id": i}, T0) for i in range(3)])
     produce(kafka, b, [(0, None, {"id": 10 + i}, T0) for i in range(2)])
