@@ -11,7 +11,14 @@ reads every payload of a schema id from one stream.
 Arrow → Avro: bool→boolean, int8/16/32→int, int64→long, float32→float, float64→double, string,
 binary→bytes, decimal→bytes+decimal, timestamp[s|ms]→timestamp-millis, timestamp[us]→
 timestamp-micros (naive timestamps: local-timestamp-*), date→date, time[ms]→time-millis,
-time[us]→time-micros, list→array, struct→record, nullable→``["null", T]`` with default null.
+time[us]→time-micros, list→array, struct→record, map<string, …>→map, nullable→``["null", T]`` with
+default null; logical types nested in arrays, records and maps are converted the same way. A
+primitive key or value (a ``__value__`` table) is registered as its own schema (``"string"``,
+``["null", "long"]``), and a non-record schema decodes into one column (``field``, default ``value``).
+
+Avro → Arrow for unions wider than ``["null", T]``: a struct with one nullable field per non-null
+branch, named as Confluent's AvroConverter names them (``string``, ``long``, a record's simple
+name…); exactly one field is set per value and the struct is null for the null branch.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from integrations.converters.avro_flat import decode_flat, encode_flat, flat_plan
 from integrations.converters.base import (
+    PRIMITIVE_COLUMN,
     Converter,
     bytes_to_decimal,
     check_valid,
+    convert_nested,
     decimal_to_bytes,
     interval_from_struct,
     interval_to_struct,
+    nested_has,
 )
 from integrations.converters.json import ConversionError
 
@@ -146,23 +156,91 @@ def strip_logical(s: Any) -> Any:
 
 # -- Avro → Arrow ------------------------------------------------------------------------------------
 
+_PRIMITIVES = {"boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
+               "double": pa.float64(), "string": pa.string(), "bytes": pa.binary(), "null": pa.null()}
+
+
+def union_member_names(branches: list[Any]) -> list[str]:
+    """Field names for the non-null branches of an Avro union, as Confluent's AvroConverter names them:
+    the type's name (``string``, ``long``, ``array``, …; a logical type keeps its base type's name) or,
+    for a record, enum or fixed, its simple name. A repeated name gets the branch's position as suffix."""
+    names: list[str] = []
+    for i, b in enumerate(branches):
+        if isinstance(b, dict):
+            typ = b.get("type")
+            name = b["name"] if typ in ("record", "enum", "fixed") and "name" in b else typ
+            if isinstance(name, (dict, list)):
+                name = union_member_names([name])[0]
+        else:
+            name = b
+        name = str(name).rsplit(".", 1)[-1]
+        names.append(f"{name}_{i}" if name in names else name)
+    return names
+
+
+def reader_schema(s: Any) -> Any:
+    """A stripped schema with each wider union's branches wrapped in one-field records.
+
+    A record of one field has the same binary encoding as the field alone, so this reads the same
+    bytes, while fastavro now returns ``{member_name: value}`` per union value: the branch it took,
+    which plain values cannot tell apart (``int`` vs ``long``, two records).
+    """
+    counter = [0]
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, list):
+            branches = [b for b in x if b != "null"]
+            if len(branches) < 2:
+                return [walk(b) for b in x]
+            names = iter(union_member_names(branches))
+            out = []
+            for b in x:
+                if b == "null":
+                    out.append(b)
+                    continue
+                counter[0] += 1
+                out.append({"type": "record", "name": f"headrace_union_{counter[0]}",
+                            "fields": [{"name": next(names), "type": walk(b)}]})
+            return out
+        if isinstance(x, dict):
+            out = dict(x)
+            if "fields" in x:
+                out["fields"] = [{**f, "type": walk(f["type"])} for f in x["fields"]]
+            for key in ("items", "values"):
+                if key in x:
+                    out[key] = walk(x[key])
+            if isinstance(x.get("type"), (list, dict)):
+                out["type"] = walk(x["type"])
+            return out
+        return x
+
+    return walk(strip_logical(s))
+
 def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataType, pa.DataType, bool]:
     """(final Arrow type, raw Arrow type fastavro's raw values fit, nullable) of an Avro schema."""
     named = {} if named is None else named
     if isinstance(s, list):
         branches = [b for b in s if b != "null"]
-        if len(branches) != 1:
-            raise ConversionError(f"Avro union {s} is not supported (only [\"null\", T])")
-        f, r, _ = arrow_types(branches[0], named)
-        return f, r, True
+        nullable = len(branches) < len(s)
+        if not branches:
+            return pa.null(), pa.null(), True
+        if len(branches) == 1:
+            f, r, _ = arrow_types(branches[0], named)
+            return f, r, nullable
+        # a wider union: a struct with one nullable field per non-null branch, one of them set per value
+        ff, rf = [], []
+        for name, b in zip(union_member_names(branches), branches, strict=True):
+            f, r, _ = arrow_types(b, named)
+            ff.append(pa.field(name, f))
+            rf.append(pa.field(name, r))
+        return pa.struct(ff), pa.struct(rf), nullable
     if isinstance(s, str):
-        if s in named:
-            return arrow_types(named[s], named)
-        prim = {"boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
-                "double": pa.float64(), "string": pa.string(), "bytes": pa.binary(), "null": pa.null()}
-        if s not in prim:
+        ref = named.get(s) or named.get(s.rsplit(".", 1)[-1])
+        if ref is not None:
+            return arrow_types(ref, named)
+        if s not in _PRIMITIVES:
             raise ConversionError(f"unknown Avro type {s!r}")
-        return prim[s], prim[s], s == "null"
+        return _PRIMITIVES[s], _PRIMITIVES[s], s == "null"
     typ, logical = s.get("type"), s.get("logicalType")
     if logical == "decimal" and typ in ("bytes", "fixed"):
         if typ == "fixed":
@@ -186,6 +264,8 @@ def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataTyp
                                                         ("nanoseconds", pa.int64())]), False
     if typ == "record":
         named[s["name"]] = s
+        if s.get("namespace"):
+            named[f"{s['namespace']}.{s['name']}"] = s
         ff, rf = [], []
         for fld in s["fields"]:
             f, r, nullable = arrow_types(fld["type"], named)
@@ -208,7 +288,24 @@ def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataTyp
 
 
 def _to_raw(col: pa.ChunkedArray | pa.Array, t: pa.DataType, name: str) -> pa.ChunkedArray | pa.Array:
-    """A column in the representation fastavro writes for the stripped schema."""
+    """A column in the representation fastavro writes for the stripped schema (nested values too)."""
+    try:
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t):
+            if not nested_has(t, _needs_raw):
+                return col
+            return convert_nested(col, lambda a, _t: _leaf_to_raw(a, name))
+        return _leaf_to_raw(col, name)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ConversionError(f"column {name!r}: {t} cannot be written as Avro: {e}") from e
+
+
+def _needs_raw(t: pa.DataType) -> bool:
+    return (pa.types.is_decimal(t) or pa.types.is_temporal(t) or pa.types.is_interval(t)
+            or pa.types.is_dictionary(t) or pa.types.is_uint64(t) or pa.types.is_null(t))
+
+
+def _leaf_to_raw(col: pa.ChunkedArray | pa.Array, name: str) -> pa.ChunkedArray | pa.Array:
+    t = col.type
     if pa.types.is_dictionary(t):
         col, t = col.cast(t.value_type), t.value_type
     if pa.types.is_decimal(t):
@@ -233,37 +330,48 @@ def _to_raw(col: pa.ChunkedArray | pa.Array, t: pa.DataType, name: str) -> pa.Ch
             raise ConversionError(f"column {name!r}: a uint64 value does not fit Avro's long: {e}") from e
     if pa.types.is_null(t):
         return col.cast(pa.string())
-    if pa.types.is_nested(t) and _has_special(t):
-        _, raw, _ = arrow_types(avro_type(t, name))
-        try:
-            return col.cast(raw)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise ConversionError(f"column {name!r}: nested {t} cannot be written as Avro: {e}") from e
     return col
 
 
-def _has_special(t: pa.DataType) -> bool:
+def _leaf_from_raw(col: pa.Array, t: pa.DataType | None) -> pa.Array:
+    if t is None or col.type == t:
+        return col
+    if pa.types.is_interval(t):
+        return interval_from_struct(col)
     if pa.types.is_decimal(t):
-        raise ConversionError(f"decimals nested inside {t} are not supported by the Avro converter yet")
-    if pa.types.is_temporal(t) or pa.types.is_dictionary(t):
-        return True
-    return any(_has_special(t.field(i).type) for i in range(t.num_fields)) if pa.types.is_nested(t) else False
+        return bytes_to_decimal(col, t)
+    return col.cast(t)
+
+
+def _is_record(s: Any) -> bool:
+    """True for a record schema (or ``["null", record]``): its fields become the table's columns."""
+    if isinstance(s, list):
+        branches = [b for b in s if b != "null"]
+        return len(branches) == 1 and _is_record(branches[0])
+    return (isinstance(s, dict) and s.get("type") == "record"
+            and s.get("headrace.logicalType") != "interval")
 
 
 class _ReadPlan:
-    """Everything needed to decode one schema id."""
+    """Everything needed to decode one schema id.
+
+    A schema that is not a record (a primitive key or value, e.g. ``"string"`` or
+    ``["null", "string"]``) is read as a record of one field, named ``field``: the same bytes.
+    """
 
     def __init__(self, schema_str: str) -> None:
         schema = orjson.loads(schema_str)
-        final, raw, _ = arrow_types(schema)
-        if not pa.types.is_struct(final):
-            final, raw = pa.struct([pa.field("value", final)]), pa.struct([pa.field("value", raw)])
-            self.wrap = True
-        else:
-            self.wrap = False
-        self.final, self.raw = final, raw
-        self.parsed = parse_schema(strip_logical(schema))
-        self.flat = None if self.wrap else flat_plan(schema)
+        self.wrap = not _is_record(schema)
+        if self.wrap:
+            schema = _wrap(schema)
+        self.final, self.raw, _ = arrow_types(schema)
+        self.parsed = parse_schema(reader_schema(schema))
+        self.flat = flat_plan(schema)
+
+
+def _wrap(schema: Any) -> dict[str, Any]:
+    """A record of one field ``v``: encoded exactly as the field's own schema."""
+    return {"type": "record", "name": "headrace_primitive", "fields": [{"name": "v", "type": schema}]}
 
 
 class AvroConverter(Converter):
@@ -272,7 +380,7 @@ class AvroConverter(Converter):
     class_name = "io.confluent.connect.avro.AvroConverter"
 
     def __init__(self, url: str, client_config: dict[str, str] | None = None, is_key: bool = False,
-                 auto_register: bool = True, client: Any = None) -> None:
+                 auto_register: bool = True, client: Any = None, field: str = "value") -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         conf = {"url": url, **(client_config or {})}
@@ -281,6 +389,7 @@ class AvroConverter(Converter):
                                  else SchemaRegistryClient(conf))
         self.is_key = is_key
         self.auto_register = auto_register
+        self.field = field  # the column a primitive (non-record) key or value decodes into
         self._writers: dict[tuple[str, pa.Schema], tuple[bytes, Any, Any]] = {}
         self._readers: dict[int, _ReadPlan] = {}
 
@@ -300,8 +409,16 @@ class AvroConverter(Converter):
             return hit
         from confluent_kafka.schema_registry import Schema
 
-        avro = avro_schema(schema, f"{topic}_{'key' if self.is_key else 'value'}")
-        sr_schema = Schema(orjson.dumps(avro).decode(), "AVRO")
+        name = f"{topic}_{'key' if self.is_key else 'value'}"
+        if schema.names == [PRIMITIVE_COLUMN] and not pa.types.is_struct(schema.field(0).type):
+            # a primitive key or value: registered as its own schema ("string", ["null", "string"], ...),
+            # written through a one-field record, which has the same encoding
+            f = schema.field(0)
+            registered = _nullable(avro_type(f.type, _avro_name(name)), f.nullable)
+            avro = _wrap(registered)
+        else:
+            registered = avro = avro_schema(schema, name)
+        sr_schema = Schema(orjson.dumps(registered).decode(), "AVRO")
         subject = self.subject(topic)
         try:
             if self.auto_register:
@@ -323,7 +440,9 @@ class AvroConverter(Converter):
         cols = [_to_raw(c, f.type, f.name) for f, c in zip(table.schema, table.columns, strict=True)]
         if flat is not None:  # vectorised: no Python per record
             return encode_flat(cols, flat, header)
-        return frame_records(pa.table(cols, names=table.column_names).to_pylist(), header, parsed)
+        names = [f["name"] for f in parsed["fields"]]  # "v" for a primitive written as a one-field record
+        records = pa.table(cols, names=names).to_pylist(maps_as_pydicts="strict")
+        return frame_records(records, header, parsed)
 
     def encode_keys(self, table: pa.Table, columns: Sequence[str], topic: str = "") -> list | None:
         if not columns:
@@ -366,20 +485,19 @@ class AvroConverter(Converter):
             raise ConversionError(f"unknown magic byte {header[0]} (expected 0: Schema Registry wire format)")
         plan = self._plan(int.from_bytes(header[1:5], "big"))
         if plan.flat is not None:  # vectorised: no Python per record
-            return finish(decode_flat(payloads, plan.flat, plan.raw), plan.raw, plan.final)
-        blob = _concat(payloads)
-        fo = io.BytesIO(blob)
-        parsed = plan.parsed
-        try:
-            if plan.wrap:
-                records = [{"value": schemaless_reader(fo, parsed, None)} for _ in range(n)]
-            else:
+            table = finish(decode_flat(payloads, plan.flat, plan.raw), plan.raw, plan.final)
+        else:
+            blob = _concat(payloads)
+            fo = io.BytesIO(blob)
+            parsed = plan.parsed
+            try:
                 records = [schemaless_reader(fo, parsed, None) for _ in range(n)]
-        except Exception as e:  # noqa: BLE001 (fastavro raises EOFError, UnicodeDecodeError, ValueError...)
-            raise ConversionError(f"Avro payload does not match its schema: {type(e).__name__}: {e}") from e
-        if fo.tell() != len(blob):
-            raise ConversionError("Avro payloads do not match their schema (trailing bytes)")
-        return to_table(records, plan.raw, plan.final)
+            except Exception as e:  # noqa: BLE001 (fastavro raises EOFError, UnicodeDecodeError, ValueError...)
+                raise ConversionError(f"Avro payload does not match its schema: {type(e).__name__}: {e}") from e
+            if fo.tell() != len(blob):
+                raise ConversionError("Avro payloads do not match their schema (trailing bytes)")
+            table = to_table(records, plan.raw, plan.final)
+        return table.rename_columns([self.field]) if plan.wrap else table
 
 
 def frame_records(records: list[dict[str, Any]], header: bytes, parsed: Any) -> pa.Array:
@@ -411,10 +529,8 @@ def finish(columns: list, raw: pa.StructType, final: pa.StructType) -> pa.Table:
     """Raw columns → the final (logical) types, converted per column; validated (UTF-8 included)."""
     cols = []
     for f, rf, col in zip(final, raw, columns, strict=True):
-        if pa.types.is_interval(f.type):
-            col = interval_from_struct(col)
-        elif f.type != rf.type:
-            col = bytes_to_decimal(col, f.type) if pa.types.is_decimal(f.type) else col.cast(f.type)
+        if f.type != rf.type:
+            col = convert_nested(col, _leaf_from_raw, f.type)
         cols.append(col)
     return check_valid(pa.table(cols, schema=pa.schema(list(final))))
 

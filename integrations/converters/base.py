@@ -8,13 +8,22 @@ name their subjects after it (``<topic>-value``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from integrations.converters.json import ConversionError
+
+#: The single column of a primitive (non-struct) key or value; the same as
+#: ``integrations.transforms.batch.PRIMITIVE_COLUMN``.
+PRIMITIVE_COLUMN = "__value__"
+
+
+def is_primitive(table: pa.Table) -> bool:
+    """True when ``table`` holds a primitive key or value (its one column is ``PRIMITIVE_COLUMN``)."""
+    return table.num_columns == 1 and table.column_names[0] == PRIMITIVE_COLUMN
 
 
 class Converter(ABC):
@@ -154,3 +163,59 @@ def as_int(arr: pa.Array | pa.ChunkedArray, bits: int = 64) -> pa.Array | pa.Chu
 def string_lengths(values: pa.Array | pa.ChunkedArray) -> int:
     """Total bytes of a string or binary column."""
     return int(pc.sum(pc.binary_length(values)).as_py() or 0)
+
+
+def convert_nested(arr: pa.Array | pa.ChunkedArray, leaf: Callable[[pa.Array, pa.DataType | None], pa.Array],
+                   target: pa.DataType | None = None) -> pa.Array:
+    """Apply ``leaf`` to every non-nested array inside ``arr``, through lists, structs and maps.
+
+    The nesting is rebuilt around the converted leaves (validity and offsets are reused, nothing is
+    copied per row). ``target``, a type with the same nesting, gives ``leaf`` each leaf's wanted type
+    and the output its field names and nullability; without it ``leaf`` gets ``None`` and ``arr``'s
+    own field names are kept. A nested type where ``target`` is not nested (e.g. a struct that becomes
+    an interval) is passed to ``leaf`` whole.
+    """
+    arr = _flat(arr)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr, t = _flat(arr.cast(t.value_type)), t.value_type
+    mask = arr.is_null() if arr.null_count else None
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (target is None or pa.types.is_list(target)
+                                                               or pa.types.is_large_list(target)):
+        tf = target.value_field if target is not None else t.value_field
+        values = convert_nested(arr.values, leaf, tf.type if target is not None else None)
+        field = pa.field(tf.name, values.type, tf.nullable)
+        typ = pa.large_list(field) if pa.types.is_large_list(t) else pa.list_(field)
+        return pa.ListArray.from_arrays(arr.offsets, values, type=typ, mask=mask) if not pa.types.is_large_list(t) \
+            else pa.LargeListArray.from_arrays(arr.offsets, values, type=typ, mask=mask)
+    if pa.types.is_map(t) and (target is None or pa.types.is_map(target)):
+        kf = target.key_field if target is not None else t.key_field
+        vf = target.item_field if target is not None else t.item_field
+        keys = convert_nested(arr.keys, leaf, kf.type if target is not None else None)
+        items = convert_nested(arr.items, leaf, vf.type if target is not None else None)
+        typ = pa.map_(pa.field(kf.name, keys.type, False), pa.field(vf.name, items.type, vf.nullable))
+        return pa.MapArray.from_arrays(arr.offsets, keys, items, type=typ, mask=mask)
+    if pa.types.is_struct(t) and t.num_fields and (target is None or pa.types.is_struct(target)):
+        children, fields = [], []
+        for i, f in enumerate(t):
+            tf = target.field(f.name) if target is not None else f
+            child = convert_nested(arr.field(i), leaf, tf.type if target is not None else None)
+            children.append(child)
+            fields.append(pa.field(tf.name, child.type, tf.nullable))
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    return leaf(arr, target)
+
+
+def nested_has(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """True when ``t`` or any type nested inside it passes ``test``."""
+    if test(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return nested_has(t.value_type, test)
+    if pa.types.is_map(t):
+        return nested_has(t.key_type, test) or nested_has(t.item_type, test)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return nested_has(t.value_type, test)
+    if pa.types.is_struct(t):
+        return any(nested_has(f.type, test) for f in t)
+    return False

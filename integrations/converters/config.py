@@ -37,7 +37,8 @@ class ConverterConfig(BaseModel):
     ] = {}
     auto_register_schemas: Annotated[bool, Field(description="avro: register new schemas on write")] = True
     field: Annotated[
-        str, Field(description="string/bytes: the column a decoded value lands in (and the one encoded)")
+        str, Field(description="string/bytes: the column a decoded value lands in (and the one encoded); "
+                               "json_schema/avro: the column a primitive (non-struct) key or value decodes into")
     ] = "value"
 
     @model_validator(mode="after")

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from integrations.config import ConverterConfig, resolve_env
-from integrations.converters.base import Converter, check_valid
+from integrations.converters.base import PRIMITIVE_COLUMN, Converter, check_valid
 from integrations.converters.json import JsonConverter
 
-PRIMITIVE_COLUMN = "__value__"  # integrations.transforms.batch.PRIMITIVE_COLUMN: a primitive key or value
+__all__ = ["PRIMITIVE_COLUMN", "PlainJsonConverter", "build_converter"]  # PRIMITIVE_COLUMN: see transforms.batch
 
 
 class PlainJsonConverter(Converter):
@@ -43,7 +43,7 @@ def build_converter(config: ConverterConfig, is_key: bool = False) -> Converter:
     if kind == "json_schema":
         from integrations.converters.json_schema import JsonSchemaConverter
 
-        return JsonSchemaConverter(decimal_format=config.decimals)
+        return JsonSchemaConverter(decimal_format=config.decimals, field=config.field)
     if kind == "string":
         from integrations.converters.simple import StringConverter
 
@@ -57,5 +57,5 @@ def build_converter(config: ConverterConfig, is_key: bool = False) -> Converter:
 
         conf = {k: resolve_env(v) for k, v in config.schema_registry_config.items()}
         return AvroConverter(resolve_env(config.schema_registry_url or ""), conf, is_key=is_key,
-                             auto_register=config.auto_register_schemas)
+                             auto_register=config.auto_register_schemas, field=config.field)
     raise ValueError(f"unknown converter type {config.type!r}")

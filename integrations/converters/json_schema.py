@@ -13,9 +13,15 @@ Schemas follow Kafka Connect's JSON form (``type``, ``fields``/``items``, ``opti
   a naive timestamp carries the parameter ``headrace.naive=true``, a non-UTC zone
   ``headrace.timezone``.
 
+Logical types nested in arrays, structs and maps are written and read the same way. A primitive
+key or value (a ``__value__`` table) is written with its own schema, as Kafka Connect writes a
+primitive (``{"schema":{"type":"string","optional":false},"payload":"foo"}``); a non-struct envelope
+decodes into one column (``field``, default ``value``).
+
 Encoding is per batch (Arrow casts, then DuckDB ``to_json``); decoding strips the envelope with
 vectorised Arrow string kernels when the batch shares one schema (the usual case) and parses the
-payloads with ``pyarrow.json`` against the schema the envelope declares.
+payloads with ``pyarrow.json`` against the schema the envelope declares (with DuckDB's
+``json_transform_strict`` when it holds a map, which ``pyarrow.json`` cannot read).
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ from integrations.converters.base import (
     Converter,
     bytes_to_decimal,
     check_valid,
+    convert_nested,
     decimal_to_bytes,
     interval_from_struct,
     interval_to_struct,
+    is_primitive,
+    nested_has,
 )
 from integrations.converters.json import ConversionError, _duck, _unquote_nonfinite
 
@@ -166,15 +175,11 @@ def arrow_type(s: dict[str, Any], decimal_format: str) -> tuple[pa.DataType, pa.
         return pa.binary(), pa.string()
     if typ == "array":
         f, p = arrow_type(s["items"], decimal_format)
-        if _needs_post(f, p):
-            raise ConversionError("arrays of bytes/decimal are not supported by the json_schema decoder")
         return pa.list_(f), pa.list_(p)
     if typ == "struct":
         fs, ps = [], []
         for fld in s.get("fields", []):
             f, p = arrow_type(fld, decimal_format)
-            if _needs_post(f, p) and not (pa.types.is_temporal(f)):
-                raise ConversionError("nested bytes/decimal fields are not supported by the json_schema decoder")
             fs.append(pa.field(fld["field"], f, nullable=fld.get("optional", True)))
             ps.append(pa.field(fld["field"], p))
         return pa.struct(fs), pa.struct(ps)
@@ -183,10 +188,6 @@ def arrow_type(s: dict[str, Any], decimal_format: str) -> tuple[pa.DataType, pa.
         vf, vp = arrow_type(s["values"], decimal_format)
         return pa.map_(kf, vf), pa.map_(kp, vp)
     raise ConversionError(f"unsupported Kafka Connect schema type {typ!r}")
-
-
-def _needs_post(final: pa.DataType, parsed: pa.DataType) -> bool:
-    return final != parsed
 
 
 def _from_base64(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -200,14 +201,58 @@ def _from_base64(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         con.unregister("_hr_b64")
 
 
+def _to_base64(arr: pa.Array) -> pa.Array:
+    con = _duck()
+    con.register("_hr_b64e", pa.table({"b": arr}))
+    try:
+        return con.sql("SELECT to_base64(b) AS s FROM _hr_b64e").to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.unregister("_hr_b64e")
+
+
+def _payload_leaf(a: pa.Array, decimal_format: str) -> pa.Array:
+    """A non-nested array nested in a list/struct/map, as the values its JSON payload holds."""
+    t = a.type
+    if pa.types.is_decimal(t):
+        return a if decimal_format == "numeric" else _to_base64(decimal_to_bytes(a))
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return _to_base64(a.cast(pa.binary()))
+    if pa.types.is_interval(t):
+        return interval_to_struct(a)
+    if pa.types.is_timestamp(t):
+        return (a.cast(pa.timestamp("ms", tz=t.tz)) if t.unit == "s" else a).cast(pa.int64())
+    if pa.types.is_date(t):
+        return (a.cast(pa.date32()) if pa.types.is_date64(t) else a).cast(pa.int32())
+    if pa.types.is_time32(t):
+        return (a.cast(pa.time32("ms")) if t.unit == "s" else a).cast(pa.int32())
+    if pa.types.is_time64(t):
+        return a.cast(pa.int64())
+    _, ptype = connect_schema(t, True, decimal_format)
+    return a if ptype == t else a.cast(ptype)
+
+
+def _from_payload_leaf(a: pa.Array, t: pa.DataType | None) -> pa.Array:
+    """A parsed payload array back to its final Arrow type (the inverse of ``_payload_leaf``)."""
+    if t is None or a.type == t:
+        return a
+    if pa.types.is_interval(t):
+        return interval_from_struct(a)
+    if pa.types.is_decimal(t):
+        return bytes_to_decimal(_from_base64(a), t) if pa.types.is_string(a.type) else a.cast(t)
+    if pa.types.is_binary(t):
+        return _from_base64(a)
+    return a.cast(t)
+
+
 class JsonSchemaConverter(Converter):
     """``{schema, payload}`` envelopes, byte-compatible with Kafka Connect's JsonConverter."""
 
     class_name = "org.apache.kafka.connect.json.JsonConverter"
 
-    def __init__(self, decimal_format: str = "base64", schema_name: str | None = None) -> None:
+    def __init__(self, decimal_format: str = "base64", schema_name: str | None = None, field: str = VALUE) -> None:
         self.decimal_format = decimal_format
         self.schema_name = schema_name
+        self.field = field  # the column a primitive (non-struct) envelope decodes into
         self._prefix_cache: dict[bytes, tuple[pa.Schema, pa.Schema]] = {}
 
     @property
@@ -220,12 +265,24 @@ class JsonSchemaConverter(Converter):
         return orjson.dumps(envelope_schema(schema, self.decimal_format, self.schema_name))
 
     def encode_values(self, table: pa.Table, topic: str = "") -> pa.Array:
-        """One envelope per row, as an Arrow string column."""
+        """One envelope per row, as an Arrow string column; a primitive value (a ``__value__`` table) is
+        written as Kafka Connect writes a primitive: ``{"schema":{"type":"string","optional":false},…}``."""
         if table.num_rows == 0:
             return pa.array([], pa.string())
+        if is_primitive(table) and not pa.types.is_struct(table.schema.field(0).type):
+            return self._encode_primitive(table)
         prefix = b'{"schema":' + self.schema_json(table.schema) + b',"payload":'
         payload = self._payload_json(table)
         return pc.binary_join_element_wise(prefix.decode(), payload, "}", "")
+
+    def _encode_primitive(self, table: pa.Table) -> pa.Array:
+        """Envelopes whose schema is the single column's own (non-struct) schema."""
+        f = table.schema.field(0)
+        schema, _ = connect_schema(f.type, f.nullable, self.decimal_format)
+        prefix = b'{"schema":' + orjson.dumps(schema) + b',"payload":'
+        payload = self._payload_json(table.rename_columns(["v"]))
+        inner = pc.utf8_slice_codeunits(payload, 5, -1)  # DuckDB wrote {"v":value}; keep just the value
+        return pc.binary_join_element_wise(prefix.decode(), inner, "}", "")
 
     def _payload_json(self, table: pa.Table) -> pa.Array:
         cols, b64, quoted = [], [], []
@@ -234,7 +291,12 @@ class JsonSchemaConverter(Converter):
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
             if pa.types.is_dictionary(f.type):
                 col = col.cast(t)
-            if pa.types.is_decimal(t) and self.decimal_format == "base64":
+            if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t):
+                try:
+                    col = convert_nested(col, lambda a, _t: _payload_leaf(a, self.decimal_format))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ConversionError(f"column {f.name!r} ({t}) cannot be written as {ptype}: {e}") from e
+            elif pa.types.is_decimal(t) and self.decimal_format == "base64":
                 col = decimal_to_bytes(col)
                 b64.append(f.name)
             elif pa.types.is_binary(ptype) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
@@ -274,13 +336,7 @@ class JsonSchemaConverter(Converter):
         sub = table.select(list(columns))
         if len(columns) > 1:
             return self.encode_values(sub, topic).to_pylist()
-        f = sub.schema.field(0)
-        schema, _ = connect_schema(f.type, f.nullable, self.decimal_format)
-        prefix = b'{"schema":' + orjson.dumps(schema) + b',"payload":'
-        payload = self._payload_json(sub)
-        # DuckDB wrote {"col":value}; keep just the value
-        inner = pc.utf8_slice_codeunits(payload, len(orjson.dumps(f.name)) + 2, -1)
-        return pc.binary_join_element_wise(prefix.decode(), inner, "}", "").to_pylist()
+        return self._encode_primitive(sub).to_pylist()
 
     # -- decode ------------------------------------------------------------------------------------
     def decode(self, values: Sequence[bytes], schema: pa.Schema | None = None, topic: str = "") -> pa.Table:
@@ -315,8 +371,8 @@ class JsonSchemaConverter(Converter):
     def _schemas_of(self, schema: Any) -> tuple[pa.Schema, pa.Schema]:
         if not isinstance(schema, dict) or "type" not in schema:
             raise ConversionError(f"not a Kafka Connect schema: {schema!r}")
-        if schema["type"] != "struct":  # a primitive key or value lands in one column, 'value'
-            schema = {"type": "struct", "fields": [{**schema, "field": VALUE}], "headrace.wrapped": True}
+        if schema["type"] != "struct":  # a primitive key or value lands in one column, ``field``
+            schema = {"type": "struct", "fields": [{**schema, "field": self.field}], "headrace.wrapped": True}
         final, parsed = [], []
         for fld in schema.get("fields", []):
             f, p = arrow_type(fld, self.decimal_format)
@@ -364,7 +420,9 @@ class JsonSchemaConverter(Converter):
 
     def _decode_payloads(self, payloads: pa.Array, parsed: pa.Schema, final: pa.Schema) -> pa.Table:
         if parsed.metadata and parsed.metadata.get(b"headrace.wrapped"):
-            payloads = pc.binary_join_element_wise(b'{"value":', payloads, b"}", b"")
+            payloads = pc.binary_join_element_wise(b'{' + orjson.dumps(self.field) + b':', payloads, b"}", b"")
+        if any(nested_has(f.type, pa.types.is_map) for f in parsed):
+            return self._post_all(_parse_with_maps(payloads, parsed), parsed, final)
         blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
         multiline = blob.count(b"\n") != len(payloads) - 1
         blob = _unquote_nonfinite(blob, parsed)  # Kafka Connect (Jackson) writes "NaN", "Infinity"
@@ -376,6 +434,9 @@ class JsonSchemaConverter(Converter):
             raise ConversionError(f"payload does not match its schema: {e}") from e
         if raw.num_rows != len(payloads):
             raise ConversionError(f"{len(payloads)} payloads parsed as {raw.num_rows} rows")
+        return self._post_all(raw, parsed, final)
+
+    def _post_all(self, raw: pa.Table, parsed: pa.Schema, final: pa.Schema) -> pa.Table:
         cols = []
         for f, pf in zip(final, parsed, strict=True):
             col = raw.column(pf.name)
@@ -385,13 +446,47 @@ class JsonSchemaConverter(Converter):
         return check_valid(pa.table(cols, schema=final))
 
     def _post(self, col: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray | pa.Array:
-        if pa.types.is_interval(t):
-            return interval_from_struct(col)
-        if pa.types.is_decimal(t):
-            return bytes_to_decimal(_from_base64(col), t)
-        if pa.types.is_binary(t):
-            return _from_base64(col)
-        return col.cast(t)
+        return convert_nested(col, _from_payload_leaf, t)
+
+
+def _duck_type(t: pa.DataType) -> str:
+    """The DuckDB type of a payload's parsed Arrow type."""
+    simple = {pa.bool_(): "BOOLEAN", pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
+              pa.int64(): "BIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR"}
+    if t in simple:
+        return simple[t]
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    if pa.types.is_map(t):
+        return f"MAP({_duck_type(t.key_type)}, {_duck_type(t.item_type)})"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{_q(f.name)} {_duck_type(f.type)}" for f in t) + ")"
+    raise ConversionError(f"no DuckDB type for the payload type {t}")
+
+
+def _parse_with_maps(payloads: pa.Array, parsed: pa.Schema) -> pa.Table:
+    """Parse payloads whose schema holds a map (which ``pyarrow.json`` cannot read) with DuckDB's
+    ``json_transform_strict``, vectorised; the result has the ``parsed`` types."""
+    struct = pa.struct(list(parsed))
+    structure = orjson.dumps(_duck_type(struct)).decode().replace("'", "''")
+    try:
+        text = payloads.cast(pa.string())
+    except pa.ArrowInvalid as e:
+        raise ConversionError(f"payload is not valid UTF-8: {e}") from e
+    con = _duck()
+    con.register("_hr_maps", pa.table({"p": text}))
+    try:
+        out = con.sql(f"SELECT json_transform_strict(p, '{structure}') AS s FROM _hr_maps").to_arrow_table()
+    except Exception as e:  # noqa: BLE001 (duckdb raises its own classes)
+        raise ConversionError(f"payload does not match its schema: {e}") from e
+    finally:
+        con.unregister("_hr_maps")
+    col = out.column(0).combine_chunks()
+    if col.null_count:
+        raise ConversionError("a payload is null or not a JSON object")
+    return pa.Table.from_struct_array(col.cast(struct))
 
 
 def _has_nonfinite(col: pa.ChunkedArray | pa.Array) -> bool:
