@@ -5,23 +5,27 @@
   (no segment starting with ``.``), outside ``finished_path`` / ``error_path``.
 - **Offsets.** ``{"size", "mtime_ns" | "blake2b", "record": <next record number>, "done": bool}``.
   The identity (size + mtime, or a content hash) tells whether a stored offset belongs to this very
-  file; a changed file is read again from record 0. A crash mid-file resumes at ``record``.
+  file; a changed file is read again from record 0, unless it stopped at a bad record and its lines
+  before that one are unchanged (``stopped``: the line and a digest of the lines before it): a fixed
+  file resumes where it stopped, as SpoolDir does. A crash mid-file resumes at ``record``.
 - **Cleanup after the offset.** The runner stores a batch's offset before it asks the generator for
   the next batch, so when ``poll`` resumes after its last batch (``done: true``) the offset is stored
   and the file is finished. The cleanup policy is applied to the run's finished files in ``close()``,
   at the end of the run. A crash before that finds ``done`` on the next run, which only cleans up.
-- **Malformed CSV lines.** Under ``errors_tolerance: all`` a line with the wrong number of fields is
-  skipped and attached to the batch it falls in as a ``Rejected`` (its text, ``line N``), which the
-  runner dead-letters before the batch's offset is stored; the file then finishes normally. Each
-  line is filed under a record number that depends only on the file (``CsvRejects``), so a re-read
-  after a crash skips the lines already reported with their batch; a batch cut by the runner's row
-  budget stores ``rejects_from`` so that its lines are reported by the next run.
-- **Bad files.** A parse or conversion error stops the file (under ``none``, the error names the
-  first malformed line). ``halt_on_error: true`` raises
-  ``FileSourceError``: the run stops, the file stays in place and nothing of the run is moved or
-  deleted (files finished before it are cleaned up by the next run). ``false`` moves the file to
-  ``error_path`` at once and the run goes on. Batches of the file acknowledged before the error stay in Kafka (the reader
-  looks one batch ahead, so a file whose error lies in its first two batches sends nothing).
+- **Bad records.** Under ``errors_tolerance: all`` a malformed CSV line, a value that does not convert
+  to its column's type, or a JSON line that does not parse is skipped and attached to the batch it
+  falls in as a ``Rejected`` (its text, ``line N``), which the runner dead-letters before the batch's
+  offset is stored; the file then finishes normally. Each line is filed under a record number that
+  depends only on the file (``FileRejects``), so a re-read after a crash skips the lines already
+  reported with their batch; a batch cut by the runner's row budget stores ``rejects_from`` so that
+  its lines are reported by the next run. Under ``none`` the records before a bad value are sent and
+  their offset stored, then the file fails with ``BadRecord`` (line, column, value).
+- **Bad files.** A parse error (or a bad record under ``none``) stops the file; the error names the
+  line. ``halt_on_error: true`` raises ``FileSourceError``: the run stops, the file stays in place
+  and nothing of the run is moved or deleted (files finished before it are cleaned up by the next
+  run). ``false`` moves the file to ``error_path`` at once and the run goes on. Records read before
+  the error are delivered first (the look-ahead batch, then the rest before the bad record, or before
+  the block that does not parse).
 - **Throughput.** The next batch is parsed in a worker thread while the runner delivers this one, so
   at most three batches are in memory (the one in flight, the one looked ahead at, the one parsing).
 - **Confinement.** Files are only listed under ``input_path``; a relative name with ``..`` or an
@@ -54,10 +58,11 @@ from integrations.sources.base import Source, SourceBatch
 from integrations.sources.files_readers import (
     DATA_ERRORS,
     BadLine,
-    CsvRejects,
-    MalformedCsvLine,
-    empty_csv_table,
+    BadRecord,
+    FileRejects,
+    empty_table,
     locate_malformed_line,
+    prefix_digest,
     read_tables,
 )
 
@@ -179,6 +184,7 @@ class FileSource(Source):
         self._truncated = False
         self._finished: list[tuple[str, str, pafs.FileInfo]] = []  # offsets stored as done in this run
         self._halted = False
+        self._located: tuple[BaseException, int | None] | None = None  # the last error's malformed line
 
     def partitions(self) -> list[dict[str, Any]]:
         ready = self.spool.ready()
@@ -217,14 +223,46 @@ class FileSource(Source):
         if policy != "none":
             log.info("file source %s: %s finished (%s)", self.config.name, rel, policy)
 
-    def _failed(self, rel: str, path: str, record: int, exc: BaseException) -> None:
-        line = None
+    def _failure_line(self, path: str, exc: BaseException) -> int | None:
+        """The line a file's reading stopped at: a bad record's, or the first malformed CSV line's."""
+        if isinstance(exc, BadRecord):
+            return exc.line
         if self.config.format == "csv" and "CSV parse error" in str(exc):
-            line = locate_malformed_line(self.fs, path, self.config)
-        where = f"{rel}, after record {record}" if record else rel
-        msg = f"file source {self.config.name}: cannot read {where}: {type(exc).__name__}: {exc}"
-        if line:
-            msg += f" (at {rel} line {line})"
+            if self._located is None or self._located[0] is not exc:
+                self._located = (exc, locate_malformed_line(self.fs, path, self.config))
+            return self._located[1]
+        return None
+
+    def _stopped(self, path: str, exc: BaseException) -> dict[str, Any] | None:
+        """What the offset before a bad record keeps to recognise the file once fixed: the bad line and a
+        digest of the lines before it."""
+        line = self._failure_line(path, exc)
+        digest = prefix_digest(self.fs, path, self.config, line) if line else None
+        return {"line": line, "blake2b": digest} if digest else None
+
+    def _fixed(self, rel: str, path: str, offset: dict[str, Any]) -> int | None:
+        """The record to resume a changed file at: where it stopped, if it stopped at a bad record and its
+        lines before that record are unchanged (the file was fixed); None otherwise."""
+        stopped = offset.get("stopped")
+        if not stopped or offset.get("done"):
+            return None
+        if prefix_digest(self.fs, path, self.config, int(stopped["line"])) != stopped["blake2b"]:
+            return None
+        record = int(offset.get("record", 0))
+        log.info("file source %s: %s changed after it stopped at line %s, but not before it: resuming at "
+                 "record %d", self.config.name, rel, stopped["line"], record)
+        return record
+
+    def _failed(self, rel: str, path: str, record: int, exc: BaseException) -> None:
+        if isinstance(exc, BadRecord):
+            msg = (f"file source {self.config.name}: bad record in {rel} line {exc.line}: {exc.detail}; the "
+                   f"records before it are delivered (offset record {record})")
+        else:
+            line = self._failure_line(path, exc)
+            where = f"{rel}, after record {record}" if record else rel
+            msg = f"file source {self.config.name}: cannot read {where}: {type(exc).__name__}: {exc}"
+            if line:
+                msg += f" (at {rel} line {line})"
         if self.config.halt_on_error:
             self._halted = True
             raise FileSourceError(
@@ -237,13 +275,10 @@ class FileSource(Source):
 
     # -- reading -----------------------------------------------------------------------------------
     def _rejected(self, rel: str, bad: BadLine) -> Rejected:
-        """A malformed line as the runner dead-letters it: the line's bytes, its file and line number."""
-        try:
-            value = bad.text.encode(self.config.charset)
-        except (LookupError, UnicodeError):
-            value = bad.text.encode("utf-8", "surrogateescape")
-        error = MalformedCsvLine(f"{rel} line {bad.line}: expected {bad.expected} fields, got {bad.actual}")
-        return Rejected(value, error, f"line {bad.line}")
+        """Bad input as the runner dead-letters it: the line's bytes, its file and line number."""
+        error = BadRecord(bad.line, bad.detail, rel) if bad.kind is BadRecord \
+            else bad.kind(f"{rel} line {bad.line}: {bad.detail}")
+        return Rejected(bad.value, error, f"line {bad.line}")
 
     def poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
         rel = partition["file"]
@@ -252,13 +287,15 @@ class FileSource(Source):
         if info.type != pafs.FileType.File:
             return  # gone since it was listed
         identity = self._identity(path, info)
-        start = floor = 0  # floor: malformed lines filed below it were reported by an earlier run
+        start = floor = 0  # floor: bad lines filed below it were reported by an earlier run
         if offset and {k: offset.get(k) for k in identity} == identity:
             if offset.get("done"):
                 self._finished.append((rel, path, info))  # a crash came between the last offset and the cleanup
                 return
             start = int(offset.get("record", 0))
             floor = int(offset.get("rejects_from", start))
+        elif offset and (fixed := self._fixed(rel, path, offset)) is not None:
+            start = floor = fixed
         elif offset:
             log.warning("file source %s: %s changed since its offset was stored; reading it from the start",
                         self.config.name, rel)
@@ -266,41 +303,51 @@ class FileSource(Source):
             self._finished.append((rel, path, info))  # nothing to deliver
             return
         topic = self.config.topic
-        rejects = CsvRejects(self.config) if self.config.format == "csv" and self.config.errors_tolerance == "all" \
+        rejects = FileRejects(self.config) if self.config.format != "parquet" and self.config.errors_tolerance == "all" \
             else None
         tables = _prefetched(read_tables(self.fs, path, self.config, start, rejects))
         pos, count = start, 0
         try:
             pending = next(tables, None)
-            if pending is None:  # header only, or nothing after ``start``: malformed lines may remain
-                bad = rejects.take(floor, None) if rejects is not None else []
-                if bad:
-                    self._current, self._truncated = (identity, pos, floor), False
-                    empty = empty_csv_table(self.fs, path, self.config)
-                    batch = SourceBatch(partition, topic, empty, {**identity, "record": pos, "done": True})
-                    batch.rejects = [self._rejected(rel, b) for b in bad]  # type: ignore[attr-defined]
-                    yield batch
-                self._finished.append((rel, path, info))
-                return
-            while pending is not None:
-                after = next(tables, None)  # read ahead: the batch knows whether it is the last
-                self._current = (identity, pos, floor if rejects is not None else None)
-                self._truncated = False
-                pos += pending.num_rows
-                done = after is None
-                batch = SourceBatch(partition, topic, pending, {**identity, "record": pos, "done": done})
-                if rejects is not None:  # the malformed lines filed under this batch's records
-                    batch.rejects = [self._rejected(rel, b)  # type: ignore[attr-defined]
-                                     for b in rejects.take(floor, None if done else pos)]
-                    floor = pos
-                yield batch
-                if self._truncated:  # the runner cut the batch at its row budget: stop here
-                    return
-                count += 1
-                fault_point(f"file_source_after_batch_{count}")
-                pending = after
         except DATA_ERRORS as e:
             self._failed(rel, path, pos, e)
+            return
+        if pending is None:  # header only, or nothing after ``start``: bad lines may remain
+            bad = rejects.take(floor, None) if rejects is not None else []
+            if bad:
+                self._current, self._truncated = (identity, pos, floor), False
+                empty = empty_table(self.fs, path, self.config)
+                batch = SourceBatch(partition, topic, empty, {**identity, "record": pos, "done": True})
+                batch.rejects = [self._rejected(rel, b) for b in bad]  # type: ignore[attr-defined]
+                yield batch
+            self._finished.append((rel, path, info))
+            return
+        error: BaseException | None = None
+        while pending is not None:
+            try:  # read ahead: the batch knows whether it is the last, or the one before a bad record
+                after = next(tables, None)
+            except DATA_ERRORS as e:
+                after, error = None, e
+            self._current = (identity, pos, floor if rejects is not None else None)
+            self._truncated = False
+            pos += pending.num_rows
+            done = after is None and error is None
+            off = {**identity, "record": pos, "done": done}
+            if error is not None and (stopped := self._stopped(path, error)):
+                off["stopped"] = stopped
+            batch = SourceBatch(partition, topic, pending, off)
+            if rejects is not None:  # the bad lines filed under this batch's records
+                batch.rejects = [self._rejected(rel, b)  # type: ignore[attr-defined]
+                                 for b in rejects.take(floor, None if done else pos)]
+                floor = pos
+            yield batch
+            if self._truncated:  # the runner cut the batch at its row budget: stop here
+                return
+            count += 1
+            fault_point(f"file_source_after_batch_{count}")
+            pending = after
+        if error is not None:
+            self._failed(rel, path, pos, error)
             return
         self._finished.append((rel, path, info))
 

@@ -305,7 +305,9 @@ def test_bad_file_moves_to_error_path(tmp_path, spool):
     (spool / "bad.jsonl").write_text('{"id": 1}\n{"id": \n')
     src = FileSource(cfg(tmp_path, format="jsonl", halt_on_error=False, error_path=str(tmp_path / "err")))
     src.partitions()
-    assert drive(src, {"file": "bad.jsonl"}) == []
+    # the record before the bad line is delivered; its offset keeps where the file stopped
+    ((rows, off),) = drive(src, {"file": "bad.jsonl"})
+    assert rows == [{"id": 1}] and off["record"] == 1 and off["done"] is False and off["stopped"]["line"] == 2
     assert not (spool / "bad.jsonl").exists() and (tmp_path / "err" / "bad.jsonl").exists()
 
 
@@ -340,7 +342,198 @@ def test_error_deep_in_a_file_keeps_the_batches_before_it(tmp_path, spool, monke
     with pytest.raises(FileSourceError, match=r"cannot read a\.csv, after record (\d+)") as e:
         for batch in src.poll({"file": "a.csv"}, None):
             delivered.append((batch.records.column("id").to_pylist(), batch.offset["record"], batch.offset["done"]))
-    # the 64-byte block holding the bad line also holds records 38-39, so batch 30..39 cannot be built;
-    # batch 20..29, held as the look-ahead, is not sent, and the error names the last record delivered
-    assert [(ids[0], ids[-1], rec, done) for ids, rec, done in delivered] == [(0, 9, 10, False), (10, 19, 20, False)]
-    assert "after record 20" in str(e.value)
+    # the 64-byte block holding the bad line also holds records 38-39: every record of the blocks before it
+    # is sent (the look-ahead batch, then what was read of the next one), and the error names the last
+    assert [(ids[0], ids[-1], rec, done) for ids, rec, done in delivered] == [
+        (0, 9, 10, False), (10, 19, 20, False), (20, 29, 30, False), (30, 37, 38, False)]
+    assert "after record 38" in str(e.value) and "(at a.csv line 42)" in str(e.value)
+
+
+# -- values that do not convert, per record ------------------------------------------------------
+def csv_column(values: list[str], t: pa.DataType | None, **convert) -> pa.ChunkedArray:
+    """Column ``x`` of a two-column CSV holding ``values``, read by pyarrow's CSV reader as ``t``."""
+    import pyarrow.csv as pacsv
+
+    data = ("k,x\n" + "".join(f"1,{v}\n" for v in values)).encode()
+    types = {"x": t if t is not None else pa.binary()}
+    return pacsv.read_csv(pa.BufferReader(data), convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                                      **convert))["x"]
+
+
+CONVERSIONS = [  # (type, values the CSV reader converts, values it refuses)
+    (pa.int64(), ["1", "-2", " 4", "5\t", "007", "9223372036854775807", "0x10", "", "NULL", "N/A", "nan"],
+     ["x1", "+3", "1.0", "1e3", "9223372036854775808"]),
+    (pa.int8(), ["127", "-128"], ["128"]),
+    (pa.uint16(), ["65535"], ["-1"]),
+    (pa.float64(), ["1.5", "1e3", "-inf", "inf", "nan", "NaN", " 2.5", "+1.5", ".5", "5."], ["1;5", "abc"]),
+    (pa.float32(), ["1.5"], ["one"]),
+    (pa.decimal128(12, 2), ["1.5", "1.25", "-0.01", "1e2", "+1.00", ".5", " 1.5", "1234567890.12"],
+     ["1.255", "abc", "12345678901234.56", "1" * 39]),
+    (pa.bool_(), ["true", "false", "True", "FALSE", "1", "0"], ["yes", "t", "tRue"]),
+    (pa.date32(), ["2024-01-31", "2024-02-29"], ["2024-02-30", "20240131", "2024-1-5"]),
+    (pa.time64("us"), ["12:34:56", "12:34:56.123456", "12:34"], ["25:00:00", "12:34:56.1234567", "noon"]),
+    (pa.timestamp("us"), ["2024-01-01T10:00:00", "2024-01-01 10:00:00", "2024-01-01", "2024-01-01T10:00"],
+     ["2024-01-01T10:00:00.123456789", "yesterday"]),
+    (pa.timestamp("us", tz="UTC"), ["2024-01-01T10:00:00Z", "2024-01-01T10:00:00+02:00",
+                                    "2024-01-01 10:00:00+0200"], ["2024-01-01T10:00:00", "2024-13-01T00:00:00Z"]),
+    (pa.timestamp("ms", tz="Europe/Paris"), ["2024-01-01T10:00:00.5Z"], ["2024-01-01T10:00:00"]),
+    (pa.string(), ["a", "", "NULL", "é漢"], []),
+    (pa.binary(), ["a", ""], []),
+]
+
+
+@pytest.mark.parametrize("t, good, bad", CONVERSIONS, ids=[str(c[0]) for c in CONVERSIONS])
+def test_per_record_conversion_matches_the_csv_reader(t, good, bad):
+    """The per-record path converts exactly what pyarrow's CSV reader converts, to the same values, and
+    refuses, row by row, exactly what it refuses."""
+    from integrations.sources.files_text import NULL_TEXTS, convert_batch
+
+    for v in bad:
+        with pytest.raises(pa.ArrowInvalid):
+            csv_column([v], t)
+    values = good + bad
+    raw = pa.RecordBatch.from_arrays([csv_column(values, None).combine_chunks()], names=["x"])
+    out, failed = convert_batch(raw, pa.schema([("x", t)]), None if pa.types.is_string(t) or pa.types.is_binary(t)
+                                else NULL_TEXTS)
+    assert sorted(failed) == list(range(len(good), len(values)))
+    assert [col for col, _v, _e in failed.values()] == ["x"] * len(bad)
+    assert [v for _c, v, _e in failed.values()] == [b.encode() for b in bad]
+    assert out.column(0).slice(0, len(good)).to_pylist() == csv_column(good, t).to_pylist()
+    assert out.column(0).slice(len(good)).null_count == len(bad)
+
+
+def test_decimal_past_its_precision_is_bad_in_both_paths(tmp_path, spool):
+    """pyarrow's CSV reader lets 12345678901.5 into decimal(12,2) (it checks the digits as written); the
+    file source refuses it as the per-record path does."""
+    (spool / "a.csv").write_text("id,amount\n1,1234567890.5\n2,12345678901.5\n3,3\n")
+    c = cfg(tmp_path, value_schema={"id": "int64", "amount": "decimal(12,2)"}, errors_tolerance="all")
+    src = FileSource(c)
+    src.partitions()
+    (batch,) = list(src.poll({"file": "a.csv"}, None))
+    assert batch.records.column("id").to_pylist() == [1, 3]
+    assert [(r.value, r.position) for r in batch.rejects] == [(b"2,12345678901.5", "line 3")]
+    assert "value '12345678901.5' does not convert to decimal128(12, 2)" in str(batch.rejects[0].error)
+
+
+def test_bad_values_and_malformed_lines_are_filed_per_record(tmp_path, spool, monkeypatch):
+    """Bad values and malformed lines, in small blocks: good rows flow with consecutive record numbers,
+    each bad line comes with the batch of the good records around it, with its original text (quotes,
+    separators and all) and its line number; a resume mid-file files them the same way."""
+    from integrations.sources import files_readers
+
+    monkeypatch.setattr(files_readers, "CSV_BLOCK", 128)
+    rows = [f"{i},\"n,{i}\",{i}.5" for i in range(30)]
+    rows[3] = '3,"n,3",x.5'  # bad decimal
+    rows[4] = "4,too,many,fields"  # malformed
+    rows[12] = '12x,"n,12",12.5'  # bad int (a later block)
+    rows[13] = '13,"bad\x1fsep",1e999999'  # bad decimal; the line holds the line reader's separator
+    rows[25] = "25,\"n,25\"  ,25.5"  # malformed for the parser? no: a quoted value then spaces is kept
+    (spool / "a.csv").write_text("# comment\nid,name,amount\n" + "\n".join(rows[:10]) + "\n\n"
+                                 + "\n".join(rows[10:]) + "\n")
+    c = cfg(tmp_path, batch_size=5, csv_skip_lines=1, errors_tolerance="all",
+            value_schema={"id": "int64", "name": "string", "amount": "decimal(6,1)"})
+    src = FileSource(c)
+    src.partitions()
+    got = list(src.poll({"file": "a.csv"}, None))
+    ids = [i for b in got for i in b.records.column("id").to_pylist()]
+    assert ids == [i for i in range(30) if i not in (3, 4, 12, 13)]
+    assert [b.offset["record"] for b in got] == [5, 10, 15, 20, 25, 26]
+    rejects = [(r.value, r.position, type(r.error).__name__, b.offset["record"]) for b in got for r in b.rejects]
+    # rows 0-9 are lines 3-12; the empty line after them is not counted, so row 12 is line 15
+    assert rejects == [(b'3,"n,3",x.5', "line 6", "BadRecord", 5), (b"4,too,many,fields", "line 7",
+                                                                       "MalformedCsvLine", 5),
+                       (b'12x,"n,12",12.5', "line 15", "BadRecord", 15),
+                       (b'13,"bad\x1fsep",1e999999', "line 16", "BadRecord", 15)]
+    assert str(got[0].rejects[0].error) == ("a.csv line 6: column 'amount': value 'x.5' does not convert to "
+                                            "decimal128(6, 1) (The string 'x.5' is not a valid decimal128 number)")
+    assert got[2].records.column("name").to_pylist()[:2] == ["n,14", "n,15"]
+
+    # resume at record 8 (mid-batch, before both later bad lines): the same lines, filed the same way
+    again = list(src.poll({"file": "a.csv"}, {**got[0].offset, "record": 8}))
+    assert [i for b in again for i in b.records.column("id").to_pylist()] == ids[8:]
+    assert [(r.position, b.offset["record"]) for b in again for r in b.rejects] == [("line 15", 13), ("line 16", 13)]
+
+
+def test_a_bad_value_under_none_stops_after_the_rows_before_it(tmp_path, spool):
+    (spool / "a.csv").write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(7)) + "7,seven\n8,8\n")
+    c = cfg(tmp_path, batch_size=3, value_schema={"id": "int64", "v": "int32"})
+    src = FileSource(c)
+    src.partitions()
+    delivered = []
+    with pytest.raises(FileSourceError) as e:
+        for b in src.poll({"file": "a.csv"}, None):
+            delivered.append((b.records.column("id").to_pylist(), b.offset))
+    assert [ids for ids, _ in delivered] == [[0, 1, 2], [3, 4, 5], [6]]
+    last = delivered[-1][1]
+    assert last["record"] == 7 and last["done"] is False and last["stopped"]["line"] == 9
+    assert str(e.value).startswith(
+        "file source files: bad record in a.csv line 9: column 'v': value 'seven' does not convert to int32 "
+        "(Failed to parse string: 'seven' as a scalar of type int32); the records before it are delivered "
+        "(offset record 7); halt_on_error is true")
+
+    # unchanged: it stops at the same line, sending nothing again
+    with pytest.raises(FileSourceError, match="a.csv line 9"):
+        assert drive(src, {"file": "a.csv"}, last) == []
+    # fixed (the lines before it unchanged): it resumes after the records already delivered
+    (spool / "a.csv").write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(7)) + "7,7\n8,8\n")
+    src.partitions()
+    assert [(rows, off["record"], off["done"]) for rows, off in drive(src, {"file": "a.csv"}, last)] == [
+        ([{"id": 7, "v": 7}, {"id": 8, "v": 8}], 9, True)]
+    # changed before the bad line too: a different file, read from the start
+    (spool / "a.csv").write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(1, 7)) + "7,7\n")
+    src.partitions()
+    assert [r["id"] for rows, _ in drive(src, {"file": "a.csv"}, last) for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_inferred_column_empty_in_the_first_block_becomes_text(tmp_path, spool, monkeypatch):
+    from integrations.sources import files_readers
+
+    monkeypatch.setattr(files_readers, "CSV_BLOCK", 64)
+    (spool / "a.csv").write_text("id,note\n" + "".join(f"{i},\n" for i in range(20)) + "20,hello\n21,\n")
+    src = FileSource(cfg(tmp_path, batch_size=100))
+    src.partitions()
+    ((rows, off),) = drive(src, {"file": "a.csv"})
+    # from the block where it has a value on, it is a text column, whose null texts stay null
+    assert [r["note"] for r in rows] == [None] * 20 + ["hello", None] and off["record"] == 22
+
+
+def test_invalid_utf8_in_a_text_column_is_a_bad_record(tmp_path, spool):
+    (spool / "a.csv").write_bytes(b"id,name\n1,ann\n2,b\xffb\n3,cyd\n")
+    src = FileSource(cfg(tmp_path, errors_tolerance="all", value_schema={"id": "int64", "name": "string"}))
+    src.partitions()
+    (batch,) = list(src.poll({"file": "a.csv"}, None))
+    assert batch.records.to_pylist() == [{"id": 1, "name": "ann"}, {"id": 3, "name": "cyd"}]
+    assert [(r.value, r.position) for r in batch.rejects] == [(b"2,b\xffb", "line 3")]
+
+
+def test_quoted_newlines_dead_letter_the_row_as_json(tmp_path, spool):
+    (spool / "a.csv").write_text('id,note\n1,"one\nline"\nx2,"two"\n3,three\n')
+    src = FileSource(cfg(tmp_path, errors_tolerance="all", csv_newlines_in_values=True,
+                         value_schema={"id": "int64", "note": "string"}))
+    src.partitions()
+    (batch,) = list(src.poll({"file": "a.csv"}, None))
+    assert batch.records.column("id").to_pylist() == [1, 3]
+    assert [(r.value, r.position) for r in batch.rejects] == [(b'{"id":"x2","note":"two"}', "line 3")]
+
+
+@pytest.mark.parametrize("declared", [None, {"id": "int64", "amt": "decimal(5,2)"}])
+def test_json_lines_that_do_not_parse_are_bad_records(tmp_path, spool, declared):
+    lines = ['{"id": 1, "amt": "1.5"}', '{"id": "x", "amt": "2"}', "", '{"id": 3, "amt": "3"',
+             '{"id": 4, "amt": "4.25"}', '{"id": 5, "amt": "5"}']
+    (spool / "a.jsonl").write_text("\n".join(lines) + "\n")
+    src = FileSource(cfg(tmp_path, format="jsonl", batch_size=2, errors_tolerance="all", value_schema=declared))
+    src.partitions()
+    got = list(src.poll({"file": "a.jsonl"}, None))
+    assert [r["id"] for b in got for r in b.records.to_pylist()] == [1, 4, 5]
+    assert [b.offset["record"] for b in got] == [2, 3]
+    assert [(r.value, r.position, b.offset["record"]) for b in got for r in b.rejects] == [
+        (lines[1].encode(), "line 2", 2), (lines[3].encode(), "line 4", 2)]
+    assert all(type(r.error).__name__ == "BadRecord" for r in got[0].rejects)
+
+    none = FileSource(cfg(tmp_path, format="jsonl", batch_size=2, value_schema=declared))
+    none.partitions()
+    delivered = []
+    with pytest.raises(FileSourceError, match=r"bad record in a\.jsonl line 2: JSON parse error"):
+        for b in none.poll({"file": "a.jsonl"}, None):
+            delivered.append((b.records.column("id").to_pylist(), b.offset["record"]))
+    assert delivered == [([1], 1)]
