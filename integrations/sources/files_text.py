@@ -47,10 +47,10 @@ def check_decimals(rb: pa.RecordBatch) -> None:
         t = f.type
         if not pa.types.is_decimal(t) or t.precision >= 38 or t.scale < 0:
             continue
-        limit = pa.scalar(Decimal(10) ** (t.precision - t.scale), pa.decimal128(38, t.scale))
-        over = pc.greater_equal(pc.abs(col), limit)
-        if pc.any(over).as_py():
-            value = pc.filter(col, over)[0]
+        limit = Decimal(10) ** (t.precision - t.scale)
+        lo, hi = pc.min_max(col).values()
+        if hi.is_valid and (hi.as_py() >= limit or lo.as_py() <= -limit):
+            value = hi if hi.as_py() >= limit else lo
             raise pa.ArrowInvalid(f"In column {f.name!r}: {value} does not fit in precision {t.precision}")
 
 
