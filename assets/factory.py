@@ -19,6 +19,7 @@ import dagster as dg
 
 from assets.keys import clean, dataset_key, folder_key, group_of, table_key, target_table_key, topic_key
 from assets.metadata import sink_metadata, source_metadata
+from assets.orphan_guard import die_with_run_worker
 from integrations.config import (
     FileSourceConfig,
     ParquetSinkConfig,
@@ -110,6 +111,7 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
         description=f"Source connector {config.name}: new data → Kafka (at-least-once)",
     )
     def _source(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
+        die_with_run_worker()
         settings = kafka.settings()
         result = run_source(config, settings)
         context.log.info(f"{config.name}: moved {result.rows} rows in {result.seconds:.1f}s "
@@ -196,6 +198,7 @@ def sink_defs(config: ParquetSinkConfig | TableSinkConfig) -> ConnectorDefs:
             description=f"Sink connector {config.name}: Kafka → {config.type} (exactly once)",
         )
         def _sink(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
+            die_with_run_worker()
             tag = context.run.tags.get(RANGES_TAG)
             result = run_sink(config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
             context.log.info(f"{config.name}: wrote {result.rows} rows ({len(result.stats.files)} file(s))")
@@ -221,6 +224,7 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
         description=f"Rebuilds the time partitions of {config.name} from Kafka (offsets_for_times); idempotent",
     )
     def _backfill(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
+        die_with_run_worker()
         window = context.partition_time_window
         res = rebuild_window(config, window.start, window.end, kafka.settings())
         context.log.info(f"{config.name}: rebuilt [{window.start}, {window.end}) with {res.rows} rows")
@@ -236,6 +240,7 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
 
     @dg.op(name=f"{clean(config.name)}_stream", retry_policy=RETRY, pool=pool_of(config.name), tags=tags)
     def _stream(context: dg.OpExecutionContext, kafka: KafkaResource) -> None:
+        die_with_run_worker()
         tag = context.run.tags.get(RANGES_TAG)
         result = run_sink(config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
         touched = touched_partitions(config, partitions, result.stats.files)

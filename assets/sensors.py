@@ -24,12 +24,17 @@ _ACTIVE = {
 }
 
 
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
+
+
 def _request_key(context: dg.SensorEvaluationContext, base: str) -> str | None:
-    """``base`` when new; a ``#retry<n>`` key when every earlier run of it failed; None when in flight/done."""
+    """``base`` when new; a ``#retry<n>`` key when every earlier run of it failed for good (no run
+    retry pending); None while one is in flight, will be retried by Dagster, or succeeded."""
     runs = context.instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: base}), limit=20)
     if not runs:
         return base
-    if any(r.status in _ACTIVE or r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+    if any(r.status in _ACTIVE or r.status == dg.DagsterRunStatus.SUCCESS
+           or (r.status == dg.DagsterRunStatus.FAILURE and r.tags.get(WILL_RETRY_TAG) == "true") for r in runs):
         return None
     return f"{base}#retry{len(runs)}"
 

@@ -1,15 +1,31 @@
 """Named fault points for crash tests: ``HEADRACE_FAULT=<name>`` kills the process there with SIGKILL.
 
-Only the tests set the variable; in production it is unset and a fault point costs one dict lookup.
+``HEADRACE_FAULT_ACTION=stall`` makes the point hang instead (for a test that kills the process
+from outside at a known place), and ``HEADRACE_FAULT_ONCE=<file>`` fires it only in the first
+process to get there: that process creates the file (atomically) and writes its pid into it, so a
+retry passes the point. Only the tests set these; in production a fault point costs one lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 
 def fault_point(name: str) -> None:
-    """Die abruptly (SIGKILL, no cleanup) when ``HEADRACE_FAULT`` names this point."""
-    if os.environ.get("HEADRACE_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Die abruptly (SIGKILL, no cleanup), or stall, when ``HEADRACE_FAULT`` names this point."""
+    if os.environ.get("HEADRACE_FAULT") != name:
+        return
+    once = os.environ.get("HEADRACE_FAULT_ONCE")
+    if once:
+        try:
+            fd = os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+    if os.environ.get("HEADRACE_FAULT_ACTION") == "stall":
+        time.sleep(3600)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
