@@ -23,7 +23,7 @@ from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import RecordError
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
-from tests.helpers import read_messages, write_connector
+from tests.helpers import read_dataset, read_messages, write_connector
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -115,13 +115,19 @@ def test_sink_key_reaches_the_chain(kafka, topic_factory, unique, tmp_path):
         run_sink(bad, kafka)
 
 
-def test_sink_routing_is_refused_with_timestamps_available(kafka, topic_factory, unique, tmp_path):
+def test_sink_routing_uses_the_record_timestamps(kafka, topic_factory, unique, tmp_path):
+    """TimestampRouter on a sink reads each record's Kafka timestamp (routing itself: test_sink_routing)."""
     topic = topic_factory("sink-route")
     _produce(kafka, topic, _sink_records(topic)[:2])
     cfg = _sink(tmp_path, f"sinkroute-{unique}", topic, [
         {"type": "TimestampRouter", "topic_format": "${topic}-${timestamp}", "timestamp_format": "yyyyMMdd"}])
-    with pytest.raises(RecordError, match="not supported by sinks"):
-        run_sink(cfg, kafka)
+    res = run_sink(cfg, kafka)
+    day = dt.datetime.fromtimestamp(T0 / 1000, dt.UTC).strftime("%Y%m%d")
+    assert res.rows == 2
+    routed = tmp_path / "out" / f"{topic}-{day}"
+    assert sorted(f.name for f in routed.rglob("*.parquet")) == [f"{topic}-{day}+0+{0:020d}.parquet"]
+    assert sorted(read_dataset(routed).column("id").to_pylist()) == [1, 2]
+    assert not (tmp_path / "out" / topic).exists()
 
 
 # --- sources -----------------------------------------------------------------------------------------
