@@ -27,7 +27,7 @@ from confluent_kafka import Message, TopicPartition
 
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
-from integrations.converters.base import Converter
+from integrations.converters.base import PRIMITIVE_COLUMN, Converter
 from integrations.converters.factory import build_converter
 from integrations.errors import ConfigError, DeliveryError
 from integrations.kafka.cluster import KafkaSettings
@@ -41,6 +41,7 @@ from integrations.runtime.errors import (
     locate_bad,
 )
 from integrations.runtime.faults import fault_point
+from integrations.runtime.gc_tuning import relaxed_gc
 from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange, routes
 from integrations.transforms import Batch as RecordBatch
 from integrations.transforms import TransformChain, TransformError, primitive
@@ -146,7 +147,7 @@ def run_sink(
     converter = build_converter(config.value_converter)
     transform = build_chain(config)
     if "key" in transform.needs:  # keys are decoded only for a chain that reads them
-        converter.key_converter = build_converter(config.key_converter, is_key=True)
+        converter.key_converter = _chain_key_converter(config)
     state: dict[str, Any] = {"sink": sink}
 
     def attempt() -> SinkResult:
@@ -160,7 +161,8 @@ def run_sink(
         consumer = kafka.consumer(group_id=group)
         try:
             if plan:
-                _drain(consumer, current, converter, transform, schema, plan, result, consume_batch, errors)
+                with relaxed_gc():  # one GC-tracked Message per record: collect far less often
+                    _drain(consumer, current, converter, transform, schema, plan, result, consume_batch, errors)
         except Exception as e:
             if own_sink and is_transient(e):
                 current.close()
@@ -180,6 +182,15 @@ def run_sink(
     result.lag_after = lag(kafka, group, config.topics)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _chain_key_converter(config) -> Converter:
+    """The key converter for a chain that reads keys: a primitive key (Avro ``"string"``, a non-struct
+    JSON envelope) decodes into the chain's primitive column, as string and bytes keys do."""
+    key_converter = build_converter(config.key_converter, is_key=True)
+    if getattr(key_converter, "self_describing", False) and hasattr(key_converter, "field"):
+        key_converter.field = PRIMITIVE_COLUMN
+    return key_converter
 
 
 def _transformed(

@@ -89,3 +89,26 @@ def test_skipping_decode_drops_bad_positions_and_maps_kept_back():
     assert d.kept.tolist() == [1, 3] and d.rows.column("v").to_pylist() == ["b", "d"]
     none = sink_runner._skipping(decode, [])(["a", "b"])
     assert none.rows is None and none.kept.tolist() == []
+
+
+@pytest.mark.parametrize("kind", ["avro", "json_schema"])
+def test_sink_chain_reads_a_primitive_key_as_the_primitive_column(kind):
+    """A primitive Avro / JSON-envelope key reaches the chain as ``__value__`` (as string keys do),
+    so HoistField.Key wraps the key itself, not a ``value`` struct around it."""
+    import uuid
+
+    from integrations.config import TableSinkConfig
+    from integrations.converters.base import PRIMITIVE_COLUMN
+
+    conv = {"type": kind, **({"schema_registry_url": f"mock://{uuid.uuid4().hex[:8]}"} if kind == "avro" else {})}
+    cfg = TableSinkConfig(name="k", type="table_sink", topics=["t"], connection_url="duckdb:///:memory:",
+                          key_converter=conv)
+    key_conv = sink_runner._chain_key_converter(cfg)
+    raw = key_conv.encode_keys(pa.table({PRIMITIVE_COLUMN: pa.array(["a", "b"])}), [PRIMITIVE_COLUMN], "t")
+    raw = [k.encode() if isinstance(k, str) else k for k in raw]  # as the consumer hands them over
+    keys = sink_runner._keys([*raw, None], key_conv, "t")
+    assert keys.column_names == [PRIMITIVE_COLUMN] and keys.column(0).to_pylist() == ["a", "b", None]
+    chain = build_chain(cfg.model_copy(update={"transforms": [{"type": "HoistField.Key", "field": "id"}]}))
+    out = chain.apply(sink_runner.RecordBatch.of(pa.table({"v": [1, 2, 3]}), topic="t", partition=0,
+                                                 offset=pa.array([0, 1, 2]), key=keys))
+    assert out.key.to_pylist() == [{"id": "a"}, {"id": "b"}, {"id": None}]
