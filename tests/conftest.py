@@ -133,3 +133,11 @@ def start_moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def db_url(request, tmp_path: Path) -> str:
+    """(Table sink tests) A warehouse URL per backend: a DuckDB file under tmp_path, or the test PostgreSQL server."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path}/wh.duckdb"
+    return request.getfixturevalue("pg_url")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
 
+from integrations.config import TableSinkConfig
 from integrations.kafka.cluster import KafkaSettings
+from integrations.sinks.table import open_backend
 
 
 def produce(kafka: KafkaSettings, topic: str, records: list[tuple[int, Any, Any, int | None]]) -> None:
@@ -25,8 +28,16 @@ def produce(kafka: KafkaSettings, topic: str, records: list[tuple[int, Any, Any,
 
 def file_rows(root: str, topic: str, column: str = "id") -> dict[str, list[int]]:
     """``{relative file path: [values of column]}`` for every Parquet file of a topic."""
-    from pathlib import Path
-
+    
     base = Path(root) / topic
     return {str(f.relative_to(base)): pq.read_table(f).column(column).to_pylist()
             for f in sorted(base.rglob("*.parquet")) if not any(s.startswith(".") for s in f.relative_to(base).parts)}
+
+
+def stored_offsets(cfg: TableSinkConfig) -> dict[tuple[str, int], int]:
+    """The offsets a table sink keeps in its target database."""
+    backend = open_backend(cfg)
+    try:
+        return backend.stored_offsets()
+    finally:
+        backend.close()

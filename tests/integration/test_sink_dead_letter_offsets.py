@@ -5,32 +5,16 @@ and dead-letters nothing again; on the real broker with DuckDB, PostgreSQL and P
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.runtime.sink_runner import run_sink
-from integrations.sinks.table import open_backend
 from tests.helpers import read_messages
+from tests.integration.sink_helpers import stored_offsets
 from tests.integration.test_errors import produce_raw
-from tests.integration.test_table_sink import _fetch, _url
+from tests.integration.test_table_sink import _fetch
 
 BAD = [b'{"id": ', b"not json", b'{"id": 1,', b"}", b'{"id": 2']  # malformed JSON
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def db_url(request, tmp_path: Path) -> str:
-    pg = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return _url(request.param, tmp_path, pg)
-
-
-def _stored(cfg: TableSinkConfig) -> dict[tuple[str, int], int]:
-    backend = open_backend(cfg)
-    try:
-        return backend.stored_offsets()
-    finally:
-        backend.close()
 
 
 def test_table_sink_stores_offsets_past_a_batch_of_only_bad_records(db_url, kafka, topic_factory, unique):
@@ -41,7 +25,7 @@ def test_table_sink_stores_offsets_past_a_batch_of_only_bad_records(db_url, kafk
     res = run_sink(cfg, kafka)
     assert (res.rows, res.dead_lettered, res.failed) == (0, 5, 5)
     assert [m.value() for m in read_messages(kafka, dlq)] == BAD
-    assert _stored(cfg) == {(topic, 0): 5}  # the offsets table, which wins over the group's
+    assert stored_offsets(cfg) == {(topic, 0): 5}  # the offsets table, which wins over the group's
     assert kafka.committed(cfg.consumer_group, topic) == {0: 5}
 
     again = run_sink(cfg, kafka)
@@ -53,7 +37,7 @@ def test_table_sink_stores_offsets_past_a_batch_of_only_bad_records(db_url, kafk
     res = run_sink(cfg, kafka)
     assert (res.rows, res.dead_lettered) == (2, 3)
     assert _fetch(db_url, f'SELECT id FROM "{topic}" ORDER BY id') == [(10,), (11,)]
-    assert _stored(cfg) == {(topic, 0): 10}
+    assert stored_offsets(cfg) == {(topic, 0): 10}
     again = run_sink(cfg, kafka)
     assert (again.ranges, again.rows, again.dead_lettered) == ([], 0, 0)
     assert len(read_messages(kafka, dlq)) == 8
@@ -65,7 +49,7 @@ def test_table_sink_stores_offsets_past_a_batch_a_filter_drops(db_url, kafka, to
     cfg = TableSinkConfig(type="table_sink", name=f"af-{unique}", topics=[topic], connection_url=db_url,
                           auto_create=True, transforms=[{"type": "Filter"}])
     assert run_sink(cfg, kafka).rows == 0
-    assert _stored(cfg) == {(topic, 0): 3}
+    assert stored_offsets(cfg) == {(topic, 0): 3}
     assert kafka.committed(cfg.consumer_group, topic) == {0: 3}
     assert run_sink(cfg, kafka).ranges == []
 

@@ -18,11 +18,10 @@ from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.errors import ConfigError, HeadraceError
 from integrations.runtime.sink_runner import run_sink
 from integrations.sinks.parquet import source_topic
-from integrations.sinks.table import open_backend
 from integrations.sinks.windows import rebuild_window
 from tests.conftest import run_cli
 from tests.helpers import write_connector
-from tests.integration.sink_helpers import file_rows, produce
+from tests.integration.sink_helpers import file_rows, produce, stored_offsets
 from tests.integration.test_table_sink import _fetch, _url
 
 DAY = 86_400_000
@@ -48,20 +47,6 @@ def orders_topic(kafka):
 
     yield make
     kafka.delete_topics(made)
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def db_url(request, tmp_path: Path) -> str:
-    pg = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return _url(request.param, tmp_path, pg)
-
-
-def _stored(cfg: TableSinkConfig) -> dict[tuple[str, int], int]:
-    backend = open_backend(cfg)
-    try:
-        return backend.stored_offsets()
-    finally:
-        backend.close()
 
 
 def _tables(url: str) -> list[str]:
@@ -235,7 +220,7 @@ def test_regex_router_table_sink_writes_the_routed_table(db_url, kafka, orders_t
     assert (res.rows, res.tombstones, res.rows_per_target) == (4, 1, {routed: 4})
     assert _tables(db_url) == ["headrace_sink_offsets", f"raw_{routed}"]
     assert _fetch(db_url, f'SELECT id, v FROM "raw_{routed}" ORDER BY id') == [(2, "B"), (3, "c")]
-    assert _stored(cfg) == {(topic, 0): 5}  # keyed by the source topic-partition
+    assert stored_offsets(cfg) == {(topic, 0): 5}  # keyed by the source topic-partition
     assert kafka.committed(cfg.consumer_group, topic) == {0: 5}
     assert run_sink(cfg, kafka).rows == 0
 
@@ -252,7 +237,7 @@ def test_timestamp_router_table_sink_one_transaction_two_tables(db_url, kafka, t
     cols = 'id, "__connect_topic", "__connect_partition", "__connect_offset"'
     assert _fetch(db_url, f'SELECT {cols} FROM "{d9}" ORDER BY id') == [(0, d9, 0, 0), (2, d9, 0, 2), (4, d9, 0, 4)]
     assert _fetch(db_url, f'SELECT {cols} FROM "{d10}" ORDER BY id') == [(1, d10, 0, 1), (3, d10, 0, 3)]
-    assert _stored(cfg) == {(topic, 0): 5}
+    assert stored_offsets(cfg) == {(topic, 0): 5}
 
     # auto_evolve per target table: only the table that receives the new field gains the column
     produce(kafka, topic, [(0, None, {"id": 5, "note": "x"}, T0 + DAY + 5)])
@@ -261,7 +246,7 @@ def test_timestamp_router_table_sink_one_transaction_two_tables(db_url, kafka, t
     assert [c for (c,) in _fetch(db_url, "SELECT column_name FROM information_schema.columns WHERE table_name = "
                                          f"'{d9}' ORDER BY ordinal_position")] == [
         "id", "__connect_topic", "__connect_partition", "__connect_offset"]
-    assert _stored(cfg) == {(topic, 0): 6}
+    assert stored_offsets(cfg) == {(topic, 0): 6}
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "sqlite"])  # SQLite: the SQLAlchemy backend
@@ -274,7 +259,7 @@ def test_table_sink_merges_two_topics_into_one_table(backend, kafka, orders_topi
                           auto_create=True, transforms=[{"type": "RegexRouter", "regex": ".*", "replacement": "all"}])
     assert run_sink(cfg, kafka).rows_per_target == {"all": 5}
     assert _fetch(url, 'SELECT id FROM "all" ORDER BY id') == [(0,), (1,), (2,), (10,), (11,)]
-    assert _stored(cfg) == {(a, 0): 3, (b, 0): 2}
+    assert stored_offsets(cfg) == {(a, 0): 3, (b, 0): 2}
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"])
