@@ -11,6 +11,11 @@ import resource
 import sys
 import time
 
+#: Connector implementations the engine imports lazily (about 0.3 s in a fresh process): loaded
+#: before the clock starts, so both sides time the work and not module imports.
+_ENGINE_MODULES = ("integrations.sources.sql", "integrations.sources.files", "integrations.sinks.parquet",
+                   "integrations.sinks.table")
+
 
 def main() -> None:
     """Run the requested part and print ``{"rows", "seconds", "peak_rss_mb"}`` (or the state)."""
@@ -31,6 +36,8 @@ def main() -> None:
         print(json.dumps({"ok": True}))
         return
     fn = getattr(case, part)
+    for module_name in _ENGINE_MODULES:  # imported before timing, as the ceilings' libraries are
+        importlib.import_module(module_name)
     t0 = time.perf_counter()
     rows = fn(state)
     seconds = time.perf_counter() - t0
