@@ -66,8 +66,7 @@ NOTES: dict[str, str] = {
         "schema: 8-byte SWAR varints (one unaligned 64-bit load/store per field per row), overlapping "
         "stores into a row matrix compacted once, names decoded as an Arrow string_view over the message "
         "buffer: ~28 ms and ~20 ms; it is byte-identical to fastavro. Both figures include the shared "
-        "costs: `to_pylist` of the messages (~6 ms per 100k), `pa.array` of them (~5 ms); pyarrow's "
-        "one-time pandas import on the first `pa.array` (~0.3 s per run, on both sides). The issue's own "
+        "costs: `to_pylist` of the messages (~6 ms per 100k), `pa.array` of them (~5 ms). The issue's own "
         "ceiling, fastavro alone (one call per record, ~76k rows/s), is reported as avro_roundtrip_fastavro: "
         "the same engine is ~8.6x faster than it."
     ),
