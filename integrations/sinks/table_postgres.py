@@ -46,6 +46,22 @@ def _csv(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+#: PostgreSQL keeps only the first NAMEDATALEN - 1 bytes of an identifier, silently
+MAX_IDENTIFIER_BYTES = 63
+
+
+def checked_identifier(name: str, what: str) -> str:
+    """``name`` when PostgreSQL keeps it whole; else a clear error (it would be truncated silently,
+    and the sink would no longer find the table or column it wrote)."""
+    size = len(name.encode())
+    if size > MAX_IDENTIFIER_BYTES:
+        raise TableSinkError(
+            f"PostgreSQL {what} name {name!r} is {size} bytes; PostgreSQL keeps only the first "
+            f"{MAX_IDENTIFIER_BYTES}, so the table sink refuses it. Shorten it (table_name_format, a "
+            "RegexRouter, or a ReplaceField rename).")
+    return name
+
+
 class PostgresBackend(TableBackend):
     """``postgresql://user:${env:PGPASSWORD}@host:port/db`` through psycopg 3."""
 
@@ -64,6 +80,7 @@ class PostgresBackend(TableBackend):
         return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
 
     def columns(self, table: str) -> dict[str, str] | None:
+        checked_identifier(table, "table")
         with self.conn.cursor() as cur:
             cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
                         "AND table_schema = coalesce(%s, current_schema()) ORDER BY ordinal_position",
@@ -73,6 +90,9 @@ class PostgresBackend(TableBackend):
         return dict(rows) if rows else None
 
     def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
+        checked_identifier(table, "table")
+        for f in schema:
+            checked_identifier(f.name, "column")
         cols = [f"{quote(f.name)} {pg_type(f.type)}" + (" NOT NULL" if f.name in pk else "") for f in schema]
         if pk:
             cols.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk)})")
@@ -83,6 +103,7 @@ class PostgresBackend(TableBackend):
     def add_columns(self, table: str, fields: list[pa.Field]) -> None:
         with self.conn.cursor() as cur:
             for f in fields:
+                checked_identifier(f.name, "column")
                 cur.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {quote(f.name)} {pg_type(f.type)}")
         self.conn.commit()
 
