@@ -28,12 +28,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from integrations.converters.avro_flat import decode_flat, encode_flat, flat_plan
+from integrations.converters.avro_scatter import flat_array, string_parts
 from integrations.converters.base import (
     PRIMITIVE_COLUMN,
     Converter,
@@ -437,9 +439,11 @@ class AvroConverter(Converter):
         if table.num_rows == 0:
             return pa.array([], pa.binary())
         header, parsed, flat = self.writer_for(table.schema, topic)
-        cols = [_to_raw(c, f.type, f.name) for f, c in zip(table.schema, table.columns, strict=True)]
-        if flat is not None:  # vectorised: no Python per record
+        if flat is not None:  # vectorised: no Python per record; decimals are written from Decimal128 directly
+            cols = [c if pa.types.is_decimal128(f.type) else _to_raw(c, f.type, f.name)
+                    for f, c in zip(table.schema, table.columns, strict=True)]
             return encode_flat(cols, flat, header)
+        cols = [_to_raw(c, f.type, f.name) for f, c in zip(table.schema, table.columns, strict=True)]
         names = [f["name"] for f in parsed["fields"]]  # "v" for a primitive written as a one-field record
         records = pa.table(cols, names=names).to_pylist(maps_as_pydicts="strict")
         return frame_records(records, header, parsed)
@@ -465,28 +469,27 @@ class AvroConverter(Converter):
         if n == 0:
             return pa.table({})
         arr = pa.array(values, pa.binary())
-        if pc.any(pc.less(pc.binary_length(arr), 5)).as_py():
-            raise ConversionError("message shorter than the 5-byte Schema Registry header")
+        header = single_header(arr)
+        if header is not None:
+            return self._decode_one(header, arr, n)
         headers = pc.binary_slice(arr, 0, 5)
-        distinct = pc.unique(headers)
-        end = pc.max(pc.binary_length(arr)).as_py()
-        if len(distinct) == 1:
-            return self._decode_one(distinct[0].as_py(), pc.binary_slice(arr, 5, end), n)
         parts, order = [], []
-        for h in distinct.to_pylist():
+        for h in pc.unique(headers).to_pylist():
             idx = pc.indices_nonzero(pc.equal(headers, pa.scalar(h, pa.binary())))
-            parts.append(self._decode_one(h, pc.binary_slice(arr.take(idx), 5, end), len(idx)))
+            parts.append(self._decode_one(h, arr.take(idx), len(idx)))
             order.append(idx)
         table = pa.concat_tables(parts, promote_options="permissive")
         return table.take(pc.sort_indices(pa.concat_arrays(order)))
 
-    def _decode_one(self, header: bytes, payloads: pa.Array, n: int) -> pa.Table:
+    def _decode_one(self, header: bytes, messages: pa.Array, n: int) -> pa.Table:
+        """Decode messages that all start with ``header`` (magic byte and schema id)."""
         if header[0] != MAGIC:
             raise ConversionError(f"unknown magic byte {header[0]} (expected 0: Schema Registry wire format)")
         plan = self._plan(int.from_bytes(header[1:5], "big"))
         if plan.flat is not None:  # vectorised: no Python per record
-            table = finish(decode_flat(payloads, plan.flat, plan.raw), plan.raw, plan.final)
+            table = finish(decode_flat(messages, plan.flat, plan.raw, skip=5, final=plan.final), plan.raw, plan.final)
         else:
+            payloads = pc.binary_slice(messages, 5, pc.max(pc.binary_length(messages)).as_py())
             blob = _concat(payloads)
             fo = io.BytesIO(blob)
             parsed = plan.parsed
@@ -498,6 +501,20 @@ class AvroConverter(Converter):
                 raise ConversionError("Avro payloads do not match their schema (trailing bytes)")
             table = to_table(records, plan.raw, plan.final)
         return table.rename_columns([self.field]) if plan.wrap else table
+
+
+def single_header(arr: pa.Array) -> bytes | None:
+    """The 5-byte header shared by every message, or None when they differ; short messages are refused."""
+    arr = flat_array(arr)
+    offsets, data = string_parts(arr)
+    start = offsets[:-1]
+    if (np.diff(offsets) < 5).any():
+        raise ConversionError("message shorter than the 5-byte Schema Registry header")
+    first = bytes(data[start[0]:start[0] + 5])
+    for k, byte in enumerate(first):
+        if (data[start + k] != byte).any():
+            return None
+    return first
 
 
 def frame_records(records: list[dict[str, Any]], header: bytes, parsed: Any) -> pa.Array:
