@@ -105,6 +105,10 @@ class KafkaSettings:
             "fetch.max.bytes": 52_428_800,
             "max.partition.fetch.bytes": 10_485_760,
             "queued.max.messages.kbytes": 262_144,
+            # librdkafka pauses fetching for fetch.queue.backoff.ms (default 1 s) whenever its local
+            # queue holds queued.min.messages; a fast batch consumer then drains the queue and waits
+            # idle for most of that second. Measured on 1M messages: 2.5 s → 0.87 s to consume.
+            "fetch.queue.backoff.ms": 10,
             **overrides,
         }
         return Consumer(conf)
