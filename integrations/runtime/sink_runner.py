@@ -42,7 +42,7 @@ from integrations.runtime.errors import (
 )
 from integrations.runtime.faults import fault_point
 from integrations.runtime.gc_tuning import relaxed_gc
-from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange, routes
+from integrations.sinks.base import Decoded, Sink, SinkStats, TopicPartitionRange, message_offsets, routes
 from integrations.transforms import Batch as RecordBatch
 from integrations.transforms import TransformChain, TransformError, primitive
 from integrations.transforms.chain import build_chain
@@ -511,9 +511,9 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
 
     def run(msgs: list) -> Decoded:
         n = len(msgs)
-        vals = [m.value() for m in msgs]
-        tomb = np.fromiter((v is None for v in vals), dtype=bool, count=n)
-        has_tomb = bool(tomb.any())
+        vals = list(map(_value, msgs))
+        has_tomb = None in vals
+        tomb = np.fromiter((v is None for v in vals), dtype=bool, count=n) if has_tomb else np.zeros(n, bool)
         if not len(transform):  # the hot path: decode the values, keep every message
             live = [v for v in vals if v is not None] if has_tomb else vals
             try:
@@ -530,7 +530,7 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
             table = _decode_live(converter, sub_vals, schema, topic)
         except Exception as e:
             raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
-        offs = np.fromiter((m.offset() for m in sub), dtype=np.int64, count=len(sub))
+        offs = message_offsets(sub)
         try:
             meta = _metadata(transform.needs, sub, key_converter, topic)
             if through:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import methodcaller
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +27,9 @@ import pyarrow.json as pj
 
 from integrations.config import TableSinkConfig, resolve_env
 from integrations.errors import HeadraceError
-from integrations.sinks.base import Decoded, Sink, SinkStats
+from integrations.sinks.base import Decoded, Sink, SinkStats, message_offsets
 
+_value = methodcaller("value")
 
 class TableSinkError(HeadraceError):
     """A batch could not be written to its table (missing table, incompatible columns, ...)."""
@@ -142,7 +144,7 @@ class TableSink(Sink):
 
         The stored offset moves past every consumed message, including those a Filter dropped (and
         the bad ones the runtime dropped under ``errors_tolerance: all``)."""
-        dead = sum(1 for m in messages if m.value() is None)
+        dead = list(map(_value, messages)).count(None)
         if not messages:
             return 0, dead, None
         d = decode(messages)
@@ -325,9 +327,8 @@ class _Pending:
 
     def add(self, d: Decoded, messages: list, with_keys: bool) -> None:
         kept = d.kept
-        self.offsets.append(np.fromiter((messages[i].offset() for i in kept), dtype=np.int64, count=len(kept))
-                            if len(kept) != len(messages) else
-                            np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages)))
+        offsets = message_offsets(messages)
+        self.offsets.append(offsets if len(kept) == len(messages) else offsets[kept])
         self.live.append(~d.tombstone)
         if with_keys:
             self.keys += [messages[i].key() for i in kept]
