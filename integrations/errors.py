@@ -15,6 +15,10 @@ class KafkaUnavailable(HeadraceError):
     """The Kafka cluster could not be reached after bounded retries."""
 
 
+class KafkaRefused(HeadraceError):
+    """Kafka answered but refused the client (a TLS certificate or SASL credentials): retrying won't help."""
+
+
 class DeliveryError(HeadraceError):
     """Some records of a batch were not acknowledged by Kafka; no offset was stored for it."""
 

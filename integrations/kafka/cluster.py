@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from integrations.errors import KafkaUnavailable
+from integrations.errors import KafkaRefused, KafkaUnavailable
 
 
 def _extra_config() -> dict[str, str]:
@@ -32,6 +33,13 @@ def _extra_config() -> dict[str, str]:
 
 #: one AdminClient per (cluster, client config) and process, see ``KafkaSettings.admin``
 _ADMINS: dict[tuple, tuple[int, AdminClient]] = {}
+#: the last error librdkafka reported to each shared AdminClient (served by ``AdminClient.poll``)
+_LAST_ERROR: dict[tuple, KafkaError] = {}
+#: errors that mean the broker refused us, with what to check (no secret is ever part of the text)
+_REFUSALS = {
+    KafkaError._SSL: ("the TLS handshake failed", "check ssl.ca.location against the broker's certificate"),
+    KafkaError._AUTHENTICATION: ("authentication failed", "check sasl.mechanism, sasl.username and sasl.password"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,15 @@ class KafkaSettings:
     def admin(self) -> AdminClient:
         """The process's AdminClient for this cluster, shared: metadata calls reuse its connection
         instead of paying a new client's bootstrap (~35 ms each) every time."""
-        key = (self.bootstrap_servers, tuple(sorted(self.client_config.items())))
+        key = self._key()
         hit = _ADMINS.get(key)
         if hit is None or hit[0] != os.getpid():  # a forked child needs its own client
-            hit = (os.getpid(), AdminClient(self.base()))
+            hit = (os.getpid(), AdminClient({**self.base(), "error_cb": partial(_LAST_ERROR.__setitem__, key)}))
             _ADMINS[key] = hit
         return hit[1]
+
+    def _key(self) -> tuple:
+        return (self.bootstrap_servers, tuple(sorted(self.client_config.items())))
 
     def producer(self, **overrides: Any) -> Producer:
         """An idempotent producer with acks=all, sized for batch throughput."""
@@ -116,13 +127,21 @@ class KafkaSettings:
     def wait_available(self) -> None:
         """Check that a broker answers, retrying with exponential backoff; raise KafkaUnavailable."""
         delay, last = self.connect_backoff, None
+        _LAST_ERROR.pop(self._key(), None)
         for attempt in range(1, self.connect_retries + 1):
+            admin = self.admin()
             try:
-                md = self.admin().list_topics(timeout=3)
+                md = admin.list_topics(timeout=3)
                 if md.brokers:
                     return
             except KafkaException as e:
                 last = e
+            admin.poll(0)  # serve error_cb: a refused certificate or password is reported there
+            refused = _LAST_ERROR.get(self._key())
+            if refused is not None and refused.code() in _REFUSALS:
+                what, hint = _REFUSALS[refused.code()]
+                raise KafkaRefused(f"Kafka at {self.bootstrap_servers} refused the connection: {what} "
+                                   f"({refused.str()}); {hint} in HEADRACE_KAFKA_CONFIG")
             if attempt < self.connect_retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 10)

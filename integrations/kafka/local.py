@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from integrations.errors import HeadraceError
@@ -36,6 +36,12 @@ class LocalKafka:
     port: int = int(os.environ.get("HEADRACE_KAFKA_PORT", "9092"))
     controller_port: int | None = None
     heap: str = os.environ.get("HEADRACE_KAFKA_HEAP", "768m")
+    #: security protocol of the client listener (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)
+    protocol: str = "PLAINTEXT"
+    #: extra ``key=value`` lines for server.properties (SSL stores, SASL JAAS config, ...)
+    extra_properties: tuple[str, ...] = ()
+    #: client settings for the readiness check when the listener needs them (``(key, value)`` pairs)
+    client_config: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def home(self) -> Path:
@@ -130,11 +136,11 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.ctrl_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.ctrl_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={self.protocol}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.ctrl_port}",
+                    f"advertised.listeners={self.protocol}://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    f"listener.security.protocol.map={self.protocol}:{self.protocol},CONTROLLER:PLAINTEXT",
+                    f"inter.broker.listener.name={self.protocol}",
                     f"log.dirs={self.data}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -149,6 +155,7 @@ class LocalKafka:
                     "log.retention.hours=168",
                     "log.segment.bytes=268435456",
                     "message.max.bytes=4194304",
+                    *self.extra_properties,
                     "",
                 ]
             )
@@ -185,7 +192,7 @@ class LocalKafka:
                 raise HeadraceError(
                     f"Kafka exited with code {proc.returncode}; see {self.home / 'logs'}"
                 )
-            if self.answers() and _broker_ready(self.bootstrap):
+            if self.answers() and _broker_ready(self.bootstrap, dict(self.client_config)):
                 return f"Kafka {self.version()} started on {self.bootstrap} (pid {proc.pid})"
             time.sleep(0.5)
         raise HeadraceError(f"Kafka did not answer on {self.bootstrap} within {wait:.0f}s")
@@ -218,11 +225,11 @@ def min_heap(heap: str) -> str:
     return f"{max(num // 4, 1)}{unit}"
 
 
-def _broker_ready(bootstrap: str) -> bool:
+def _broker_ready(bootstrap: str, client_config: dict[str, str] | None = None) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+        md = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})}).list_topics(timeout=2)
         return bool(md.brokers)
     except Exception:
         return False
