@@ -18,12 +18,16 @@ NOTES: dict[str, str] = {
         "within noise of each other."
     ),
     "kafka_to_parquet": (
-        "Consuming dominates: `Consumer.consume()` builds one Python `Message` per record (~3 s per 1M, over "
-        "half the run, in the ceiling too), then `pyarrow.json` parsing (~1.3 s per 1M) and the zstd Parquet "
-        "write (~0.7 s per 1M). The engine's per-message work is `map` over the C accessors (one topic-"
-        "partition, consecutive offsets: no Python per message). Engine-only costs left: ~0.3 s fixed "
-        "(committed and watermark lookups to plan the range and report the lag, consumer creation), full "
-        "UTF-8 validation of each batch (~20 ms per 1M) and newline detection (~70 ms per 1M)."
+        "Consuming was idle most of the time until this pass: librdkafka stops fetching whenever its local "
+        "queue holds queued.min.messages and waits fetch.queue.backoff.ms (default 1 s) before it fetches "
+        "again, so a fast batch consumer drained the queue and then sat idle (1M messages took ~2.5 s with "
+        "~0.9 s of CPU). The consumer settings now use 10 ms (0.87 s per 1M); engine and ceilings share them. "
+        "What is left is `pyarrow.json` parsing (~0.75 s per 1M), `Consumer.consume()` building one Python "
+        "`Message` per record (~0.5 s per 1M), and the zstd Parquet write (~0.3 s per 1M). The engine's "
+        "per-message work is `map` over the C accessors (one topic-partition, consecutive offsets: no Python "
+        "per message). Engine-only costs left: ~0.2 s fixed (committed and watermark lookups to plan the "
+        "range and report the lag, consumer creation), full UTF-8 validation of each batch and newline "
+        "detection."
     ),
     "sql_to_kafka_fast": (
         "The same limits as sql_to_kafka (per-record produce, to_json, the COPY read) with 500k-row chunks "
@@ -35,16 +39,16 @@ NOTES: dict[str, str] = {
         "C-level `map` loop as the engine, waiting for every acknowledgement per slice as the engine does."
     ),
     "kafka_to_duckdb_upsert": (
-        "Consume (Python `Message` per record, ~2-3 s per 1M on this machine: the bare consume loop alone "
-        "reaches 330-420k msgs/s) and the DuckDB upsert from Arrow (~2.5 s per 1M), one after the other. "
-        "Each `Message` is a GC-tracked object, so with CPython's default thresholds the collector ran "
-        "every 700 records and took about a third of the drain; engine and ceiling both raise the young "
-        "threshold to 100k while consuming. The shared ceiling loop `read_batches` extracts values with "
-        "`map` over the C accessors and never asks for more messages than remain, so it never waits at "
-        "the tail. Tried and not adopted: consuming in a background thread while the previous batch is "
-        "written. A plain loop gained (6.6 s → 5.4 s per 1M under load), but the engine lost (266k → 223k "
-        "rows/s here): the fetch thread's Message building competes for the GIL with the drain loop's "
-        "per-batch Python."
+        "Consume (~0.9 s per 1M since the fetch back-off fix, see kafka_to_parquet), `pyarrow.json` parsing "
+        "(~0.8 s), keeping the last row per id and the DuckDB upsert from Arrow (~0.8 s per 1M), one after "
+        "the other. The table sink used to make three Python calls per message (value, offset, tombstone "
+        "check), ~0.6 s per 1M; offsets of a consecutive run now come from its ends and values are mapped in "
+        "C. Each `Message` is a GC-tracked object, so engine and ceiling both raise CPython's "
+        "young-generation threshold to 100k while consuming. The shared ceiling loop `read_batches` extracts "
+        "values with `map` over the C accessors and never asks for more messages than remain, so it never "
+        "waits at the tail. Tried and not adopted: consuming, or writing, in a background thread while the "
+        "next batch is read (measured on the ceiling: 3.75 s → 3.5 s per 1M before the back-off fix; the GIL "
+        "and the 2 cores are shared with librdkafka's threads and the broker)."
     ),
     "kafka_to_postgres_upsert": (
         "Consume, then COPY into a staging table and INSERT … ON CONFLICT in PostgreSQL on the same 2 cores. "
