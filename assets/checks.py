@@ -5,7 +5,7 @@ import os
 
 import dagster as dg
 
-from assets.factory import _sink_key
+from assets.keys import SinkAsset, sink_assets
 from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.runtime.sink_runner import lag
 from resources.kafka import KafkaResource
@@ -13,11 +13,13 @@ from resources.kafka import KafkaResource
 DEFAULT_MAX_LAG = int(os.environ.get("HEADRACE_MAX_LAG", "1000000"))
 
 
-def _lag_check(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=_sink_key(config, topic), name="lag_within_threshold",
-                    description=f"Records of {topic!r} not yet in the dataset ≤ {DEFAULT_MAX_LAG}")
+def _lag_check(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset) -> dg.AssetChecksDefinition:
+    topics = list(asset.sources)
+
+    @dg.asset_check(asset=asset.key, name="lag_within_threshold",
+                    description=f"Records of {', '.join(map(repr, topics))} not yet in the dataset ≤ {DEFAULT_MAX_LAG}")
     def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
-        behind = lag(kafka.settings(), config.consumer_group, [topic])[topic]
+        behind = sum(lag(kafka.settings(), config.consumer_group, topics).values())
         return dg.AssetCheckResult(
             passed=behind <= DEFAULT_MAX_LAG, severity=dg.AssetCheckSeverity.WARN,
             metadata={"lag": behind, "threshold": DEFAULT_MAX_LAG},
@@ -27,5 +29,6 @@ def _lag_check(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.As
 
 
 def lag_checks(config: ParquetSinkConfig | TableSinkConfig) -> list[dg.AssetChecksDefinition]:
-    """One check per dataset: records not yet committed by the sink's group ≤ the threshold."""
-    return [_lag_check(config, topic) for topic in config.topics]
+    """One check per dataset or table: records of its source topics not yet committed by the sink's group ≤
+    the threshold."""
+    return [_lag_check(config, a) for a in sink_assets(config)]

@@ -12,12 +12,23 @@ dagster.yaml).
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.keys import clean, dataset_key, folder_key, group_of, table_key, target_table_key, topic_key
+from assets.keys import (
+    SinkAsset,
+    clean,
+    describe_routers,
+    folder_key,
+    group_of,
+    is_dynamic,
+    routers_of,
+    sink_assets,
+    table_key,
+    topic_key,
+)
 from assets.metadata import sink_metadata, source_metadata
 from assets.orphan_guard import die_with_run_worker
 from integrations.config import (
@@ -138,21 +149,39 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
 
 
 # -- sinks -----------------------------------------------------------------------------------------
-def _sink_specs(config: ParquetSinkConfig | TableSinkConfig, partitions: dg.PartitionsDefinition | None
-                ) -> list[dg.AssetSpec]:
-    group = group_of(config)
+def _sink_description(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset, root: str) -> str:
+    """What the asset is, and how routing (if any) decides where its records go."""
+    how = describe_routers(config) if routers_of(config) else ""
+    srcs = f"topic{'s' if len(asset.sources) > 1 else ''} {', '.join(map(repr, asset.sources))}"
+    if how and not asset.targets:  # dynamic: known per record only
+        where = (f"the tables {config.table_name_format!r} gives for the routed topics" if isinstance(
+            config, TableSinkConfig) else f"{root}/<routed topic>")
+        return (f"Records of {srcs}, written by {config.name} into {where}: {how} routes each record, "
+                "so the routed topics are known per run only. Each materialization lists them in "
+                "'routed_targets' (rows per routed topic) and 'files'.")
+    tops = ", ".join(map(repr, asset.targets))
+    routed = f" (routed from {srcs} by {how})" if how and asset.targets != asset.sources else ""
     if isinstance(config, TableSinkConfig):
-        return [dg.AssetSpec(target_table_key(config, t), deps=[topic_key(t)], group_name=group,
+        return f"Table for topic {tops}{routed}, written by {config.name} ({config.insert_mode})"
+    return f"Parquet dataset of topic {tops}{routed} under {root}/{asset.targets[0]}, written by {config.name}"
+
+
+def _sink_specs(config: ParquetSinkConfig | TableSinkConfig, partitions: dg.PartitionsDefinition | None,
+                assets: list[SinkAsset]) -> list[dg.AssetSpec]:
+    group = group_of(config)
+    routing = {"routing": describe_routers(config)} if routers_of(config) else {}
+    if isinstance(config, TableSinkConfig):
+        return [dg.AssetSpec(a.key, deps=[topic_key(t) for t in a.sources], group_name=group,
                              kinds={"table", database_label_kind(config)},
-                             description=f"Table for topic {t!r}, written by {config.name} ({config.insert_mode})",
-                             metadata={"connector": config.name})
-                for t in config.topics]
+                             description=_sink_description(config, a, ""),
+                             metadata={"connector": config.name, **routing})
+                for a in assets]
     root = resolve_path(config.path) if "://" not in config.path else config.path
-    return [dg.AssetSpec(dataset_key(config, t), deps=[topic_key(t)], group_name=group, kinds={"parquet"},
-                         partitions_def=partitions,
-                         description=f"Parquet dataset of topic {t!r} under {root}/{t}, written by {config.name}",
-                         metadata={"path": dg.MetadataValue.path(f"{root}/{t}"), "connector": config.name})
-            for t in config.topics]
+    return [dg.AssetSpec(a.key, deps=[topic_key(t) for t in a.sources], group_name=group, kinds={"parquet"},
+                         partitions_def=partitions, description=_sink_description(config, a, str(root)),
+                         metadata={"path": dg.MetadataValue.path(f"{root}/{a.targets[0]}" if a.targets else str(root)),
+                                   "connector": config.name, **routing})
+            for a in assets]
 
 
 def database_label_kind(config: TableSinkConfig) -> str:
@@ -162,17 +191,26 @@ def database_label_kind(config: TableSinkConfig) -> str:
 
 
 def _sink_key(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.AssetKey:
-    return target_table_key(config, topic) if isinstance(config, TableSinkConfig) else dataset_key(config, topic)
+    """The key of the sink asset that source topic ``topic`` feeds (its routed dataset or table when the
+    routing is static)."""
+    return next(a.key for a in sink_assets(config) if topic in a.sources)
 
 
-def _sink_results(config: ParquetSinkConfig | TableSinkConfig, result: SinkResult) -> Iterator:
-    for topic in config.topics:
-        key = _sink_key(config, topic)
-        where = config.path if isinstance(config, ParquetSinkConfig) else config.table_name_format.replace("${topic}", topic)
-        meta = sink_metadata(result, topic, where)
+def _sink_results(config: ParquetSinkConfig | TableSinkConfig, assets: list[SinkAsset], result: SinkResult
+                  ) -> Iterator:
+    table = isinstance(config, TableSinkConfig)
+    target_name = None if not routers_of(config) else (config.table_for if table else str)
+    for a in assets:
+        if not table:
+            where = config.path
+        elif a.targets:
+            where = ", ".join(config.table_for(t) for t in a.targets)
+        else:
+            where = config.table_name_format
+        meta = sink_metadata(result, a.sources, where, target_name)
         meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
-        yield dg.MaterializeResult(asset_key=key, metadata=meta)
-        yield _dlq_result(key, config, result.dead_lettered)
+        yield dg.MaterializeResult(asset_key=a.key, metadata=meta)
+        yield _dlq_result(a.key, config, result.dead_lettered)
 
 
 def time_partitions(config: ParquetSinkConfig) -> dg.TimeWindowPartitionsDefinition | None:
@@ -187,7 +225,8 @@ def time_partitions(config: ParquetSinkConfig) -> dg.TimeWindowPartitionsDefinit
 def sink_defs(config: ParquetSinkConfig | TableSinkConfig) -> ConnectorDefs:
     """The sink's multi-asset (and, for time partitions, its streaming job)."""
     partitions = time_partitions(config)
-    specs = _sink_specs(config, partitions)
+    assets = sink_assets(config)
+    specs = _sink_specs(config, partitions, assets)
     keys = [s.key for s in specs]
     tags = {CONNECTOR_TAG: config.name}
     if partitions is None:
@@ -202,20 +241,63 @@ def sink_defs(config: ParquetSinkConfig | TableSinkConfig) -> ConnectorDefs:
             tag = context.run.tags.get(RANGES_TAG)
             result = run_sink(config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
             context.log.info(f"{config.name}: wrote {result.rows} rows ({len(result.stats.files)} file(s))")
-            yield from _sink_results(config, result)
+            yield from _sink_results(config, assets, result)
 
         job = dg.define_asset_job(f"{clean(config.name)}_job", selection=dg.AssetSelection.assets(*keys), tags=tags,
                                   description=f"One micro-batch of {config.name}")
         return ConnectorDefs(assets=[_sink], jobs=[job], keys=keys, sensor_job=job)
-    return _partitioned_parquet_defs(config, specs, partitions)
+    return _partitioned_parquet_defs(config, specs, partitions, assets)
+
+
+@dataclass(frozen=True)
+class FolderOwners:
+    """Which sink asset owns a written file or a topic folder (the folder a record was routed to)."""
+
+    config: ParquetSinkConfig
+    assets: list[SinkAsset]
+
+    def of_source(self, topic: str | None) -> dg.AssetKey | None:
+        """The asset a source topic's records belong to."""
+        return next((a.key for a in self.assets if topic in a.sources), None)
+
+    def of_folder(self, folder: str, sample: str | None = None, fs: object | None = None) -> dg.AssetKey | None:
+        """The asset owning topic folder ``folder``; None for a folder no asset owns (e.g. written under an
+        older routing config). Under dynamic routing the source topic recorded in ``sample`` (one file of
+        the folder) decides, unless the connector has one topic."""
+        if not is_dynamic(self.config):
+            return next((a.key for a in self.assets if folder in a.targets), None)
+        if len(self.assets) == 1:
+            return self.assets[0].key
+        if sample is None:
+            return self.of_source(folder)
+        from integrations.sinks.parquet import source_topic
+
+        return self.of_source(source_topic(fs, sample))
+
+    def of_file(self, path: str, folder: str, sources: dict[str, str]) -> dg.AssetKey | None:
+        """The asset a written file belongs to: by its source topic when the sink recorded it, else by
+        its folder."""
+        if path in sources:
+            return self.of_source(sources[path])
+        return self.of_folder(folder)
+
+
+def _offsets_of(result: SinkResult, sources: tuple[str, ...]) -> dict:
+    read = result.offsets()
+    return read.get(sources[0], {}) if len(sources) == 1 else {t: read.get(t, {}) for t in sources}
 
 
 def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpec],
-                              partitions: dg.TimeWindowPartitionsDefinition) -> ConnectorDefs:
+                              partitions: dg.TimeWindowPartitionsDefinition, assets: list[SinkAsset]
+                              ) -> ConnectorDefs:
+    import pyarrow.parquet as pq
+
+    from integrations.sinks.parquet_partitioners import open_root
     from integrations.sinks.windows import rebuild_window
 
     keys = [s.key for s in specs]
     tags = {CONNECTOR_TAG: config.name}
+    owners = FolderOwners(config, assets)
 
     @dg.multi_asset(
         name=f"{clean(config.name)}_backfill", specs=specs, partitions_def=partitions, can_subset=False,
@@ -228,14 +310,20 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
         window = context.partition_time_window
         res = rebuild_window(config, window.start, window.end, kafka.settings())
         context.log.info(f"{config.name}: rebuilt [{window.start}, {window.end}) with {res.rows} rows")
-        for topic in config.topics:
-            yield dg.MaterializeResult(asset_key=dataset_key(config, topic), metadata={
-                "rows": dg.MetadataValue.int(res.rows if len(config.topics) == 1 else 0),
+        fs, root = open_root(config)[:2]
+        paths, files = replaced_by_asset(owners, res.paths, res.files, (fs, root))
+        for p in paths.pop(None, []):
+            context.log.warning(f"{config.name}: rebuilt {p}, a folder no asset of the connector owns")
+        for a in assets:
+            rows = res.rows if len(assets) == 1 else sum(pq.read_metadata(f, filesystem=fs).num_rows
+                                                         for f in files.get(a.key, []))
+            yield dg.MaterializeResult(asset_key=a.key, metadata={
+                "rows": dg.MetadataValue.int(rows),
                 "window": dg.MetadataValue.text(f"[{window.start.isoformat()}, {window.end.isoformat()})"),
                 "offsets": dg.MetadataValue.json({f"{r.topic}[{r.partition}]": [r.start, r.end] for r in res.ranges
-                                                  if r.topic == topic}),
-                "paths_replaced": dg.MetadataValue.json([p for p in res.paths if p.startswith(f"{topic}/")]),
-                "files": dg.MetadataValue.int(len([f for f in res.files if f"/{topic}/" in f])),
+                                                  if r.topic in a.sources}),
+                "paths_replaced": dg.MetadataValue.json(paths.get(a.key, [])),
+                "files": dg.MetadataValue.int(len(files.get(a.key, []))),
             })
 
     @dg.op(name=f"{clean(config.name)}_stream", retry_policy=RETRY, pool=pool_of(config.name), tags=tags)
@@ -243,12 +331,16 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
         die_with_run_worker()
         tag = context.run.tags.get(RANGES_TAG)
         result = run_sink(config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
-        touched = touched_partitions(config, partitions, result.stats.files)
-        for topic, pkeys in touched.items():
-            for pk in sorted(pkeys):
+        sources = getattr(result.stats, "sources", {})
+        touched = touched_partitions(config, partitions, result.stats.files,
+                                     lambda f, folder: owners.of_file(f, folder, sources))
+        for f in sorted(touched.pop(None, ())):
+            context.log.warning(f"{config.name}: wrote time partition {f} of a folder no asset owns")
+        for a in assets:
+            for pk in sorted(touched.get(a.key, ())):
                 context.log_event(dg.AssetMaterialization(
-                    asset_key=dataset_key(config, topic), partition=pk,
-                    metadata={"offsets": dg.MetadataValue.json(result.offsets().get(topic, {})),
+                    asset_key=a.key, partition=pk,
+                    metadata={"offsets": dg.MetadataValue.json(_offsets_of(result, a.sources)),
                               "written_by": dg.MetadataValue.text("streaming micro-batch")}))
         context.log.info(f"{config.name}: streamed {result.rows} rows into {sum(map(len, touched.values()))} "
                          f"time partition(s)")
@@ -263,22 +355,47 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
     return ConnectorDefs(assets=[_backfill], jobs=[_stream_job, backfill_job], keys=keys, sensor_job=_stream_job)
 
 
+def replaced_by_asset(owners: FolderOwners, paths: list[str], files: list[str], fs_root: tuple[object, str]
+                      ) -> tuple[dict[dg.AssetKey | None, list[str]], dict[dg.AssetKey | None, list[str]]]:
+    """A window rebuild's replaced ``<folder>/<partition path>``s and final files, per owning asset
+    (under None: folders no asset owns)."""
+    fs, root = fs_root
+    by_folder: dict[str, list[str]] = {}
+    for f in files:
+        rel = f[len(root) + 1:] if f.startswith(f"{root}/") else f
+        by_folder.setdefault(rel.split("/", 1)[0], []).append(f)
+    out_paths: dict[dg.AssetKey | None, list[str]] = {}
+    out_files: dict[dg.AssetKey | None, list[str]] = {}
+    owner: dict[str, dg.AssetKey | None] = {}
+    for p in paths:
+        folder = p.split("/", 1)[0]
+        if folder not in owner:
+            sample = by_folder.get(folder, [None])[0]
+            owner[folder] = owners.of_folder(folder, sample, fs)
+            out_files.setdefault(owner[folder], []).extend(by_folder.get(folder, []))
+        out_paths.setdefault(owner[folder], []).append(p)
+    return out_paths, out_files
+
+
 def touched_partitions(config: ParquetSinkConfig, partitions: dg.TimeWindowPartitionsDefinition,
-                       files: list[str]) -> dict[str, set[str]]:
-    """Dagster partition keys of the time partitions that written files belong to, per topic."""
+                       files: list[str], owner: Callable[[str, str], dg.AssetKey | None]
+                       ) -> dict[dg.AssetKey | None, set[str]]:
+    """Dagster partition keys of the time partitions that written files belong to, per owning asset.
+
+    ``owner(file, topic folder)`` names the asset a file belongs to (None: no asset owns it)."""
     from integrations.sinks.parquet_partitioners import Partitioner
 
     fmt = Partitioner(config).fmt
     depth = fmt.count("/") + 1
-    out: dict[str, set[str]] = {}
+    out: dict[dg.AssetKey | None, set[str]] = {}
     for f in files:
         parts = f.replace("\\", "/").split("/")
-        rel, topic = "/".join(parts[-1 - depth:-1]), parts[-2 - depth]
+        rel, folder = "/".join(parts[-1 - depth:-1]), parts[-2 - depth]
         try:
             local = dt.datetime.strptime(rel, fmt)
         except ValueError:
             continue
-        out.setdefault(topic, set()).add(local.strftime(partitions.fmt))
+        out.setdefault(owner(f, folder), set()).add(local.strftime(partitions.fmt))
     return out
 
 

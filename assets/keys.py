@@ -1,8 +1,10 @@
 """Asset keys for the lineage ``source table or folder → Kafka topic → dataset or table``."""
 
 import re
+from dataclasses import dataclass
 
 import dagster as dg
+import pyarrow as pa
 import sqlalchemy as sa
 
 from integrations.config import (
@@ -12,6 +14,10 @@ from integrations.config import (
     TableSinkConfig,
     resolve_env,
 )
+from integrations.errors import ConfigError
+from integrations.transforms import Batch
+from integrations.transforms.chain import TransformChain
+from integrations.transforms.config import RegexRouterConfig, TimestampRouterConfig
 
 
 def clean(name: str) -> str:
@@ -62,3 +68,83 @@ def target_table_key(config: TableSinkConfig, topic: str) -> dg.AssetKey:
 def group_of(config: object) -> str:
     """The asset group of a connector."""
     return clean(getattr(config, "group_name", None) or config.name)
+
+
+# -- sinks with routing transforms -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SinkAsset:
+    """One asset of a sink: its key, the source topics it reads (its deps), and the topics it is written
+    under (``targets``; empty when routing is dynamic, i.e. known only per record)."""
+
+    key: dg.AssetKey
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+def routers_of(config: ParquetSinkConfig | TableSinkConfig) -> list[RegexRouterConfig | TimestampRouterConfig]:
+    """The routing transforms (RegexRouter, TimestampRouter) of a sink, in chain order."""
+    return [t for t in config.transforms if isinstance(t, (RegexRouterConfig, TimestampRouterConfig))]
+
+
+def is_dynamic(config: ParquetSinkConfig | TableSinkConfig) -> bool:
+    """Whether a sink's routed topics are known only per record: a TimestampRouter, or a router behind a
+    predicate."""
+    return any(isinstance(r, TimestampRouterConfig) or r.predicate is not None for r in routers_of(config))
+
+
+def routed_topic(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> str:
+    """The topic the sink writes ``topic``'s records under, for static routing (RegexRouters without
+    predicates): the engine's own routers applied to the name, in chain order; ``topic`` without routers."""
+    routers = routers_of(config)
+    if not routers:
+        return topic
+    if is_dynamic(config):
+        raise ValueError(f"connector {config.name}: the routed topic of {topic!r} depends on each record")
+    out = TransformChain(routers).apply(Batch.of(pa.table({"_": pa.nulls(1)}), topic=topic))
+    return out.topics()[0]
+
+
+def describe_routers(config: ParquetSinkConfig | TableSinkConfig) -> str:
+    """The routing transforms of a sink as text, e.g. ``TimestampRouter(topic_format '${topic}-${timestamp}',
+    timestamp_format 'yyyyMMdd')``."""
+    out = []
+    for r in routers_of(config):
+        if isinstance(r, TimestampRouterConfig):
+            text = f"TimestampRouter(topic_format {r.topic_format!r}, timestamp_format {r.timestamp_format!r})"
+        else:
+            text = f"RegexRouter(regex {r.regex!r}, replacement {r.replacement!r})"
+        if r.predicate is not None:
+            text += f" {'unless' if r.negate else 'if'} {r.predicate.type}"
+        out.append(text)
+    return ", then ".join(out)
+
+
+def sink_assets(config: ParquetSinkConfig | TableSinkConfig) -> list[SinkAsset]:
+    """The assets of a sink, in topic order.
+
+    Without routing, one per topic, keyed by the topic. With static routing, keyed by the routed topic
+    (source topics routed to one table share one asset). With dynamic routing, one per source topic,
+    keyed by it. A Parquet sink that would route two source topics into one topic is refused (their
+    files would overwrite each other; the engine refuses it too)."""
+    key_of = (lambda t: target_table_key(config, t)) if isinstance(config, TableSinkConfig) else \
+        (lambda t: dataset_key(config, t))
+    dynamic = is_dynamic(config)
+    grouped: dict[dg.AssetKey, tuple[list[str], list[str]]] = {}
+    for topic in config.topics:
+        target = topic if dynamic else routed_topic(config, topic)
+        sources, targets = grouped.setdefault(key_of(target), ([], []))
+        sources.append(topic)
+        if not dynamic and target not in targets:
+            targets.append(target)
+    if isinstance(config, ParquetSinkConfig) and routers_of(config) and not dynamic:
+        by_target: dict[str, list[str]] = {}
+        for topic in config.topics:
+            by_target.setdefault(routed_topic(config, topic), []).append(topic)
+        for target, sources in by_target.items():
+            if len(sources) > 1:
+                raise ConfigError(
+                    f"connector {config.name}: field 'transforms' routes topics {', '.join(map(repr, sources))} into "
+                    f"one topic {target!r} ({describe_routers(config)}). The Parquet sink names files "
+                    "<topic>+<partition>+<start offset>, so their files would overwrite each other; route "
+                    "different source topics to different topics.")
+    return [SinkAsset(k, tuple(s), tuple(t)) for k, (s, t) in grouped.items()]

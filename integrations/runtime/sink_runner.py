@@ -60,6 +60,7 @@ class SinkResult:
     ranges: list[TopicPartitionRange] = field(default_factory=list)
     rows_per_topic: dict[str, int] = field(default_factory=dict)  # rows read per source topic
     rows_per_target: dict[str, int] = field(default_factory=dict)  # rows handed to the sink per routed topic
+    rows_per_route: dict[str, dict[str, int]] = field(default_factory=dict)  # source topic -> routed topic -> rows
     tombstones: int = 0
     stats: SinkStats = field(default_factory=SinkStats)
     lag_after: dict[str, int] = field(default_factory=dict)
@@ -77,6 +78,16 @@ class SinkResult:
         for r in self.ranges:
             out[r.topic][str(r.partition)] = [r.start, r.end]
         return dict(out)
+
+    def files_from(self, topic: str) -> list[str]:
+        """Files written from records of source topic ``topic``, under whatever topic they were routed to.
+
+        Uses the source of each file a sink records (``stats.sources``); for a sink that records none,
+        the files under a ``/<topic>/`` folder."""
+        sources = getattr(self.stats, "sources", None)
+        if sources is None:
+            return [f for f in self.stats.files if f"/{topic}/" in f]
+        return list(dict.fromkeys(f for f in self.stats.files if sources.get(f) == topic))
 
 
 def plan_ranges(
@@ -232,14 +243,17 @@ def routed_topics(out: RecordBatch, topic: str) -> pa.Array | None:
 
 
 def _count_targets(result: SinkResult, topic: str, n: int, routed: pa.Array | None) -> None:
-    """Add ``n`` rows to ``result.rows_per_target``, under their routed topics."""
+    """Add ``n`` rows to ``result.rows_per_target`` (and ``rows_per_route``), under their routed topics."""
+    route = result.rows_per_route.setdefault(topic, {})
     if routed is None:
         if n:
             result.rows_per_target[topic] = result.rows_per_target.get(topic, 0) + n
+            route[topic] = route.get(topic, 0) + n
         return
     counts = pc.value_counts(routed)
     for name, k in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
         result.rows_per_target[name] = result.rows_per_target.get(name, 0) + k
+        route[name] = route.get(name, 0) + k
 
 
 def _metadata(needs: frozenset[str], msgs: list, key_converter: Converter | None, topic: str) -> dict[str, Any]:

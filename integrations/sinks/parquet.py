@@ -62,6 +62,13 @@ def source_topic(fs, path: str) -> str:
 
 
 @dataclass
+class ParquetStats(SinkStats):
+    """``SinkStats`` plus the source topic of each file written (a routed file is under another topic's folder)."""
+
+    sources: dict[str, str] = field(default_factory=dict)  # final path -> source topic of its records
+
+
+@dataclass
 class _Segment:
     """Buffered records of one Kafka partition, consecutive in offset order."""
 
@@ -87,7 +94,7 @@ class ParquetSink(Sink):
         if root is not None:
             self.root = root
         self.window = window
-        self.stats = SinkStats()
+        self.stats = ParquetStats()
         self.partitioner = Partitioner(config)
         self.compression = None if config.compression == "none" else config.compression
         self.needs_time = config.partitioner == "time" or config.rotate_interval is not None or window is not None
@@ -255,5 +262,6 @@ class ParquetSink(Sink):
         self.stats.rows += table.num_rows
         self.stats.bytes += self.fs.get_file_info(final).size or 0
         self.stats.files.append(final)
+        self.stats.sources[final] = source
         if self._after_write:
             self._after_write(final)
