@@ -274,3 +274,40 @@ def test_time_partitioned_dynamic_routing_records_the_source_topic_asset(kafka, 
     assert file_rows(lake, a10) == {f"year=2024/month=03/day=10/{_name(1, a10)}": [1, 3]}
     assert file_rows(lake, b10) == {f"year=2024/month=03/day=10/{_name(0, b10)}": [100, 101]}
     assert file_rows(lake, b11) == {f"year=2024/month=03/day=11/{_name(2, b11)}": [102]}
+
+
+def test_a_router_behind_a_predicate_is_dynamic(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    c = tmp_path / "c"
+    write_connector(c, {"name": "pred", "type": "parquet_sink", "topics": ["eu.orders", "us.orders"], "path": "lake",
+                        "transforms": [{**REGEX, "predicate": {"type": "HasHeaderKey", "name": "v2"}}]})
+    specs, deps = _specs(build_definitions(c))
+    assert {k: v for k, v in deps.items() if k.startswith("parquet/")} == {
+        "parquet/pred/eu_orders": ["kafka/eu_orders"], "parquet/pred/us_orders": ["kafka/us_orders"]}
+    assert "RegexRouter(regex '(.*)\\\\.orders', replacement '$1_orders_v2') if HasHeaderKey routes each record" \
+        in specs["parquet/pred/eu_orders"].description
+
+
+def test_timestamp_router_table_sink_lists_rows_per_routed_table(kafka, topic_factory, tmp_path, unique,
+                                                                 monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    url = f"duckdb:///{tmp_path}/wh.duckdb"
+    topic = topic_factory("tst")
+    produce(kafka, topic, [(0, None, {"id": i}, T0 + (i % 2) * DAY + i) for i in range(5)])  # days 9,10,9,10,9
+    name = f"tst-{unique}"
+    c = tmp_path / "c"
+    write_connector(c, {"name": name, "type": "table_sink", "topics": [topic], "connection_url": url,
+                        "auto_create": True, "table_name_format": "t_${topic}", "transforms": [BY_DAY]})
+    defs = build_definitions(c)
+    specs, deps = _specs(defs)
+    [key] = [k for k in specs if k.startswith("warehouse/")]
+    assert key.split("/")[-1] == clean(f"t_{topic}") and deps[key] == [f"kafka/{clean(topic)}"]
+    assert "the tables 't_${topic}' gives for the routed topics" in specs[key].description
+    with dg.instance_for_test() as instance:
+        res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+        assert res.success
+        [(_, meta)] = _mats(res)[key]
+    d9, d10 = f"t_{topic}-20240309", f"t_{topic}-20240310"
+    assert (meta["rows"], meta["routed_targets"], meta["files"]) == (5, {d9: 3, d10: 2}, [])
+    assert _fetch(url, f'SELECT id FROM "{d9}" ORDER BY id') == [(0,), (2,), (4,)]
+    assert _fetch(url, f'SELECT id FROM "{d10}" ORDER BY id') == [(1,), (3,)]
