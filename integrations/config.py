@@ -249,6 +249,11 @@ class ParquetSinkConfig(_SinkBase):
     rotate_interval: Annotated[
         float | None, Field(gt=0, description="Seconds of record time after which a file is closed")
     ] = None
+    rebuild_slack: Annotated[
+        float, Field(ge=0, description="Seconds by which a window rebuild (a Dagster backfill) widens its Kafka "
+                                       "timestamp lookup on both sides, for record times that lag or lead the "
+                                       "Kafka timestamps")
+    ] = 0
     storage_options: Annotated[
         dict[str, str],
         Field(description="Object storage options (endpoint_override, region, access_key, secret_key, scheme); "

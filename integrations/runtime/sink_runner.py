@@ -12,6 +12,8 @@ offsets are still planned, stored and committed per source topic-partition.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from collections import defaultdict
@@ -23,6 +25,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 from confluent_kafka import Message, TopicPartition
 
 from integrations.arrow_types import schema_from_mapping
@@ -32,6 +35,7 @@ from integrations.converters.factory import build_converter
 from integrations.errors import ConfigError, DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import (
+    KEY_CONVERTER,
     TRANSFORMATION,
     VALUE_CONVERTER,
     ErrorHandler,
@@ -157,8 +161,8 @@ def run_sink(
     schema = schema_from_mapping(config.value_schema) if config.value_schema else None
     converter = build_converter(config.value_converter)
     transform = build_chain(config)
-    if "key" in transform.needs:  # keys are decoded only for a chain that reads them
-        converter.key_converter = _chain_key_converter(config)
+    if "key" in transform.needs or getattr(config, "pk_mode", None) == "record_key":
+        converter.key_converter = _chain_key_converter(config)  # keys are decoded only where they are read
     state: dict[str, Any] = {"sink": sink}
 
     def attempt() -> SinkResult:
@@ -288,10 +292,18 @@ def _headers(msgs: list) -> dict[str, pa.Array]:
     return out
 
 
+def _is_object(key: bytes | None) -> bool:
+    return key is None or key[:1] == b"{"
+
+
 def _keys(keys: list[bytes | None], converter: Converter | None, topic: str) -> pa.Table:
     """Message keys as the chain's key table: a struct key's fields are columns, else one primitive column."""
     kind = getattr(converter, "class_name", "")
     if kind.endswith("JsonConverter") and not getattr(converter, "self_describing", False):
+        if keys and all(map(_is_object, keys)):  # object keys: parsed in C, one batch
+            blob = b"\n".join(b"{}" if k is None else k for k in keys)
+            with contextlib.suppress(pa.ArrowInvalid):
+                return pj.read_json(io.BytesIO(blob), read_options=pj.ReadOptions(block_size=max(1 << 20, len(blob) + 1)))
         parsed = [None if k is None else orjson.loads(k) for k in keys]
         if any(isinstance(k, dict) for k in parsed):
             if not all(k is None or isinstance(k, dict) for k in parsed):
@@ -367,8 +379,8 @@ def _drain(
                 pending.discard(key)
 
 
-_value, _error, _offset, _partition, _topic = (Message.value, Message.error, Message.offset, Message.partition,
-                                               Message.topic)
+_value, _error, _offset, _partition, _topic, _key = (Message.value, Message.error, Message.offset,
+                                                     Message.partition, Message.topic, Message.key)
 
 
 def _group_fast(msgs: list, pending: set, ends: dict, wants_messages: bool, many: bool
@@ -512,16 +524,18 @@ def _convert(
 
 
 def _message_decoder(converter: Converter, transform: TransformChain, schema: pa.Schema | None, topic: str,
-                     partition: int) -> Callable[[list], Decoded]:
+                     partition: int, keys: bool = False) -> Callable[[list], Decoded]:
     """decode + transform of whole messages (for sinks that take them), failures tagged by stage.
 
     The chain sees the real offsets and, as ``chain.needs`` asks, timestamps, keys, headers and
     tombstone flags. Tombstones go through the chain (as null rows) when it reads the flag, has a
-    Filter or routes (a routed tombstone deletes from its routed table); otherwise they bypass it and
-    stay tombstones. Without transforms no chain work is done."""
+    Filter or routes (a routed tombstone deletes from its routed table), or when ``keys`` asks for
+    the keys the chain makes; otherwise they bypass it and stay tombstones. Without transforms no
+    chain work is done. With ``keys``, ``Decoded.keys`` holds the kept messages' keys."""
     key_converter = getattr(converter, "key_converter", None)
     through = "tombstone" in transform.needs or any(isinstance(c, FilterConfig) for c in transform.configs) \
-        or routes(transform.configs)
+        or routes(transform.configs) or keys
+    needs = transform.needs | {"key"} if keys else transform.needs
 
     def run(msgs: list) -> Decoded:
         n = len(msgs)
@@ -534,7 +548,11 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
                 rows = converter.decode(live, schema, topic) if live else None
             except Exception as e:
                 raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
-            return Decoded(rows, np.arange(n), tomb)
+            try:
+                key_table = _keys(list(map(_key, msgs)), key_converter, topic) if keys else None
+            except Exception as e:
+                raise _Staged(KEY_CONVERTER, getattr(key_converter, "class_name", "key converter"), e) from e
+            return Decoded(rows, np.arange(n), tomb, keys=key_table)
         idx = np.arange(n) if through or not has_tomb else np.flatnonzero(~tomb)
         sub = msgs if len(idx) == n else [msgs[i] for i in idx]
         sub_vals = vals if len(idx) == n else [vals[i] for i in idx]
@@ -546,7 +564,7 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
             raise _Staged(VALUE_CONVERTER, converter.class_name, e) from e
         offs = message_offsets(sub)
         try:
-            meta = _metadata(transform.needs, sub, key_converter, topic)
+            meta = _metadata(needs, sub, key_converter, topic)
             if through:
                 meta["tombstone"] = pa.array(tomb[idx])
             out = transform.apply(RecordBatch.of(table, topic=topic, partition=partition, offset=pa.array(offs),
@@ -569,7 +587,7 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
             kept, out_tomb = kept[order], out_tomb[order]
             if routed is not None:  # bypassing tombstones keep their source topic
                 routed = pa.concat_arrays([routed, pa.array([topic] * len(dead), pa.string())]).take(pa.array(order))
-        return Decoded(rows if rows.num_rows else None, kept, out_tomb, routed)
+        return Decoded(rows if rows.num_rows else None, kept, out_tomb, routed, out.key if keys else None)
     return run
 
 
@@ -581,7 +599,7 @@ def _put_messages(sink: Sink, converter: Converter, transform: TransformChain, s
     Under ``errors_tolerance: all`` the bad messages are dropped like filtered ones: the sink still
     gets the whole list (with a decode that skips them), so its stored offsets move past them even
     when no message of the batch is good."""
-    decode = _message_decoder(converter, transform, schema, topic, partition)
+    decode = _message_decoder(converter, transform, schema, topic, partition, sink.wants_keys)
     try:
         return sink.put_messages(topic, partition, msgs, _counting(decode, result, topic))
     except _Staged as staged:
@@ -621,7 +639,7 @@ def _skipping(decode: Callable[[list], Decoded], good: list[int]) -> Callable[[l
         if not len(pos):
             return Decoded(None, pos, np.zeros(0, dtype=bool))
         d = decode([msgs[i] for i in good])
-        return Decoded(d.rows, pos[d.kept], d.tombstone, d.topics)
+        return Decoded(d.rows, pos[d.kept], d.tombstone, d.topics, d.keys)
     return run
 
 

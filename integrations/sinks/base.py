@@ -66,12 +66,16 @@ class Decoded:
     the others); ``tombstone[i]`` says whether ``kept[i]`` is still a tombstone; ``rows`` holds the
     values of the kept non-tombstone messages, in order (None when there are none). ``topics`` is the
     routed topic of each kept message (a string array), or None when every one keeps its source topic.
+    ``keys`` (only for a sink with ``wants_keys``) is the key of each kept message as the key
+    converter decoded it and the transforms left it: a struct key's fields are columns, a primitive
+    key is one ``__value__`` column.
     """
 
     rows: pa.Table | None
     kept: np.ndarray
     tombstone: np.ndarray
     topics: pa.Array | None = None
+    keys: pa.Table | None = None
 
     @property
     def live(self) -> np.ndarray:
@@ -108,6 +112,8 @@ class Sink(ABC):
     #: When True the runtime calls ``put_messages`` with the raw messages (keys, timestamps and
     #: tombstones included) instead of ``put`` with decoded values.
     wants_messages: bool = False
+    #: With ``wants_messages``: when True, ``decode`` also returns each kept message's key (``Decoded.keys``).
+    wants_keys: bool = False
 
     def put_messages(
         self, topic: str, partition: int, messages: list, decode: Callable[[list], Decoded]

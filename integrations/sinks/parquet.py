@@ -30,6 +30,7 @@ in its metadata (``headrace.source_topic``), checked before a file would be over
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from integrations.sinks.base import Decoded, Sink, SinkStats, routes
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
 
 SOURCE_TOPIC_KEY = b"headrace.source_topic"
+END_OFFSET_KEY = b"headrace.end_offset"
+FILE_RE = re.compile(r"(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<start>\d{20})\.parquet")
 
 
 def file_name(topic: str, partition: int, start: int) -> str:
@@ -59,6 +62,21 @@ def source_topic(fs, path: str) -> str:
     if SOURCE_TOPIC_KEY in meta:
         return meta[SOURCE_TOPIC_KEY].decode()
     return path.rsplit("/", 1)[1].rsplit("+", 2)[0]
+
+
+def file_origin(fs, path: str) -> tuple[str, int, int, int] | None:
+    """``(source topic, partition, start offset, end offset)`` of a file this sink wrote, else None.
+
+    The end (one past the file's last record) is its ``headrace.end_offset`` metadata; a file written
+    before that key existed reports ``start + 1``. A file not named ``<topic>+<n>+<offset>`` is None.
+    """
+    m = FILE_RE.fullmatch(path.rsplit("/", 1)[1])
+    if m is None:
+        return None
+    meta = pq.read_schema(path, filesystem=fs).metadata or {}
+    start = int(m["start"])
+    end = int(meta[END_OFFSET_KEY]) if END_OFFSET_KEY in meta else start + 1
+    return meta.get(SOURCE_TOPIC_KEY, m["topic"].encode()).decode(), int(m["partition"]), start, end
 
 
 @dataclass
@@ -191,7 +209,7 @@ class ParquetSink(Sink):
         if routed is not None:  # the routed topic is one more level of the encoded partition
             paths = pc.binary_join_element_wise(routed, paths, "\x00")
         if isinstance(paths, str):
-            groups = [(topic, paths, data, offsets[0].as_py())]
+            groups = [(topic, paths, data, offsets[0].as_py(), offsets[-1].as_py() + 1)]
         else:
             enc = paths.dictionary_encode()
             idx = enc.indices.to_numpy(zero_copy_only=False)
@@ -204,9 +222,10 @@ class ParquetSink(Sink):
                 rows = order[bounds[d]:bounds[d + 1]]
                 if len(rows):
                     to, _, path = path.partition("\x00") if routed is not None else (topic, "", path)
-                    groups.append((to, path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py()))
-        for to, path, part, start in sorted(groups, key=lambda g: (g[3], g[0])):
-            self._write_file(to, partition, path, part, start, source=topic)
+                    groups.append((to, path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py(),
+                                   offsets[int(rows[-1])].as_py() + 1))
+        for to, path, part, start, end in sorted(groups, key=lambda g: (g[3], g[0])):
+            self._write_file(to, partition, path, part, start, source=topic, end=end)
         self._segs[key] = _Segment()
         return seg.last_offset + 1
 
@@ -237,7 +256,7 @@ class ParquetSink(Sink):
                 "each other. Route different source topics to different topics.")
 
     def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int,
-                    source: str | None = None) -> None:
+                    source: str | None = None, end: int | None = None) -> None:
         folder = f"{self.root}/{topic}/{path}"
         if folder not in self._made_dirs:
             self.fs.create_dir(folder, recursive=True)
@@ -246,8 +265,13 @@ class ParquetSink(Sink):
         source = source or topic
         if self.routing:
             self._check_origin(topic, source, final)
+        meta = dict(table.schema.metadata or {})
         if source != topic:  # a routed file records its source topic
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), SOURCE_TOPIC_KEY: source})
+            meta[SOURCE_TOPIC_KEY] = source
+        if end is not None:  # one past its last record's offset, so a window rebuild can re-read the file whole
+            meta[END_OFFSET_KEY] = str(end).encode()
+        if meta:
+            table = table.replace_schema_metadata(meta)
         if self.atomic_rename:
             tmp = f"{folder}/.{file_name(topic, partition, start)}.{uuid.uuid4().hex}.tmp"
             try:

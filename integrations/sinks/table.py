@@ -15,7 +15,6 @@ staging table, then ``INSERT … ON CONFLICT``), any other SQLAlchemy database (
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import methodcaller
@@ -23,11 +22,11 @@ from operator import methodcaller
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from integrations.config import TableSinkConfig, resolve_env
 from integrations.errors import HeadraceError
 from integrations.sinks.base import Decoded, Sink, SinkStats, message_offsets
+from integrations.transforms.batch import is_primitive
 
 _value = methodcaller("value")
 
@@ -124,6 +123,7 @@ class TableSink(Sink):
 
     def __init__(self, config: TableSinkConfig, after_write: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self.wants_keys = config.pk_mode == "record_key"
         self.stats = SinkStats()
         self.backend = open_backend(config)
         self._after_write = after_write
@@ -156,7 +156,7 @@ class TableSink(Sink):
             buf = None
         if buf is None:
             buf = self._buf[key] = _Pending()
-        buf.add(d, messages, self.config.pk_mode == "record_key")
+        buf.add(d, messages)
         if buf.count >= self.config.batch_size:
             durable = self.flush(topic, partition)
         return (d.rows.num_rows if d.rows is not None else 0), dead, durable
@@ -169,6 +169,7 @@ class TableSink(Sink):
         offs = np.concatenate(buf.offsets) if buf.offsets else np.empty(0, np.int64)
         live = np.concatenate(buf.live) if buf.live else np.empty(0, bool)
         routed = buf.routed(topic)
+        keys_all = buf.key_table()
         size = self.config.batch_size
         n = len(offs)
         at = np.concatenate([[0], np.cumsum(live)])  # row position of each kept message
@@ -179,10 +180,11 @@ class TableSink(Sink):
             part = rows.slice(int(at[i]), int(at[j] - at[i])) if rows is not None else None
             writes = []
             for to, sel in _by_target(routed[i:j] if routed is not None else None, topic, j - i):
-                vals, keys, o, lv = part, buf.keys[i:j], offs[i:j], live[i:j]
+                keys = keys_all.slice(i, j - i) if keys_all is not None else None
+                vals, o, lv = part, offs[i:j], live[i:j]
                 if sel is not None:
                     vals = vals.filter(pa.array(sel[lv])) if vals is not None else None
-                    keys = [k for k, x in zip(keys, sel, strict=True) if x] if keys else keys
+                    keys = keys.filter(pa.array(sel)) if keys is not None else None
                     o, lv = o[sel], lv[sel]
                 w = self._prepare(to, partition, vals, keys, o, lv)
                 if w.rows is not None or w.deletes is not None:
@@ -206,8 +208,8 @@ class TableSink(Sink):
             self._after_write(",".join(w.table for w in writes))
         return offset[2]
 
-    def _prepare(self, topic: str, partition: int, values: pa.Table | None, keys: list, offs: np.ndarray,
-                 live: np.ndarray) -> TableWrite:
+    def _prepare(self, topic: str, partition: int, values: pa.Table | None, keys: pa.Table | None,
+                 offs: np.ndarray, live: np.ndarray) -> TableWrite:
         """The rows and deletes of the kept messages routed to ``topic`` (DDL for its table done here)."""
         cfg = self.config
         if not topic:
@@ -230,12 +232,12 @@ class TableSink(Sink):
                 if missing:
                     raise TableSinkError(f"pk_fields {missing} are not in the record value (columns: {rows.column_names})")
                 rows = self._last_per_key(rows, pk) if cfg.insert_mode != "insert" else rows
-        elif cfg.pk_mode == "record_key" and len(keys):
+        elif cfg.pk_mode == "record_key" and keys is not None and keys.num_rows:
             if not cfg.delete_enabled and not live.all():
-                keys = [k for k, lv in zip(keys, live, strict=True) if lv]
-                live = np.ones(len(keys), dtype=bool)
-            if len(keys):
-                key_table = _decode_keys(keys, cfg.pk_fields)
+                keys = keys.filter(pa.array(live))
+                live = np.ones(keys.num_rows, dtype=bool)
+            if keys.num_rows:
+                key_table = _key_columns(keys, cfg.pk_fields)
                 pk = list(cfg.pk_fields) or key_table.column_names
                 rows, deletes = self._events(values, key_table.select(pk), live, cfg.insert_mode != "insert")
         if rows is not None and rows.num_rows:
@@ -319,25 +321,34 @@ class _Pending:
     rows: list[pa.Table] = field(default_factory=list)
     offsets: list[np.ndarray] = field(default_factory=list)  # offsets of the kept messages
     live: list[np.ndarray] = field(default_factory=list)  # per kept message: has a value (else a tombstone)
-    keys: list = field(default_factory=list)  # raw keys of the kept messages (pk_mode record_key)
+    keys: list[pa.Table] = field(default_factory=list)  # keys of the kept messages, per add (pk_mode record_key)
     topics: list[pa.Array | None] = field(default_factory=list)  # routed topics of the kept messages, per add
     count: int = 0
     schema: pa.Schema | None = None
     next_offset: int | None = None  # past the last consumed message, kept or dropped
 
-    def add(self, d: Decoded, messages: list, with_keys: bool) -> None:
+    def add(self, d: Decoded, messages: list) -> None:
         kept = d.kept
         offsets = message_offsets(messages)
         self.offsets.append(offsets if len(kept) == len(messages) else offsets[kept])
         self.live.append(~d.tombstone)
-        if with_keys:
-            self.keys += [messages[i].key() for i in kept]
+        if d.keys is not None:
+            self.keys.append(d.keys)
         if d.rows is not None:
             self.rows.append(d.rows)
             self.schema = d.rows.schema
         self.topics.append(d.topics)
         self.count += len(kept)
         self.next_offset = messages[-1].offset() + 1
+
+    def key_table(self) -> pa.Table | None:
+        """The keys of every kept message, in order (None when keys were not asked for)."""
+        if not self.keys:
+            return None
+        try:
+            return pa.concat_tables(self.keys, promote_options="permissive") if len(self.keys) > 1 else self.keys[0]
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise TableSinkError(f"message keys of one batch have different shapes: {e}") from e
 
     def routed(self, topic: str) -> pa.Array | None:
         """The routed topic of every kept message, or None when none was routed."""
@@ -358,21 +369,19 @@ def _by_target(routed: pa.Array | None, topic: str, n: int) -> list[tuple[str, n
     return [(name, pc.equal(routed, name).to_numpy(zero_copy_only=False)) for name in names]
 
 
-def _decode_keys(keys: list[bytes | None], pk_fields: list[str]) -> pa.Table:
-    """Message keys as a table: JSON objects give their fields; a primitive key gives ``pk_fields[0]``."""
-    if any(k is None for k in keys):
-        raise TableSinkError("pk_mode record_key needs a key on every message; found a null key")
-    first = keys[0].lstrip()[:1] if keys else b"{"
-    if first == b"{":
-        blob = b"\n".join(keys)
-    else:
+def _key_columns(keys: pa.Table, pk_fields: list[str]) -> pa.Table:
+    """The primary-key columns from the decoded keys: a struct key's fields; a primitive key
+    (the converters' ``__value__`` column) becomes the column ``pk_fields[0]``."""
+    if is_primitive(keys):
         if len(pk_fields) != 1:
-            raise TableSinkError("primitive (non-object) message keys need exactly one pk_fields entry naming the column")
-        import orjson
-
-        name = orjson.dumps(pk_fields[0])
-        blob = b"{" + name + b":" + (b"}\n{" + name + b":").join(keys) + b"}"
-    try:
-        return pj.read_json(io.BytesIO(blob), read_options=pj.ReadOptions(block_size=max(1 << 20, len(blob) + 1)))
-    except pa.ArrowInvalid as e:
-        raise TableSinkError(f"message keys are not JSON of one shape: {e}") from e
+            raise TableSinkError("primitive (non-struct) message keys need exactly one pk_fields entry naming the column")
+        keys = keys.rename_columns(pk_fields)
+    if not keys.num_columns:
+        raise TableSinkError("pk_mode record_key needs a key on every message; found a null key")
+    missing = [f for f in pk_fields if f not in keys.column_names]
+    if missing:
+        raise TableSinkError(f"pk_fields {missing} are not in the message key (fields: {keys.column_names})")
+    cols = [keys.column(f) for f in (pk_fields or keys.column_names)]
+    if any(c.null_count for c in cols):
+        raise TableSinkError("pk_mode record_key needs a key on every message; found a null key (or a null key field)")
+    return keys

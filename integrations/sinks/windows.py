@@ -30,7 +30,7 @@ from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.sinks.base import TopicPartitionRange, routes
-from integrations.sinks.parquet import ParquetSink, source_topic
+from integrations.sinks.parquet import ParquetSink, file_origin, source_topic
 from integrations.sinks.parquet_partitioners import DURATION_MS, list_files
 
 
@@ -105,12 +105,14 @@ def _check_window(config: ParquetSinkConfig, start: dt.datetime, end: dt.datetim
 
 def rebuild_window(
     config: ParquetSinkConfig, start: dt.datetime, end: dt.datetime, kafka: KafkaSettings | None = None,
-    slack: dt.timedelta = dt.timedelta(0),
+    slack: dt.timedelta | None = None,
 ) -> WindowResult:
     """Rebuild the time partitions of ``[start, end)`` from Kafka and swap them in; group offsets untouched.
 
-    ``slack`` widens the Kafka-timestamp lookup when ``timestamp_field`` times can lag the Kafka
-    timestamps. Only complete windows should be rebuilt while the streaming sink runs beside it.
+    ``slack`` (default: the connector's ``rebuild_slack``) widens the Kafka-timestamp lookup when
+    record times can lag or lead the Kafka timestamps. Whatever the lookup finds, the read also covers
+    the offsets of every file already in the window's folders. Only complete windows should be rebuilt
+    while the streaming sink runs beside it.
     """
     from integrations.runtime.sink_runner import run_sink
 
@@ -122,7 +124,9 @@ def rebuild_window(
     staging = f"{root}/.headrace-rebuild-{token}"
     sink = ParquetSink(config, root=staging, window=(_ms(start), _ms(end)))
     paths = _check_window(config, start, end, sink)
+    slack = dt.timedelta(seconds=config.rebuild_slack) if slack is None else slack
     ranges = ranges_for_window(kafka, config.topics, start - slack, end + slack)
+    ranges = _cover_existing(kafka, config, fs, root, paths, ranges)
     group = f"headrace-{config.name}-rebuild-{token}"
     cfg = config.model_copy(update={"group_id": group, "max_records_per_run": None})
     try:
@@ -156,6 +160,38 @@ def rebuild_window(
             admin = kafka.admin()  # keep the client alive until its futures resolve
             for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
                 fut.result(timeout=10)
+
+
+def _cover_existing(kafka: KafkaSettings, config: ParquetSinkConfig, fs: pafs.FileSystem, root: str,
+                    paths: list[str], ranges: list[TopicPartitionRange]) -> list[TopicPartitionRange]:
+    """Widen ``ranges`` to every offset span that the window's existing files hold.
+
+    ``offsets_for_times`` trusts the Kafka timestamps to grow with the offsets. When they do not (a
+    producer's CreateTime going back), a record of the window can sit after the first record stamped
+    past the window's end. The streaming sink placed it in the window's folder all the same, so the
+    rebuild reads each existing file's span ``[start, end)`` too and never replaces a record it did
+    not read again. A file whose records have expired from Kafka cannot be rebuilt: that is an error.
+    """
+    spans = {(r.topic, r.partition): [r.start, r.end] for r in ranges}
+    folders = list(config.topics) + ([d for d in _folders(fs, root) if d not in config.topics]
+                                     if routes(config.transforms) else [])
+    marks: dict[str, dict[int, tuple[int, int]]] = {}
+    for folder in folders:
+        for p in paths:
+            for f in list_files(fs, f"{root}/{folder}/{p}"):
+                origin = file_origin(fs, f)
+                if origin is None or origin[0] not in config.topics:
+                    continue
+                topic, partition, first, after = origin
+                low = marks.setdefault(topic, kafka.watermarks(topic)).get(partition, (0, 0))[0]
+                if first < low:
+                    raise HeadraceError(
+                        f"refusing to rebuild {folder}/{p}: {f.rsplit('/', 1)[1]} holds records from offset {first} "
+                        f"of {topic}/{partition}, which Kafka no longer has (its log starts at {low}); a rebuild "
+                        "would lose them")
+                span = spans.setdefault((topic, partition), [first, after])
+                span[0], span[1] = min(span[0], first), max(span[1], after)
+    return [TopicPartitionRange(t, n, s, e) for (t, n), (s, e) in sorted(spans.items()) if e > s]
 
 
 def _folders(fs: pafs.FileSystem, base: str) -> list[str]:

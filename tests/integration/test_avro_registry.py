@@ -148,3 +148,32 @@ def test_unknown_schema_id_is_a_bad_record_not_an_outage(schema_registry):
     with pytest.raises(ConversionError, match="fetching schema id 2147483647") as exc:
         AvroConverter(schema_registry).decode([b"\x00\x7f\xff\xff\xff\x02"])
     assert not is_transient(exc.value)
+
+
+def test_table_sink_upserts_and_deletes_on_avro_keys(schema_registry, kafka, topic_factory, unique, tmp_path):
+    """key_converter avro: pk_mode record_key reads the key fields through the registry."""
+    from integrations.config import TableSinkConfig
+    from integrations.converters.avro import AvroConverter
+    from tests.integration.test_table_sink import _fetch
+
+    topic = topic_factory("avro-keys")
+    keys = AvroConverter(schema_registry, is_key=True).encode_values(
+        pa.table({"id": pa.array([1, 2, 1, 3, 2], pa.int64()), "region": ["eu", "us", "eu", "eu", "us"]}), topic)
+    values = AvroConverter(schema_registry).encode_values(
+        pa.table({"amount": pa.array([10, 20, 11, 30, 0], pa.int64())}), topic).to_pylist()
+    values[4] = None  # a tombstone for (2, us)
+    p = kafka.producer()
+    for k, v in zip(keys.to_pylist(), values, strict=True):
+        p.produce(topic, key=k, value=v)
+    assert p.flush(30) == 0
+    conv = {"type": "avro", "schema_registry_url": schema_registry}
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    cfg = TableSinkConfig(type="table_sink", name=f"avk-{unique}", topics=[topic], connection_url=url,
+                          key_converter=conv, value_converter=conv, auto_create=True, insert_mode="upsert",
+                          pk_mode="record_key", delete_enabled=True)
+    res = run_sink(cfg, kafka)
+    assert (res.rows, res.tombstones) == (4, 1)
+    assert _fetch(url, f'SELECT id, region, amount FROM "{topic}" ORDER BY id') == [(1, "eu", 11), (3, "eu", 30)]
+    client = SchemaRegistryClient({"url": schema_registry})
+    for subject in (f"{topic}-key", f"{topic}-value"):
+        client.delete_subject(subject, permanent=False)

@@ -147,3 +147,20 @@ def test_parquet_time_partitions_on_kafka_timestamps_with_filter(kafka, topic_fa
     c = kafka.consumer(group_id=cfg.consumer_group)
     assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 7
     c.close()
+
+
+def test_table_sink_record_key_from_a_transform_made_key(db_url, kafka, topic_factory, unique):
+    """Messages without keys; ValueToKey makes the key, and pk_mode record_key upserts on it."""
+    topic = topic_factory("txk")
+    _produce(kafka, topic, [(None, {"id": i % 3, "v": f"v{i}"}, T0, None) for i in range(7)])
+    cfg = _table_cfg(db_url, topic, unique, [{"type": "ValueToKey", "fields": ["id"]}],
+                     insert_mode="upsert", pk_mode="record_key")
+    assert run_sink(cfg, kafka).rows == 7
+    assert _fetch(db_url, f'SELECT id, v FROM "{topic}" ORDER BY id') == [(0, "v6"), (1, "v4"), (2, "v5")]
+    # a primitive key made by ExtractField.Key names its column with pk_fields
+    topic2 = topic_factory("txk2")
+    _produce(kafka, topic2, [({"code": f"c{i % 2}", "n": i}, {"v": i}, T0, None) for i in range(5)])
+    cfg2 = _table_cfg(db_url, topic2, unique, [{"type": "ExtractField.Key", "field": "code"}],
+                      insert_mode="upsert", pk_mode="record_key", pk_fields=["code"])
+    assert run_sink(cfg2, kafka).rows == 5
+    assert _fetch(db_url, f'SELECT code, v FROM "{topic2}" ORDER BY code') == [("c0", 4), ("c1", 3)]

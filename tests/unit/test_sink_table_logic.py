@@ -8,7 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableSink, TableSinkError, _by_target, _decode_keys, _Pending, quote
+from integrations.converters.config import ConverterConfig
+from integrations.converters.factory import build_converter
+from integrations.runtime.sink_runner import _keys
+from integrations.sinks.table import TableSink, TableSinkError, _by_target, _key_columns, _Pending, quote
 
 
 def test_last_event_per_key_wins_and_tombstones_become_deletes():
@@ -20,13 +23,22 @@ def test_last_event_per_key_wins_and_tombstones_become_deletes():
     assert deletes.to_pydict() == {"id": [2]}
 
 
-def test_decode_keys_objects_and_primitives():
-    assert _decode_keys([b'{"a": 1, "b": "x"}', b'{"a": 2, "b": "y"}'], []).to_pydict() == {"a": [1, 2], "b": ["x", "y"]}
-    assert _decode_keys([b"7", b"8"], ["id"]).to_pydict() == {"id": [7, 8]}
+def _json_keys(keys: list) -> pa.Table:
+    return _keys(keys, build_converter(ConverterConfig(type="json"), is_key=True), "t")
+
+
+def test_key_columns_objects_and_primitives():
+    objects = _json_keys([b'{"a": 1, "b": "x"}', b'{"a": 2, "b": "y"}'])
+    assert _key_columns(objects, []).to_pydict() == {"a": [1, 2], "b": ["x", "y"]}
+    assert _key_columns(_json_keys([b"7", b"8"]), ["id"]).to_pydict() == {"id": [7, 8]}
     with pytest.raises(TableSinkError, match="exactly one pk_fields"):
-        _decode_keys([b"7"], [])
+        _key_columns(_json_keys([b"7"]), [])
     with pytest.raises(TableSinkError, match="null key"):
-        _decode_keys([b"7", None], ["id"])
+        _key_columns(_json_keys([b"7", None]), ["id"])
+    with pytest.raises(TableSinkError, match="null key"):
+        _key_columns(_json_keys([b'{"a": 1}', None]), ["a"])
+    with pytest.raises(TableSinkError, match=r"pk_fields \['c'\] are not in the message key"):
+        _key_columns(objects, ["c"])
 
 
 def test_quote_doubles_quotes():
@@ -68,8 +80,8 @@ def test_pending_routed_fills_unrouted_deliveries_with_the_source_topic():
             return None
 
     buf = _Pending()
-    buf.add(Decoded(pa.table({"a": [1, 2]}), np.array([0, 1]), np.zeros(2, bool)), [M(0), M(1)], False)
+    buf.add(Decoded(pa.table({"a": [1, 2]}), np.array([0, 1]), np.zeros(2, bool)), [M(0), M(1)])
     assert buf.routed("t") is None
-    buf.add(Decoded(pa.table({"a": [3]}), np.array([1]), np.zeros(1, bool), pa.array(["r"])), [M(2), M(3)], False)
+    buf.add(Decoded(pa.table({"a": [3]}), np.array([1]), np.zeros(1, bool), pa.array(["r"])), [M(2), M(3)])
     assert buf.routed("t").to_pylist() == ["t", "t", "r"]
     assert buf.next_offset == 4  # past the dropped message at offset 2
