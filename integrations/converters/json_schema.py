@@ -47,6 +47,7 @@ from integrations.converters.base import (
     nested_has,
 )
 from integrations.converters.json import ConversionError, _duck, _unquote_nonfinite
+from integrations.converters.json_pairs import from_pairs_sql, has_pairs, structure_type, to_pairs_sql
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 DATE = "org.apache.kafka.connect.data.Date"
@@ -321,8 +322,9 @@ class JsonSchemaConverter(Converter):
         con.register("_hr_payload", payload)
         try:
             sel = ", ".join(
-                f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _nonfinite_sql(_q(n)) if n in quoted else _q(n)
-                for n in payload.column_names
+                f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _nonfinite_sql(_q(n)) if n in quoted
+                else f"{to_pairs_sql(_q(n), f.type)} AS {_q(n)}" if has_pairs(f.type) else _q(n)
+                for n, f in zip(payload.column_names, payload.schema, strict=True)
             )
             out = con.sql(f"SELECT to_json(q)::VARCHAR AS j FROM (SELECT {sel} FROM _hr_payload) q").to_arrow_table()
         finally:
@@ -470,7 +472,8 @@ def _parse_with_maps(payloads: pa.Array, parsed: pa.Schema) -> pa.Table:
     """Parse payloads whose schema holds a map (which ``pyarrow.json`` cannot read) with DuckDB's
     ``json_transform_strict``, vectorised; the result has the ``parsed`` types."""
     struct = pa.struct(list(parsed))
-    structure = orjson.dumps(_duck_type(struct)).decode().replace("'", "''")
+    structure = orjson.dumps(structure_type(struct, _duck_type)).decode().replace("'", "''")
+    parse = from_pairs_sql(f"json_transform_strict(p, '{structure}')", struct, _duck_type)
     try:
         text = payloads.cast(pa.string())
     except pa.ArrowInvalid as e:
@@ -478,7 +481,7 @@ def _parse_with_maps(payloads: pa.Array, parsed: pa.Schema) -> pa.Table:
     con = _duck()
     con.register("_hr_maps", pa.table({"p": text}))
     try:
-        out = con.sql(f"SELECT json_transform_strict(p, '{structure}') AS s FROM _hr_maps").to_arrow_table()
+        out = con.sql(f"SELECT {parse} AS s FROM _hr_maps").to_arrow_table()
     except Exception as e:  # noqa: BLE001 (duckdb raises its own classes)
         raise ConversionError(f"payload does not match its schema: {e}") from e
     finally:

@@ -206,6 +206,32 @@ def test_json_schema_map_payload_errors_are_conversion_errors():
         JsonSchemaConverter().decode([ok.replace(b'"a":1', b'"a":"one"')])
 
 
+def test_json_schema_maps_with_non_string_keys_are_arrays_of_pairs():
+    """Kafka Connect writes a map whose keys are not strings as [[key, value], ...], at any depth."""
+    t = pa.table({
+        "m": pa.array([[(1, "a"), (2, None)], None, []], pa.map_(pa.int32(), pa.string())),
+        "s": pa.array([{"x": [(3, 1.5)], "y": [("k", [(5, True)])]}, None, {"x": None, "y": []}],
+                      pa.struct([("x", pa.map_(pa.int64(), pa.float64())),
+                                 ("y", pa.map_(pa.string(), pa.map_(pa.int16(), pa.bool_())))])),
+        "l": pa.array([[[(7, "q")]], [], None], pa.list_(pa.map_(pa.int8(), pa.string()))),
+        "d": pa.array([[(dt.date(2024, 2, 29), D("12.30"))], None, []], pa.map_(pa.date32(), pa.decimal128(10, 2))),
+        "sm": pa.array([[("a", 1)], None, []], pa.map_(pa.string(), pa.int32())),
+    })
+    conv = JsonSchemaConverter()
+    msgs = conv.encode_values(t, "t").to_pylist()
+    assert orjson.loads(msgs[0])["payload"] == {
+        "m": [[1, "a"], [2, None]], "s": {"x": [[3, 1.5]], "y": {"k": [[5, True]]}}, "l": [[[7, "q"]]],
+        "d": [[19782, "BM4="]], "sm": {"a": 1}}
+    assert orjson.loads(msgs[1])["payload"] == {"m": None, "s": None, "l": [], "d": None, "sm": None}
+    back = conv.decode([m.encode() for m in msgs])
+    assert back.schema == t.schema and back.to_pylist() == t.to_pylist()
+    # as Kafka Connect writes it, by hand
+    connect = (b'{"schema":{"type":"struct","fields":[{"type":"map","keys":{"type":"int64","optional":false},'
+               b'"values":{"type":"string","optional":true},"optional":true,"field":"m"}],"optional":false},'
+               b'"payload":{"m":[[10,"x"],[-1,null]]}}')
+    assert conv.decode([connect]).to_pylist() == [{"m": [(10, "x"), (-1, None)]}]
+
+
 def test_avro_round_trips_nested_logical_types():
     t = nested_table()
     conv = AvroConverter(_mock_url())
