@@ -172,15 +172,23 @@ class KafkaSettings:
         """Partition ids of an existing topic (empty if the topic does not exist)."""
         md = self.admin().list_topics(topic=topic, timeout=10)
         t = md.topics.get(topic)
-        if t is None or t.error is not None:
+        if t is None or (t.error is not None and t.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
             return []
+        if t.error is not None:  # e.g. a leader election in progress: not "no partitions", so never read nothing
+            raise KafkaUnavailable(f"metadata of topic {topic!r} is not available: {t.error.str()}")
         return sorted(t.partitions)
 
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
         """``{partition: (low, high)}`` for a topic; cheap metadata calls only."""
         c = self.consumer(group_id="headrace-watermarks")
         try:
-            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in self.partitions(topic)}
+            out = {}
+            for p in self.partitions(topic):
+                marks = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if marks is None:  # confluent-kafka returns None on a timeout
+                    raise KafkaUnavailable(f"no watermarks for {topic}[{p}] within 10s")
+                out[p] = marks
+            return out
         finally:
             c.close()
 
@@ -191,7 +199,15 @@ class KafkaSettings:
             tps = [TopicPartition(topic, p) for p in self.partitions(topic)]
             if not tps:
                 return {}
-            return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in c.committed(tps, timeout=10)}
+            for attempt in range(20):  # a fresh broker answers NOT_COORDINATOR while it loads __consumer_offsets
+                try:
+                    got = c.committed(tps, timeout=10)
+                    break
+                except KafkaException as e:
+                    if e.args[0].code() not in _COORDINATOR_MOVING or attempt == 19:
+                        raise
+                    time.sleep(0.25)
+            return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got}
         finally:
             c.close()
 
@@ -206,6 +222,10 @@ class KafkaSettings:
             except KafkaException as e:
                 if e.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
                     raise
+
+
+_COORDINATOR_MOVING = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                 KafkaError.COORDINATOR_NOT_AVAILABLE})
 
 
 def _wait_for_leader(admin: AdminClient, topic: str, timeout: float = 30) -> None:

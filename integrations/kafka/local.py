@@ -152,7 +152,11 @@ class LocalKafka:
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=true",
                     "delete.topic.enable=true",
-                    "log.retention.hours=168",
+                    # keep records whatever their timestamps: time retention deletes a segment whose
+                    # newest record is older than a week, so historical data (backfills, tests producing
+                    # 2024 timestamps) vanished ~30 s after start; bound by size per partition instead
+                    "log.retention.ms=-1",
+                    "log.retention.bytes=2147483648",
                     "log.segment.bytes=268435456",
                     "message.max.bytes=4194304",
                     *self.extra_properties,
@@ -192,7 +196,8 @@ class LocalKafka:
                 raise HeadraceError(
                     f"Kafka exited with code {proc.returncode}; see {self.home / 'logs'}"
                 )
-            if self.answers() and _broker_ready(self.bootstrap, dict(self.client_config)):
+            if (self.answers() and _broker_ready(self.bootstrap, dict(self.client_config))
+                    and _coordinator_ready(self.bootstrap, dict(self.client_config))):
                 return f"Kafka {self.version()} started on {self.bootstrap} (pid {proc.pid})"
             time.sleep(0.5)
         raise HeadraceError(f"Kafka did not answer on {self.bootstrap} within {wait:.0f}s")
@@ -233,3 +238,18 @@ def _broker_ready(bootstrap: str, client_config: dict[str, str] | None = None) -
         return bool(md.brokers)
     except Exception:
         return False
+
+
+def _coordinator_ready(bootstrap: str, client_config: dict[str, str] | None = None) -> bool:
+    """Whether the group coordinator answers an offset fetch: a fresh broker creates and loads
+    ``__consumer_offsets`` first, answering NOT_COORDINATOR meanwhile."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "headrace-startup-probe", **(client_config or {})})
+    try:
+        c.committed([TopicPartition("headrace-startup-probe", 0)], timeout=5)
+        return True
+    except Exception:
+        return False
+    finally:
+        c.close()

@@ -111,6 +111,9 @@ def plan_ranges(
             committed = {p: o for (t, p), o in stored.items() if t == topic}
         for p, (low, high) in kafka.watermarks(topic).items():
             start = max(committed.get(p) if committed.get(p) is not None else low, low)
+            if committed.get(p) is not None and committed[p] < low:
+                log.warning("%s[%d]: records %d..%d were deleted by retention before this group read them; "
+                            "resuming at %d", topic, p, committed[p], low - 1, low)
             end = high
             if (topic, p) in wanted:
                 req = wanted[(topic, p)]
