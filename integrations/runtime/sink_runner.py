@@ -106,9 +106,10 @@ def plan_ranges(
     wanted = {(r.topic, r.partition): r for r in requested or []}
     out = []
     for topic in topics:
-        committed = kafka.committed(group_id, topic)
         if stored is not None:  # the sink keeps its offsets with the data: those win over the group's
             committed = {p: o for (t, p), o in stored.items() if t == topic}
+        else:
+            committed = kafka.committed(group_id, topic)
         for p, (low, high) in kafka.watermarks(topic).items():
             start = max(committed.get(p) if committed.get(p) is not None else low, low)
             if committed.get(p) is not None and committed[p] < low:
@@ -127,11 +128,18 @@ def plan_ranges(
     return out
 
 
-def lag(kafka: KafkaSettings, group_id: str, topics: list[str]) -> dict[str, int]:
-    """Records not yet committed by the group, per topic (cheap metadata calls only)."""
+def lag(kafka: KafkaSettings, group_id: str, topics: list[str],
+        positions: dict[tuple[str, int], int] | None = None) -> dict[str, int]:
+    """Records not yet committed by the group, per topic (cheap metadata calls only).
+
+    With ``positions`` (the next offset per topic-partition of a sink that stores its offsets with
+    its data) those are the committed offsets, and the group is not asked."""
     out = {}
     for topic in topics:
-        committed = kafka.committed(group_id, topic)
+        if positions is not None:
+            committed = {p: o for (t, p), o in positions.items() if t == topic}
+        else:
+            committed = kafka.committed(group_id, topic)
         total = 0
         for p, (low, high) in kafka.watermarks(topic).items():
             c = committed.get(p)
@@ -175,6 +183,9 @@ def run_sink(
         current: Sink = state["sink"]
         stored = current.stored_offsets(config.topics)
         plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
+        # where the sink stores offsets, a successful attempt leaves them at each range's end
+        state["positions"] = None if stored is None else {**stored, **{(r.topic, r.partition): r.end
+                                                                       for r in plan}}
         result = SinkResult(config.name, ranges=plan)
         consumer = kafka.consumer(group_id=group)
         try:
@@ -197,7 +208,7 @@ def run_sink(
         if state["sink"] is not None:
             state["sink"].close()
     result.dead_lettered, result.failed = errors.dead_lettered, errors.failed
-    result.lag_after = lag(kafka, group, config.topics)
+    result.lag_after = lag(kafka, group, config.topics, state.get("positions"))
     result.seconds = time.monotonic() - started
     return result
 
@@ -543,7 +554,8 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
     def run(msgs: list) -> Decoded:
         n = len(msgs)
         vals = list(map(_value, msgs))
-        has_tomb = None in vals
+        nulls = vals.count(None)
+        has_tomb = nulls > 0
         tomb = np.fromiter((v is None for v in vals), dtype=bool, count=n) if has_tomb else np.zeros(n, bool)
         if not len(transform):  # the hot path: decode the values, keep every message
             live = [v for v in vals if v is not None] if has_tomb else vals
@@ -555,12 +567,12 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
                 key_table = _keys(list(map(_key, msgs)), key_converter, topic) if keys else None
             except Exception as e:
                 raise _Staged(KEY_CONVERTER, getattr(key_converter, "class_name", "key converter"), e) from e
-            return Decoded(rows, np.arange(n), tomb, keys=key_table)
+            return Decoded(rows, np.arange(n), tomb, keys=key_table, nulls=nulls)
         idx = np.arange(n) if through or not has_tomb else np.flatnonzero(~tomb)
         sub = msgs if len(idx) == n else [msgs[i] for i in idx]
         sub_vals = vals if len(idx) == n else [vals[i] for i in idx]
         if not sub:
-            return Decoded(None, idx, tomb[idx])
+            return Decoded(None, idx, tomb[idx], nulls=nulls)
         try:
             table = _decode_live(converter, sub_vals, schema, topic)
         except Exception as e:
@@ -590,7 +602,7 @@ def _message_decoder(converter: Converter, transform: TransformChain, schema: pa
             kept, out_tomb = kept[order], out_tomb[order]
             if routed is not None:  # bypassing tombstones keep their source topic
                 routed = pa.concat_arrays([routed, pa.array([topic] * len(dead), pa.string())]).take(pa.array(order))
-        return Decoded(rows if rows.num_rows else None, kept, out_tomb, routed, out.key if keys else None)
+        return Decoded(rows if rows.num_rows else None, kept, out_tomb, routed, out.key if keys else None, nulls)
     return run
 
 
@@ -642,7 +654,7 @@ def _skipping(decode: Callable[[list], Decoded], good: list[int]) -> Callable[[l
         if not len(pos):
             return Decoded(None, pos, np.zeros(0, dtype=bool))
         d = decode([msgs[i] for i in good])
-        return Decoded(d.rows, pos[d.kept], d.tombstone, d.topics, d.keys)
+        return Decoded(d.rows, pos[d.kept], d.tombstone, d.topics, d.keys, d.nulls)
     return run
 
 

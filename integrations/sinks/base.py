@@ -76,6 +76,7 @@ class Decoded:
     tombstone: np.ndarray
     topics: pa.Array | None = None
     keys: pa.Table | None = None
+    nulls: int | None = None  # messages of the decoded list with a null value (None: not counted)
 
     @property
     def live(self) -> np.ndarray:

@@ -144,10 +144,10 @@ class TableSink(Sink):
 
         The stored offset moves past every consumed message, including those a Filter dropped (and
         the bad ones the runtime dropped under ``errors_tolerance: all``)."""
-        dead = list(map(_value, messages)).count(None)
         if not messages:
-            return 0, dead, None
+            return 0, 0, None
         d = decode(messages)
+        dead = d.nulls if d.nulls is not None else list(map(_value, messages)).count(None)
         key = (topic, partition)
         durable = None
         buf = self._buf.get(key)

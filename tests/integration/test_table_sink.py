@@ -83,7 +83,19 @@ def test_upsert_100k_keys_updates_tombstones(backend, kafka, topic_factory, uniq
     marks = kafka.watermarks(topic)
     assert dict((p, o) for _, p, o in _fetch(url, "SELECT topic, partition, next_offset FROM headrace_sink_offsets")) \
         == {p: hi for p, (_, hi) in marks.items()}
+    assert res.lag_after == {topic: 0}  # from the offsets stored in the target
     assert run_sink(cfg, kafka).rows == 0  # resumes from the offsets stored in the target
+
+
+def test_lag_after_a_capped_run_counts_what_is_left(kafka, topic_factory, unique, tmp_path):
+    """The lag a run reports comes from the target's stored offsets: a capped run leaves the rest."""
+    topic = topic_factory("tbl-lag", partitions=2)
+    produce(kafka, topic, [(i % 2, None, {"id": i}, None) for i in range(30)])  # 15 per partition
+    cfg = _cfg(_url("duckdb", tmp_path, None), topic, unique, max_records_per_run=10)
+    first = run_sink(cfg, kafka)
+    assert (first.rows, first.lag_after) == (20, {topic: 10})
+    second = run_sink(cfg, kafka)
+    assert (second.rows, second.lag_after) == (10, {topic: 0})
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"])
