@@ -86,6 +86,30 @@ def _has_nonfinite(col: pa.ChunkedArray) -> bool:
     return not pc.all(pc.fill_null(finite, True)).as_py()
 
 
+def _nested_floats(t: pa.DataType) -> bool:
+    """True when a float sits inside list, struct or map type ``t``."""
+    from integrations.converters.base import nested_has  # base imports this module
+
+    return not pa.types.is_floating(t) and nested_has(t, pa.types.is_floating)
+
+
+def _nested_nonfinite(col: pa.ChunkedArray) -> bool:
+    """True when a float nested in ``col`` (inside lists, structs or maps) is NaN or ±Infinity."""
+    from integrations.converters.base import convert_nested  # base imports this module
+
+    if not _nested_floats(col.type):
+        return False
+    found: list[bool] = []
+
+    def leaf(a: pa.Array, _t: pa.DataType | None) -> pa.Array:
+        if pa.types.is_floating(a.type) and len(a) and _has_nonfinite(pa.chunked_array([a])):
+            found.append(True)
+        return a
+
+    convert_nested(col, leaf)
+    return bool(found)
+
+
 class JsonConverter:
     """Kafka Connect's JsonConverter (schemas.enable=false), vectorised over Arrow batches."""
 
@@ -105,14 +129,18 @@ class JsonConverter:
                     [interval_iso(c) for c in col.chunks], type=pa.string()))
                 exprs.append(name)
             elif pa.types.is_floating(t) and _has_nonfinite(table.column(i)):
-                exprs.append(
-                    f"CASE WHEN isnan({name}) THEN '\"NaN\"'::JSON WHEN isinf({name}) AND {name} > 0 "
-                    f"THEN '\"Infinity\"'::JSON WHEN isinf({name}) THEN '\"-Infinity\"'::JSON "
-                    f"ELSE {'CAST(' + name + ' AS VARCHAR)::JSON' if pa.types.is_float32(t) else 'to_json(' + name + ')'}"
-                    f" END AS {name}")
+                from integrations.converters.json_pairs import nonfinite_json_sql  # noqa: I001 (base imports this)
+
+                exprs.append(f"{nonfinite_json_sql(name, t)} AS {name}")
                 changed = True
             elif pa.types.is_float32(t):
                 exprs.append(f"CAST(CAST({name} AS VARCHAR) AS JSON) AS {name}")
+                changed = True
+            elif _nested_nonfinite(table.column(i)):
+                # NaN and ±Infinity inside lists, structs or maps: the strings Jackson writes there too
+                from integrations.converters.json_pairs import to_pairs_sql  # (base imports this module)
+
+                exprs.append(f"{to_pairs_sql(name, t, quote_floats=True, pairs=False)} AS {name}")
                 changed = True
             elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
                 exprs.append(f"base64({name}::BLOB) AS {name}")
@@ -186,6 +214,12 @@ class JsonConverter:
                 else:
                     fields.append(f)
             parse_schema = pa.schema(fields)
+        if schema is not None and _NONFINITE.search(blob) is not None and any(
+                _nested_floats(f.type) for f in parse_schema):
+            from integrations.converters.json_pairs import parse_declared  # (base imports this module)
+
+            table = parse_declared(list(values), parse_schema)  # "NaN" inside lists or structs
+            return _convert_strings(table, post) if post else table
         opts = pj.ParseOptions(
             explicit_schema=parse_schema,
             newlines_in_values=multiline,

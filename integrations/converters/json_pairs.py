@@ -1,15 +1,18 @@
-"""Maps with non-string keys in Kafka Connect's JSON: arrays of ``[key, value]`` pairs.
+"""Kafka Connect's JSON for nested values: maps with non-string keys, and non-finite floats.
 
 Kafka Connect's JsonConverter writes a map whose key schema is ``string`` as a JSON object and any
 other map as an array of two-element arrays: ``{1: "a", 2: "b"}`` becomes ``[[1,"a"],[2,"b"]]``.
-These helpers build DuckDB SQL expressions (vectorised; no Python per row) that write and read
-such maps at any depth inside lists, structs and string-keyed maps.
+It writes NaN and ±Infinity, which JSON has no numbers for, as the strings ``"NaN"``, ``"Infinity"``
+and ``"-Infinity"`` (Jackson's default), at any depth. These helpers build DuckDB SQL expressions
+(vectorised; no Python per row) that write such values at any depth inside lists, structs and
+string-keyed maps, and read the maps back.
 """
 
 from __future__ import annotations
 
 import itertools
 
+import duckdb
 import orjson
 import pyarrow as pa
 
@@ -36,19 +39,36 @@ def _var() -> str:
     return f"hr_x{next(_names)}"
 
 
-def to_pairs_sql(e: str, t: pa.DataType) -> str:
-    """SQL for value ``e`` of payload type ``t`` with every non-string-keyed map as a list of JSON pairs."""
-    if not has_pairs(t):
+def nonfinite_json_sql(e: str, t: pa.DataType | None = None) -> str:
+    """SQL for float ``e`` as JSON, with NaN and ±Infinity as the strings Kafka Connect writes (a
+    float32 in its shortest form, not widened to double digits)."""
+    finite = f"CAST({e} AS VARCHAR)::JSON" if t is not None and pa.types.is_float32(t) else f"to_json({e})"
+    return (f"CASE WHEN isnan({e}) THEN '\"NaN\"'::JSON WHEN isinf({e}) AND {e} > 0 THEN '\"Infinity\"'::JSON "
+            f"WHEN isinf({e}) THEN '\"-Infinity\"'::JSON ELSE {finite} END")
+
+
+def to_pairs_sql(e: str, t: pa.DataType, quote_floats: bool = False, pairs: bool = True) -> str:
+    """SQL for value ``e`` of payload type ``t`` with every non-string-keyed map as a list of JSON pairs
+    (unless ``pairs`` is False) and, with ``quote_floats``, every float as JSON with NaN and ±Infinity
+    quoted."""
+    def rewrites(u: pa.DataType) -> bool:
+        return (pairs and keyed_map(u)) or (quote_floats and pa.types.is_floating(u))
+
+    if not nested_has(t, rewrites):
         return e
+    if pa.types.is_floating(t):
+        return nonfinite_json_sql(e, t)
     x = _var()
     if pa.types.is_map(t):
-        k, v = to_pairs_sql(f"{x}.key", t.key_type), to_pairs_sql(f"{x}.value", t.item_type)
-        if keyed_map(t):
+        k = to_pairs_sql(f"{x}.key", t.key_type, quote_floats, pairs)
+        v = to_pairs_sql(f"{x}.value", t.item_type, quote_floats, pairs)
+        if pairs and keyed_map(t):
             return f"list_transform(map_entries({e}), lambda {x}: json_array({k}, {v}))"
         return f"map_from_entries(list_transform(map_entries({e}), lambda {x}: {{'key': {k}, 'value': {v}}}))"
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return f"list_transform({e}, lambda {x}: {to_pairs_sql(x, t.value_type)})"
-    fields = ", ".join(f"{_q(f.name)} := {to_pairs_sql(f'({e}).{_q(f.name)}', f.type)}" for f in t)
+        return f"list_transform({e}, lambda {x}: {to_pairs_sql(x, t.value_type, quote_floats, pairs)})"
+    fields = ", ".join(f"{_q(f.name)} := {to_pairs_sql(f'({e}).{_q(f.name)}', f.type, quote_floats, pairs)}"
+                       for f in t)
     return f"CASE WHEN {e} IS NULL THEN NULL ELSE struct_pack({fields}) END"
 
 
@@ -91,3 +111,45 @@ def structure_type(t: pa.DataType, duck_type) -> str:
 def _structure(t: pa.DataType, duck_type) -> str:
     """A ``json_transform_strict`` structure literal for ``t``."""
     return "'" + orjson.dumps(structure_type(t, duck_type)).decode().replace("'", "''") + "'"
+
+
+def parse_declared(values: list[bytes], schema: pa.Schema) -> pa.Table:
+    """Parse JSON objects into exactly the columns of ``schema`` with DuckDB's ``json_transform_strict``,
+    which reads ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` as floats at any depth (``pyarrow.json``
+    reads them only where it is told a top-level field is a float). A field that ``schema`` does not
+    declare is an error here, never dropped."""
+    from integrations.converters.json import ConversionError, _duck
+
+    con = _duck()
+    con.register("_hr_empty", schema.empty_table())
+    try:
+        types = {row[0]: row[1] for row in con.sql("DESCRIBE _hr_empty").fetchall()}
+    finally:
+        con.unregister("_hr_empty")
+    structure = orjson.dumps({n: types[n] for n in schema.names}).decode().replace("'", "''")
+    try:
+        text = pa.array(values, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid as e:
+        raise ConversionError(f"a value is not valid UTF-8: {e}") from e
+    literals = ["'" + n.replace("'", "''") + "'" for n in schema.names]
+    names = "[" + ", ".join(literals) + "]"
+    con.register("_hr_json", pa.table({"j": text}))
+    try:
+        extra = con.sql(f"SELECT count(*) FROM _hr_json WHERE NOT list_has_all({names}, json_keys(j))").fetchall()[0][0]
+        if extra:
+            raise ConversionError(f"{extra} value(s) hold fields the declared schema does not have, in a batch with "
+                                  "NaN or Infinity nested in lists or structs; declare every field")
+        # every declared key present (a missing one is null, as pyarrow.json reads it), then strictly typed
+        whole = "json_object(" + ", ".join(f"{lit}, j->{lit}" for lit in literals) + ")"
+        out = con.sql(f"SELECT json_transform_strict({whole}, '{structure}') AS s FROM _hr_json").to_arrow_table()
+    except duckdb.Error as e:
+        raise ConversionError(f"malformed JSON in batch: {e}") from e
+    finally:
+        con.unregister("_hr_json")
+    col = out.column(0).combine_chunks()
+    if col.null_count:
+        raise ConversionError("a value is null or not a JSON object")
+    try:
+        return pa.Table.from_struct_array(col).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ConversionError(f"values do not match the declared schema: {e}") from e

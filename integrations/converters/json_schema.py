@@ -46,8 +46,14 @@ from integrations.converters.base import (
     is_primitive,
     nested_has,
 )
-from integrations.converters.json import ConversionError, _duck, _unquote_nonfinite
-from integrations.converters.json_pairs import from_pairs_sql, has_pairs, structure_type, to_pairs_sql
+from integrations.converters.json import _NONFINITE, ConversionError, _duck, _unquote_nonfinite
+from integrations.converters.json_pairs import (
+    from_pairs_sql,
+    has_pairs,
+    nonfinite_json_sql,
+    structure_type,
+    to_pairs_sql,
+)
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 DATE = "org.apache.kafka.connect.data.Date"
@@ -286,15 +292,20 @@ class JsonSchemaConverter(Converter):
         return pc.binary_join_element_wise(prefix.decode(), inner, "}", "")
 
     def _payload_json(self, table: pa.Table) -> pa.Array:
-        cols, b64, quoted = [], [], []
+        cols, b64, quoted, nested_quoted = [], [], [], set()
         for f, col in zip(table.schema, table.columns, strict=True):
             _, ptype = connect_schema(f.type, f.nullable, self.decimal_format)
             t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
             if pa.types.is_dictionary(f.type):
                 col = col.cast(t)
             if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t):
+                def leaf(a: pa.Array, _t: pa.DataType | None, name: str = f.name) -> pa.Array:
+                    if pa.types.is_floating(a.type) and _has_nonfinite(a):
+                        nested_quoted.add(name)  # written as Kafka Connect does: "NaN", "Infinity"
+                    return _payload_leaf(a, self.decimal_format)
+
                 try:
-                    col = convert_nested(col, lambda a, _t: _payload_leaf(a, self.decimal_format))
+                    col = convert_nested(col, leaf)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                     raise ConversionError(f"column {f.name!r} ({t}) cannot be written as {ptype}: {e}") from e
             elif pa.types.is_decimal(t) and self.decimal_format == "base64":
@@ -323,7 +334,8 @@ class JsonSchemaConverter(Converter):
         try:
             sel = ", ".join(
                 f"to_base64({_q(n)}) AS {_q(n)}" if n in b64 else _nonfinite_sql(_q(n)) if n in quoted
-                else f"{to_pairs_sql(_q(n), f.type)} AS {_q(n)}" if has_pairs(f.type) else _q(n)
+                else f"{to_pairs_sql(_q(n), f.type, n in nested_quoted)} AS {_q(n)}"
+                if has_pairs(f.type) or n in nested_quoted else _q(n)
                 for n, f in zip(payload.column_names, payload.schema, strict=True)
             )
             out = con.sql(f"SELECT to_json(q)::VARCHAR AS j FROM (SELECT {sel} FROM _hr_payload) q").to_arrow_table()
@@ -426,6 +438,9 @@ class JsonSchemaConverter(Converter):
         if any(nested_has(f.type, pa.types.is_map) for f in parsed):
             return self._post_all(_parse_with_maps(payloads, parsed), parsed, final)
         blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
+        if _nested_floats(parsed) and _NONFINITE.search(blob) is not None:
+            # "NaN" / "Infinity" inside lists or structs, which pyarrow.json cannot read as floats
+            return self._post_all(_parse_with_maps(payloads, parsed), parsed, final)
         multiline = blob.count(b"\n") != len(payloads) - 1
         blob = _unquote_nonfinite(blob, parsed)  # Kafka Connect (Jackson) writes "NaN", "Infinity"
         opts = pj.ParseOptions(explicit_schema=parsed, newlines_in_values=multiline, unexpected_field_behavior="error")
@@ -492,14 +507,18 @@ def _parse_with_maps(payloads: pa.Array, parsed: pa.Schema) -> pa.Table:
     return pa.Table.from_struct_array(col.cast(struct))
 
 
+def _nested_floats(schema: pa.Schema) -> bool:
+    """True when a float sits inside a list, struct or map of ``schema``."""
+    return any(not pa.types.is_floating(f.type) and nested_has(f.type, pa.types.is_floating) for f in schema)
+
+
 def _has_nonfinite(col: pa.ChunkedArray | pa.Array) -> bool:
     return not pc.all(pc.fill_null(pc.is_finite(col), True)).as_py()
 
 
 def _nonfinite_sql(name: str) -> str:
     """NaN and ±Infinity as JSON strings, as Kafka Connect's JsonConverter (Jackson) writes them."""
-    return (f"CASE WHEN isnan({name}) THEN '\"NaN\"'::JSON WHEN isinf({name}) AND {name} > 0 THEN "
-            f"'\"Infinity\"'::JSON WHEN isinf({name}) THEN '\"-Infinity\"'::JSON ELSE to_json({name}) END AS {name}")
+    return f"{nonfinite_json_sql(name)} AS {name}"
 
 
 def _q(name: str) -> str:

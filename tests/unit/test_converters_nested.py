@@ -232,6 +232,50 @@ def test_json_schema_maps_with_non_string_keys_are_arrays_of_pairs():
     assert conv.decode([connect]).to_pylist() == [{"m": [(10, "x"), (-1, None)]}]
 
 
+def _nonfinite_table() -> pa.Table:
+    inf, nan = float("inf"), float("nan")
+    return pa.table({
+        "xs": pa.array([[1.5, nan, inf], None, [-inf]], pa.list_(pa.float64())),
+        "f4": pa.array([[1.1, -inf], [], None], pa.list_(pa.float32())),
+        "s": pa.array([{"a": -inf, "n": "NaN"}, None, {"a": 2.0, "n": "Infinity"}],
+                      pa.struct([("a", pa.float64()), ("n", pa.string())])),
+        "top": pa.array([nan, 1.0, None], pa.float64()),
+    })
+
+
+def _same(a: pa.Table, b: pa.Table) -> bool:
+    return a.schema == b.schema and repr(a.to_pylist()) == repr(b.to_pylist())  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("kind", ["json", "json_schema"])
+def test_nested_nan_and_infinity_are_the_strings_kafka_connect_writes(kind):
+    """Jackson writes NaN and ±Infinity as strings at any depth; so do both converters, and they read
+    them back (a string field holding "NaN" stays a string)."""
+    t = _nonfinite_table()
+    conv = build_converter(ConverterConfig(type=kind))
+    msgs = [m if isinstance(m, bytes) else m.encode() for m in conv.encode_values(t, "t").to_pylist()]
+    docs = [orjson.loads(m) for m in msgs]
+    payloads = [d["payload"] for d in docs] if kind == "json_schema" else docs
+    assert payloads[0] == {"xs": [1.5, "NaN", "Infinity"], "f4": [1.1, "-Infinity"], "s": {"a": "-Infinity", "n": "NaN"},
+                           "top": "NaN"}
+    assert payloads[2] == {"xs": ["-Infinity"], "f4": None, "s": {"a": 2.0, "n": "Infinity"}, "top": None}
+    back = conv.decode(msgs, t.schema) if kind == "json" else conv.decode(msgs)
+    assert _same(back, t)
+
+
+def test_json_nested_nan_with_an_undeclared_field_is_an_error_not_a_loss():
+    from integrations.converters.json import ConversionError
+
+    schema = pa.schema([("xs", pa.list_(pa.float64())), ("q", pa.string())])
+    conv = build_converter(ConverterConfig(type="json"))
+    assert conv.decode([b'{"xs":["NaN",2]}'], schema).to_pylist() == [{"xs": [pytest.approx(float("nan"), nan_ok=True), 2.0],
+                                                                      "q": None}]
+    with pytest.raises(ConversionError, match="declare every field"):
+        conv.decode([b'{"xs":["NaN"],"extra":1}'], schema)
+    with pytest.raises(ConversionError, match="malformed"):
+        conv.decode([b'{"xs":["NaN","abc"]}'], schema)
+
+
 def test_avro_round_trips_nested_logical_types():
     t = nested_table()
     conv = AvroConverter(_mock_url())
