@@ -11,10 +11,10 @@ reads every payload of a schema id from one stream.
 Arrow → Avro: bool→boolean, int8/16/32→int, int64→long, float32→float, float64→double, string,
 binary→bytes, decimal→bytes+decimal, timestamp[s|ms]→timestamp-millis, timestamp[us]→
 timestamp-micros (naive timestamps: local-timestamp-*), date→date, time[ms]→time-millis,
-time[us]→time-micros, list→array, struct→record, map<string, …>→map, nullable→``["null", T]`` with
-default null; logical types nested in arrays, records and maps are converted the same way. A
-primitive key or value (a ``__value__`` table) is registered as its own schema (``"string"``,
-``["null", "long"]``), and a non-record schema decodes into one column (``field``, default ``value``).
+time[us]→time-micros, time[ns]→long named io.debezium.time.NanoTime, list→array, struct→record,
+map<string, …>→map, nullable→``["null", T]`` with default null; logical types nested in arrays,
+records and maps are converted the same way. A primitive key or value (a ``__value__`` table) is
+registered as its own schema (``"string"``, ``["null", "long"]``), and a non-record schema decodes into one column (``field``, default ``value``).
 
 Avro → Arrow for unions wider than ``["null", T]``: a struct with one nullable field per non-null
 branch, named as Confluent's AvroConverter names them (``string``, ``long``, a record's simple
@@ -54,6 +54,9 @@ MAGIC = 0
 
 class RegistryUnavailable(ConnectionError):
     """The Schema Registry could not be reached (transient: retried under errors_retry_timeout)."""
+
+
+NANO_TIME = "io.debezium.time.NanoTime"  # nanoseconds since midnight, as Debezium names them
 
 
 def _registry_error(e: Exception, what: str) -> Exception:
@@ -107,6 +110,9 @@ def avro_type(t: pa.DataType, path: str) -> Any:
             return {"type": "int", "logicalType": "time-millis"}
         if t.unit == "us":
             return {"type": "long", "logicalType": "time-micros"}
+        # Avro has no time-nanos: a long named as Debezium's NanoTime is (as Confluent's converter
+        # writes a named Connect int64), so nothing is truncated to microseconds
+        return {"type": "long", "connect.name": NANO_TIME}
     if pa.types.is_interval(t):  # Avro's own duration loses nanoseconds and signs: a record instead
         return {"type": "record", "name": _avro_name(path) + "_interval", "headrace.logicalType": "interval",
                 "fields": [{"name": "months", "type": "int"}, {"name": "days", "type": "int"},
@@ -260,6 +266,8 @@ def arrow_types(s: Any, named: dict[str, Any] | None = None) -> tuple[pa.DataTyp
         return pa.time32("ms"), pa.int32(), False
     if logical == "time-micros":
         return pa.time64("us"), pa.int64(), False
+    if typ == "long" and s.get("connect.name") == NANO_TIME:
+        return pa.time64("ns"), pa.int64(), False
     if typ == "record" and s.get("headrace.logicalType") == "interval":
         named[s["name"]] = s
         return pa.month_day_nano_interval(), pa.struct([("months", pa.int32()), ("days", pa.int32()),

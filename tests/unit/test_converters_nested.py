@@ -292,6 +292,20 @@ def test_avro_round_trips_nested_logical_types():
     assert back.to_pylist() == t.to_pylist()
 
 
+def test_avro_time_nanos_is_a_long_named_nanotime_and_keeps_every_nanosecond():
+    """Avro has no time-nanos; time[ns] is written as a long named io.debezium.time.NanoTime."""
+    ns = [0, 1, 45_296_789_012_345, 86_399_999_999_999, None]
+    t = pa.table({"t": pa.array(ns, pa.int64()).cast(pa.time64("ns")),
+                  "l": pa.array([[1], [], None, [2, 3], [4]], pa.list_(pa.time64("ns")))})
+    conv = AvroConverter(_mock_url())
+    msgs = conv.encode_values(t, "t").to_pylist()
+    fields = orjson.loads(conv.client.get_latest_version("t-value").schema.schema_str)["fields"]
+    assert fields[0]["type"] == ["null", {"type": "long", "connect.name": "io.debezium.time.NanoTime"}]
+    back = conv.decode(msgs)
+    assert back.schema.types == t.schema.types
+    assert back.column("t").cast(pa.int64()).to_pylist() == ns and back.column("l").equals(t.column("l"))
+
+
 def test_avro_nested_decimal_bytes_match_fastavro():
     t = pa.table({"l": pa.array([[D("1.56"), None, D("-1.56")]], pa.list_(pa.decimal128(12, 2)))})
     conv = AvroConverter(_mock_url())
