@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from confluent_kafka.schema_registry import Schema
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from integrations.config import ConverterConfig
 from integrations.converters.avro import AvroConverter, union_member_names
@@ -301,6 +301,8 @@ def test_avro_time_nanos_is_a_long_named_nanotime_and_keeps_every_nanosecond():
     msgs = conv.encode_values(t, "t").to_pylist()
     fields = orjson.loads(conv.client.get_latest_version("t-value").schema.schema_str)["fields"]
     assert fields[0]["type"] == ["null", {"type": "long", "connect.name": "io.debezium.time.NanoTime"}]
+    registered = parse_schema(orjson.loads(conv.client.get_latest_version("t-value").schema.schema_str))
+    assert schemaless_reader(io.BytesIO(msgs[2][5:]), registered) == {"t": 45_296_789_012_345, "l": None}
     back = conv.decode(msgs)
     assert back.schema.types == t.schema.types
     assert back.column("t").cast(pa.int64()).to_pylist() == ns and back.column("l").equals(t.column("l"))
