@@ -1,10 +1,13 @@
-"""Test helpers: read a whole topic, read a Parquet dataset, write connector files."""
+"""Test helpers: produce records (checking each delivery), read a whole topic, read a Parquet dataset,
+write connector files."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -12,6 +15,22 @@ import yaml
 from confluent_kafka import TopicPartition
 
 from integrations.kafka.cluster import KafkaSettings
+
+
+def produce_all(kafka: KafkaSettings, topic: str, records: Iterable[dict[str, Any]], **overrides: Any) -> None:
+    """Produce each record (``produce()`` keyword arguments) and fail unless every one was delivered."""
+    p = kafka.producer(**overrides)
+    failed: list[str] = []
+
+    def report(err: object, _msg: object) -> None:  # called for failed deliveries only (delivery.report.only.error)
+        if err is not None:
+            failed.append(str(err))
+
+    for kw in records:
+        p.produce(topic, on_delivery=report, **kw)
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert not failed, f"records were not delivered to {topic}: {failed[:3]}"
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 60) -> list[tuple[bytes | None, bytes | None, int, int]]:

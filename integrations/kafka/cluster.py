@@ -145,6 +145,9 @@ class KafkaSettings:
             if attempt < self.connect_retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
+        # an unreachable cluster's shared client would keep reconnecting (and logging) for the process's life
+        _ADMINS.pop(self._key(), None)
+        admin = None  # the traceback keeps this frame: let the client go now, not when it is collected
         raise KafkaUnavailable(
             f"Kafka at {self.bootstrap_servers} is unreachable after {self.connect_retries} attempts"
             + (f" ({last.args[0].str()})" if last else "")

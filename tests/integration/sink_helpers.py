@@ -11,26 +11,15 @@ import pyarrow.parquet as pq
 from integrations.config import TableSinkConfig
 from integrations.kafka.cluster import KafkaSettings
 from integrations.sinks.table import open_backend
+from tests.helpers import produce_all
 
 
 def produce(kafka: KafkaSettings, topic: str, records: list[tuple[int, Any, Any, int | None]]) -> None:
     """Produce ``(partition, key, value, timestamp_ms)``; key/value None is a null key / a tombstone."""
-    p = kafka.producer(**{"linger.ms": 5})
-    failed: list[str] = []
-
-    def report(err: object, _msg: object) -> None:  # called for failed deliveries only (delivery.report.only.error)
-        if err is not None:
-            failed.append(str(err))
-
-    for part, key, value, ts in records:
-        kw: dict[str, Any] = {"partition": part, "on_delivery": report}
-        if ts is not None:
-            kw["timestamp"] = ts
-        p.produce(topic, key=None if key is None else orjson.dumps(key),
-                  value=None if value is None else orjson.dumps(value), **kw)
-        p.poll(0)
-    assert p.flush(60) == 0
-    assert not failed, f"records were not delivered to {topic}: {failed[:3]}"
+    produce_all(kafka, topic, ({"partition": part, "key": None if key is None else orjson.dumps(key),
+                                "value": None if value is None else orjson.dumps(value),
+                                **({"timestamp": ts} if ts is not None else {})}
+                               for part, key, value, ts in records), **{"linger.ms": 5})
 
 
 def file_rows(root: str, topic: str, column: str = "id") -> dict[str, list[int]]:

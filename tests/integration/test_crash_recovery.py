@@ -10,14 +10,12 @@ import orjson
 
 from integrations.offsets import OffsetStore
 from tests.conftest import run_cli
-from tests.helpers import read_dataset, read_topic, write_connector
+from tests.helpers import produce_all, read_dataset, read_topic, write_connector
 
 
 def _produce_ids(kafka, topic: str, n: int, partitions: int = 1) -> None:
-    p = kafka.producer()
-    for i in range(n):
-        p.produce(topic, orjson.dumps({"id": i, "v": f"row {i}"}), partition=i % partitions)
-    assert p.flush(60) == 0
+    produce_all(kafka, topic, ({"value": orjson.dumps({"id": i, "v": f"row {i}"}), "partition": i % partitions}
+                               for i in range(n)))
 
 
 def test_sink_killed_after_write_before_commit_reruns_exactly_once(kafka, topic_factory, tmp_path, unique):

@@ -23,7 +23,7 @@ from integrations.runtime.error_config import ErrorSettings
 from integrations.runtime.errors import ErrorHandler, RecordError, TransientError
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
-from tests.helpers import read_messages
+from tests.helpers import produce_all, read_messages
 
 GOOD = lambda i: orjson.dumps({"id": i, "name": f"n{i}"})  # noqa: E731
 POISON = {
@@ -35,10 +35,8 @@ POISON = {
 
 def produce_raw(kafka: KafkaSettings, topic: str, values: list[bytes], keys: list[bytes | None] | None = None
                 ) -> None:
-    p = kafka.producer(**{"linger.ms": 5})
-    for i, v in enumerate(values):
-        p.produce(topic, value=v, key=None if keys is None else keys[i], headers=[("origin", b"test")])
-    assert p.flush(60) == 0
+    produce_all(kafka, topic, ({"value": v, "key": None if keys is None else keys[i], "headers": [("origin", b"test")]}
+                               for i, v in enumerate(values)), **{"linger.ms": 5})
 
 
 def ids_in(root: Path, topic: str) -> list[int]:

@@ -23,17 +23,15 @@ from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import RecordError
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
-from tests.helpers import read_dataset, read_messages, write_connector
+from tests.helpers import produce_all, read_dataset, read_messages, write_connector
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
 def _produce(kafka: KafkaSettings, topic: str, records: list[tuple]) -> None:
     """Produce (key, value, timestamp ms, headers) records to partition 0, in order."""
-    p = kafka.producer(**{"linger.ms": 5})
-    for key, value, ts, headers in records:
-        p.produce(topic, value=value, key=key, timestamp=ts, headers=headers, partition=0)
-    assert p.flush(60) == 0
+    produce_all(kafka, topic, ({"value": value, "key": key, "timestamp": ts, "headers": headers, "partition": 0}
+                               for key, value, ts, headers in records), **{"linger.ms": 5})
 
 
 def _rows(root: Path, topic: str) -> list[dict]:

@@ -18,6 +18,7 @@ from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.sink_runner import run_sink
 from integrations.sinks.table import open_backend
+from tests.helpers import produce_all
 from tests.integration.sink_helpers import file_rows
 from tests.integration.test_table_sink import _fetch, _url
 
@@ -28,11 +29,10 @@ SKIP = [("skip", b"1")]
 
 def _produce(kafka: KafkaSettings, topic: str, records: list[tuple[Any, Any, int, list | None]]) -> None:
     """Produce ``(key, value, timestamp ms, headers)`` to partition 0; a None value is a tombstone."""
-    p = kafka.producer(**{"linger.ms": 5})
-    for key, value, ts, headers in records:
-        p.produce(topic, key=None if key is None else orjson.dumps(key),
-                  value=None if value is None else orjson.dumps(value), timestamp=ts, headers=headers, partition=0)
-    assert p.flush(60) == 0
+    produce_all(kafka, topic, ({"key": None if key is None else orjson.dumps(key),
+                                "value": None if value is None else orjson.dumps(value), "timestamp": ts,
+                                "headers": headers, "partition": 0} for key, value, ts, headers in records),
+                **{"linger.ms": 5})
 
 
 def _table_cfg(url: str, topic: str, unique: str, transforms: list[dict], **kw) -> TableSinkConfig:
