@@ -7,7 +7,8 @@ import uuid
 
 import duckdb
 import sqlalchemy as sa
-from confluent_kafka import Producer
+from confluent_kafka import IsolationLevel, Producer, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from integrations.kafka.cluster import KafkaSettings
 
@@ -90,3 +91,12 @@ def produce_json_topic(rows: int, topic: str | None = None) -> str:
 def delete_topics(*topics: str) -> None:
     """Delete benchmark topics."""
     KafkaSettings.from_env().delete_topics([t for t in topics if t])
+
+
+def high_watermark(topic: str, partition: int = 0) -> int:
+    """The ceilings' end offset: one ListOffsets request on an open admin connection (a new consumer's
+    first ``get_watermark_offsets`` sometimes waits ~700 ms for metadata, which would slow a ceiling)."""
+    tp = TopicPartition(topic, partition)
+    futures = KafkaSettings.from_env().admin().list_offsets(
+        {tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10)
+    return futures[tp].result(timeout=15).offset

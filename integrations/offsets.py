@@ -56,11 +56,7 @@ class OffsetStore:
         c = self.kafka.consumer(group_id="headrace-offsets-reader", **{"enable.partition.eof": True})
         out: dict[tuple[str, str], dict[str, Any]] = {}
         try:
-            highs = {}
-            for p in parts:
-                _, high = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
-                if high > 0:
-                    highs[p] = high
+            highs = {p: high for p, (_low, high) in self.kafka.watermarks(self.topic).items() if high > 0}
             if not highs:
                 return {}
             c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in highs])

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 from confluent_kafka import Message, TopicPartition
 
-from bench.common import VALUE_SCHEMA, delete_topics
+from bench.common import VALUE_SCHEMA, delete_topics, high_watermark
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import TableSinkConfig
 from integrations.kafka.cluster import KafkaSettings
@@ -83,7 +83,7 @@ def read_batches(topic: str, batch: int):
     kafka = KafkaSettings.from_env()
     schema = schema_from_mapping(VALUE_SCHEMA)
     c = kafka.consumer(group_id=f"bench-c-{uuid.uuid4().hex[:8]}")
-    _, high = c.get_watermark_offsets(TopicPartition(topic, 0))
+    high = high_watermark(topic)
     c.assign([TopicPartition(topic, 0, 0)])
     opts = pj.ParseOptions(explicit_schema=schema)
     vals: list[bytes] = []

@@ -18,7 +18,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 from confluent_kafka import Message, TopicPartition
 
-from bench.common import VALUE_SCHEMA, delete_topics, produce_json_topic
+from bench.common import VALUE_SCHEMA, delete_topics, high_watermark, produce_json_topic
 from integrations.arrow_types import schema_from_mapping
 from integrations.config import ParquetSinkConfig
 from integrations.kafka.cluster import KafkaSettings
@@ -55,7 +55,7 @@ def ceiling(state: dict) -> int:
     out.mkdir()
     schema = schema_from_mapping(VALUE_SCHEMA)
     c = kafka.consumer(group_id=f"bench-c-{uuid.uuid4().hex[:8]}")
-    _, high = c.get_watermark_offsets(TopicPartition(topic, 0))
+    high = high_watermark(topic)
     c.assign([TopicPartition(topic, 0, 0)])
     opts = pj.ParseOptions(explicit_schema=schema)
     buf: list[pa.Table] = []

@@ -214,8 +214,8 @@ class JsonConverter:
                 else:
                     fields.append(f)
             parse_schema = pa.schema(fields)
-        if schema is not None and _NONFINITE.search(blob) is not None and any(
-                _nested_floats(f.type) for f in parse_schema):
+        if schema is not None and any(_nested_floats(f.type) for f in parse_schema) \
+                and _NONFINITE.search(blob) is not None:  # the schema test first: the search scans the batch
             from integrations.converters.json_pairs import parse_declared  # (base imports this module)
 
             table = parse_declared(list(values), parse_schema)  # "NaN" inside lists or structs

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from integrations.errors import KafkaRefused, KafkaUnavailable
 
@@ -182,18 +183,25 @@ class KafkaSettings:
         return sorted(t.partitions)
 
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
-        """``{partition: (low, high)}`` for a topic; cheap metadata calls only."""
-        c = self.consumer(group_id="headrace-watermarks")
+        """``{partition: (low, high)}`` for a topic, the high mark being the last stable offset (what a
+        read_committed consumer reaches). Asked through the shared admin client, whose connection is
+        already open: a new consumer's first watermark query sometimes waited ~700 ms for metadata."""
+        parts = self.partitions(topic)
+        if not parts:
+            return {}
+        admin = self.admin()
+        tps = [TopicPartition(topic, p) for p in parts]
+        asked = [admin.list_offsets({tp: spec for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED,
+                                    request_timeout=10) for spec in (OffsetSpec.earliest(), OffsetSpec.latest())]
         try:
-            out = {}
-            for p in self.partitions(topic):
-                marks = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if marks is None:  # confluent-kafka returns None on a timeout
-                    raise KafkaUnavailable(f"no watermarks for {topic}[{p}] within 10s")
-                out[p] = marks
-            return out
-        finally:
-            c.close()
+            low, high = ({tp.partition: f.result(timeout=15).offset for tp, f in futures.items()} for futures in asked)
+        except FutureTimeout as e:
+            raise KafkaUnavailable(f"no watermarks for {topic} within 15s") from e
+        except KafkaException as e:
+            if e.args[0].code() in _LEADER_MOVING:
+                raise KafkaUnavailable(f"watermarks of {topic} are not available: {e.args[0].str()}") from e
+            raise
+        return {p: (low[p], high[p]) for p in parts}
 
     def committed(self, group_id: str, topic: str) -> dict[int, int | None]:
         """The group's committed offset per partition (None where nothing is committed)."""
@@ -227,6 +235,9 @@ class KafkaSettings:
                     raise
 
 
+_LEADER_MOVING = frozenset({KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+                            KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT,
+                            KafkaError._ALL_BROKERS_DOWN})
 _COORDINATOR_MOVING = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                                  KafkaError.COORDINATOR_NOT_AVAILABLE})
 
