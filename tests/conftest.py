@@ -8,6 +8,7 @@ cleans up the topics, databases and folders it made.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from integrations.kafka.cluster import KafkaSettings
+from integrations.kafka.cluster import KafkaSettings, forget_clients
+from integrations.kafka.local import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("HEADRACE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres")
@@ -105,6 +107,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def remove_broker(broker: LocalKafka) -> None:
+    """Stop a test's throwaway broker and remove its data, properties (they may hold passwords), log
+    and the process's clients of it."""
+    broker.down()
+    shutil.rmtree(broker.data, ignore_errors=True)
+    broker.home.joinpath(f"server-{broker.port}.properties").unlink(missing_ok=True)
+    broker.home.joinpath("logs", f"stdout-{broker.port}.log").unlink(missing_ok=True)
+    forget_clients(broker.bootstrap)
 
 
 def start_moto_s3(*buckets: str) -> Iterator[dict[str, str]]:

@@ -113,6 +113,30 @@ def _structure(t: pa.DataType, duck_type) -> str:
     return "'" + orjson.dumps(structure_type(t, duck_type)).decode().replace("'", "''") + "'"
 
 
+def json_rows(values: pa.Array, expr: str, what: str, con=None, mismatch: str | None = None) -> pa.StructArray:
+    """Evaluate ``expr`` (SQL over the JSON text column ``j``, giving one struct per value) with DuckDB,
+    vectorised. Invalid UTF-8, a DuckDB error (reported as ``mismatch``) and a null result are
+    ConversionErrors naming ``what``."""
+    from integrations.converters.json import ConversionError, _duck
+
+    try:
+        text = values.cast(pa.string())
+    except pa.ArrowInvalid as e:
+        raise ConversionError(f"{what} is not valid UTF-8: {e}") from e
+    con = con or _duck()
+    con.register("_hr_json", pa.table({"j": text}))
+    try:
+        out = con.sql(f"SELECT {expr} AS s FROM _hr_json").to_arrow_table()
+    except duckdb.Error as e:
+        raise ConversionError(f"{mismatch or what + ' does not match its schema'}: {e}") from e
+    finally:
+        con.unregister("_hr_json")
+    col = out.column(0).combine_chunks()
+    if col.null_count:
+        raise ConversionError(f"a {what} is null or not a JSON object")
+    return col
+
+
 def parse_declared(values: list[bytes], schema: pa.Schema) -> pa.Table:
     """Parse JSON objects into exactly the columns of ``schema`` with DuckDB's ``json_transform_strict``,
     which reads ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` as floats at any depth (``pyarrow.json``
@@ -127,28 +151,21 @@ def parse_declared(values: list[bytes], schema: pa.Schema) -> pa.Table:
     finally:
         con.unregister("_hr_empty")
     structure = orjson.dumps({n: types[n] for n in schema.names}).decode().replace("'", "''")
-    try:
-        text = pa.array(values, pa.binary()).cast(pa.string())
-    except pa.ArrowInvalid as e:
-        raise ConversionError(f"a value is not valid UTF-8: {e}") from e
     literals = ["'" + n.replace("'", "''") + "'" for n in schema.names]
-    names = "[" + ", ".join(literals) + "]"
-    con.register("_hr_json", pa.table({"j": text}))
+    # every declared key present (a missing one is null, as pyarrow.json reads it), then strictly typed;
+    # a key the schema lacks makes the row null, which json_rows reports
+    whole = "json_object(" + ", ".join(f"{lit}, j->{lit}" for lit in literals) + ")"
+    known = f"list_has_all([{', '.join(literals)}], json_keys(j))"
     try:
-        extra = con.sql(f"SELECT count(*) FROM _hr_json WHERE NOT list_has_all({names}, json_keys(j))").fetchall()[0][0]
-        if extra:
-            raise ConversionError(f"{extra} value(s) hold fields the declared schema does not have, in a batch with "
-                                  "NaN or Infinity nested in lists or structs; declare every field")
-        # every declared key present (a missing one is null, as pyarrow.json reads it), then strictly typed
-        whole = "json_object(" + ", ".join(f"{lit}, j->{lit}" for lit in literals) + ")"
-        out = con.sql(f"SELECT json_transform_strict({whole}, '{structure}') AS s FROM _hr_json").to_arrow_table()
-    except duckdb.Error as e:
-        raise ConversionError(f"malformed JSON in batch: {e}") from e
-    finally:
-        con.unregister("_hr_json")
-    col = out.column(0).combine_chunks()
-    if col.null_count:
-        raise ConversionError("a value is null or not a JSON object")
+        col = json_rows(pa.array(values, pa.binary()),
+                        f"CASE WHEN {known} THEN json_transform_strict({whole}, '{structure}') END", "value", con,
+                        "malformed JSON in batch")
+    except ConversionError as e:
+        if "null or not a JSON object" not in str(e):
+            raise
+        raise ConversionError("a value holds fields the declared schema does not have (in a batch with NaN or "
+                              "Infinity nested in lists or structs; declare every field), or is not a JSON "
+                              "object") from e
     try:
         return pa.Table.from_struct_array(col).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

@@ -46,10 +46,17 @@ from integrations.converters.base import (
     is_primitive,
     nested_has,
 )
-from integrations.converters.json import _NONFINITE, ConversionError, _duck, _unquote_nonfinite
+from integrations.converters.json import (
+    _NONFINITE,
+    ConversionError,
+    _duck,
+    _nested_floats,
+    _unquote_nonfinite,
+)
 from integrations.converters.json_pairs import (
     from_pairs_sql,
     has_pairs,
+    json_rows,
     nonfinite_json_sql,
     structure_type,
     to_pairs_sql,
@@ -438,7 +445,7 @@ class JsonSchemaConverter(Converter):
         if any(nested_has(f.type, pa.types.is_map) for f in parsed):
             return self._post_all(_parse_with_maps(payloads, parsed), parsed, final)
         blob = b"\n".join(payloads.to_pylist()) if len(payloads) < 8 else _join_lines(payloads)
-        if _nested_floats(parsed) and _NONFINITE.search(blob) is not None:
+        if any(_nested_floats(f.type) for f in parsed) and _NONFINITE.search(blob) is not None:
             # "NaN" / "Infinity" inside lists or structs, which pyarrow.json cannot read as floats
             return self._post_all(_parse_with_maps(payloads, parsed), parsed, final)
         multiline = blob.count(b"\n") != len(payloads) - 1
@@ -488,28 +495,8 @@ def _parse_with_maps(payloads: pa.Array, parsed: pa.Schema) -> pa.Table:
     ``json_transform_strict``, vectorised; the result has the ``parsed`` types."""
     struct = pa.struct(list(parsed))
     structure = orjson.dumps(structure_type(struct, _duck_type)).decode().replace("'", "''")
-    parse = from_pairs_sql(f"json_transform_strict(p, '{structure}')", struct, _duck_type)
-    try:
-        text = payloads.cast(pa.string())
-    except pa.ArrowInvalid as e:
-        raise ConversionError(f"payload is not valid UTF-8: {e}") from e
-    con = _duck()
-    con.register("_hr_maps", pa.table({"p": text}))
-    try:
-        out = con.sql(f"SELECT {parse} AS s FROM _hr_maps").to_arrow_table()
-    except Exception as e:  # noqa: BLE001 (duckdb raises its own classes)
-        raise ConversionError(f"payload does not match its schema: {e}") from e
-    finally:
-        con.unregister("_hr_maps")
-    col = out.column(0).combine_chunks()
-    if col.null_count:
-        raise ConversionError("a payload is null or not a JSON object")
-    return pa.Table.from_struct_array(col.cast(struct))
-
-
-def _nested_floats(schema: pa.Schema) -> bool:
-    """True when a float sits inside a list, struct or map of ``schema``."""
-    return any(not pa.types.is_floating(f.type) and nested_has(f.type, pa.types.is_floating) for f in schema)
+    parse = from_pairs_sql(f"json_transform_strict(j, '{structure}')", struct, _duck_type)
+    return pa.Table.from_struct_array(json_rows(payloads, parse, "payload").cast(struct))
 
 
 def _has_nonfinite(col: pa.ChunkedArray | pa.Array) -> bool:

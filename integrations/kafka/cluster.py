@@ -235,6 +235,13 @@ class KafkaSettings:
                     raise
 
 
+def forget_clients(bootstrap_servers: str) -> None:
+    """Drop the process's shared admin clients for a cluster that was shut down, so they stop
+    reconnecting (and logging) for the rest of the process."""
+    for key in [k for k in _ADMINS if k[0] == bootstrap_servers]:
+        _ADMINS.pop(key, None)
+
+
 _LEADER_MOVING = frozenset({KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
                             KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT,
                             KafkaError._ALL_BROKERS_DOWN})

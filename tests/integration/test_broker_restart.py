@@ -11,7 +11,6 @@ files hold every id exactly once.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -30,7 +29,7 @@ from integrations.kafka.local import LocalKafka
 from integrations.offsets import OffsetStore
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
-from tests.conftest import free_port
+from tests.conftest import free_port, remove_broker
 
 ROWS, BATCH = 300_000, 10_000
 
@@ -63,10 +62,7 @@ class Broker:
     def remove(self) -> None:
         if self.local.pid():
             self.stop(hard=True)
-        shutil.rmtree(self.local.data, ignore_errors=True)
-        for leftover in (self.local.home / f"server-{self.local.port}.properties",
-                         self.local.home / "logs" / f"stdout-{self.local.port}.log"):
-            leftover.unlink(missing_ok=True)
+        remove_broker(self.local)
 
 
 @pytest.fixture(scope="module")

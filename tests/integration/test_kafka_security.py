@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from integrations.kafka.local import LocalKafka
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, remove_broker, run_cli
 
 PASSWORD = "s3cret-Pw-4f9a1c"  # noqa: S105 - the test's own broker
 ADMIN_PASSWORD = "admin-Pw-77e2b0"  # noqa: S105
@@ -88,10 +87,7 @@ def secure_broker(kafka, tmp_path_factory) -> Iterator[tuple[LocalKafka, Path]]:
     try:
         yield broker, folder
     finally:
-        broker.down()
-        shutil.rmtree(broker.data, ignore_errors=True)
-        broker.home.joinpath(f"server-{broker.port}.properties").unlink(missing_ok=True)  # holds the JAAS passwords
-        broker.home.joinpath("logs", f"stdout-{broker.port}.log").unlink(missing_ok=True)
+        remove_broker(broker)  # its properties hold the JAAS passwords
 
 
 def _env(broker: LocalKafka, ca: Path, password: str) -> dict[str, str]:

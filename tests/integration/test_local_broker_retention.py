@@ -9,7 +9,6 @@ explicit week of retention proves the check ran, while the default topic keeps e
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from confluent_kafka import TopicPartition
 
 from integrations.kafka.cluster import KafkaSettings
 from integrations.kafka.local import LocalKafka
-from tests.conftest import free_port
+from tests.conftest import free_port, remove_broker
 
 OLD = 1_710_000_000_000  # 2024-03-09, long past a week of retention
 
@@ -32,10 +31,7 @@ def eager_broker(kafka) -> Iterator[KafkaSettings]:
     try:
         yield KafkaSettings(bootstrap_servers=broker.bootstrap, client_config={})
     finally:
-        broker.down()
-        shutil.rmtree(broker.data, ignore_errors=True)
-        broker.home.joinpath(f"server-{broker.port}.properties").unlink(missing_ok=True)
-        broker.home.joinpath("logs", f"stdout-{broker.port}.log").unlink(missing_ok=True)
+        remove_broker(broker)
 
 
 def _low_high(settings: KafkaSettings, topic: str) -> tuple[int, int]:
