@@ -106,10 +106,7 @@ def plan_ranges(
     wanted = {(r.topic, r.partition): r for r in requested or []}
     out = []
     for topic in topics:
-        if stored is not None:  # the sink keeps its offsets with the data: those win over the group's
-            committed = {p: o for (t, p), o in stored.items() if t == topic}
-        else:
-            committed = kafka.committed(group_id, topic)
+        committed = _committed(kafka, group_id, topic, stored)
         for p, (low, high) in kafka.watermarks(topic).items():
             start = max(committed.get(p) if committed.get(p) is not None else low, low)
             if committed.get(p) is not None and committed[p] < low:
@@ -128,6 +125,15 @@ def plan_ranges(
     return out
 
 
+def _committed(kafka: KafkaSettings, group_id: str, topic: str, stored: dict[tuple[str, int], int] | None
+               ) -> dict[int, int | None]:
+    """The next offset per partition of ``topic``: the sink's own stored offsets when it keeps them with
+    its data (those win over the group's, and the group is not asked), else the group's."""
+    if stored is not None:
+        return {p: o for (t, p), o in stored.items() if t == topic}
+    return kafka.committed(group_id, topic)
+
+
 def lag(kafka: KafkaSettings, group_id: str, topics: list[str],
         positions: dict[tuple[str, int], int] | None = None) -> dict[str, int]:
     """Records not yet committed by the group, per topic (cheap metadata calls only).
@@ -136,10 +142,7 @@ def lag(kafka: KafkaSettings, group_id: str, topics: list[str],
     its data) those are the committed offsets, and the group is not asked."""
     out = {}
     for topic in topics:
-        if positions is not None:
-            committed = {p: o for (t, p), o in positions.items() if t == topic}
-        else:
-            committed = kafka.committed(group_id, topic)
+        committed = _committed(kafka, group_id, topic, positions)
         total = 0
         for p, (low, high) in kafka.watermarks(topic).items():
             c = committed.get(p)
