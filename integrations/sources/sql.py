@@ -104,7 +104,33 @@ class SqlSource(Source):
                                 numeric_mapping=config.numeric_mapping)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
-        self._zone = zoneinfo.ZoneInfo(config.db_timezone)
+        self.zone = self._resolve_zone()
+
+    def _resolve_zone(self) -> zoneinfo.ZoneInfo:
+        """The zone of wall-clock timestamp columns: the server's own on PostgreSQL (its session
+        ``TimeZone``), refusing a configured ``db_timezone`` that disagrees; UTC or the configured
+        zone elsewhere (SQLite's ``CURRENT_TIMESTAMP`` is UTC; other servers are not asked)."""
+        c = self.config
+        configured = c.db_timezone if "db_timezone" in c.model_fields_set else None
+        if self.reader.dialect != "postgresql":
+            return zoneinfo.ZoneInfo(configured or "UTC")
+        server = str(self.reader.scalar(sa.text("SELECT current_setting('TimeZone')")))
+        try:
+            server_zone = zoneinfo.ZoneInfo(server)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"connector {c.name}: the database's TimeZone {server!r} is not an IANA zone name; set the "
+                "database's (or the connector's session) TimeZone to one, e.g. America/New_York") from None
+        if configured is None:
+            return server_zone
+        zone = zoneinfo.ZoneInfo(configured)
+        if not same_zone(zone, server_zone):
+            raise ConfigError(
+                f"connector {c.name}: db_timezone {configured!r} disagrees with the database's TimeZone "
+                f"{server!r}; the source would misplace open transactions and could skip rows. Remove "
+                "db_timezone (the server's zone is used), or set the connector's session zone in the "
+                "connection URL (?options=-c%20TimeZone%3D<zone>) if the columns hold another zone's wall time")
+        return zone
 
     # -- structure ------------------------------------------------------------------------------
     def partitions(self) -> list[dict[str, Any]]:
@@ -177,9 +203,9 @@ class SqlSource(Source):
     def _to_column_zone(self, v: dt.datetime, src: sa.FromClause) -> dt.datetime:
         """An instant as the timestamp column compares it (wall time in ``db_timezone`` if naive)."""
         if self._naive_ts(src) and v.tzinfo is not None:
-            return v.astimezone(self._zone).replace(tzinfo=None)
+            return v.astimezone(self.zone).replace(tzinfo=None)
         if not self._naive_ts(src) and v.tzinfo is None:
-            return v.replace(tzinfo=self._zone)
+            return v.replace(tzinfo=self.zone)
         return v
 
     def _guarded(self) -> bool:
@@ -342,6 +368,17 @@ class SqlSource(Source):
 
     def close(self) -> None:
         self.reader.close()
+
+
+_ZONE_PROBES = [dt.datetime(1970, 1, 1, 12, tzinfo=dt.UTC) + dt.timedelta(days=d) for d in range(80 * 366)]
+
+
+def same_zone(a: zoneinfo.ZoneInfo, b: zoneinfo.ZoneInfo) -> bool:
+    """True when two zones give the same UTC offset at daily instants over 1970-2049 (aliases such
+    as US/Eastern and America/New_York, or Etc/UTC and UTC, are the same zone)."""
+    if a.key == b.key:
+        return True
+    return all(p.astimezone(a).utcoffset() == p.astimezone(b).utcoffset() for p in _ZONE_PROBES)
 
 
 def _last_ts_group_start(table: pa.Table, ts_cols: list[str]) -> int:

@@ -30,6 +30,7 @@ import datetime as dt
 import decimal
 import queue
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -356,7 +357,11 @@ class SqlReader:
         raise ConnectionError(f"the database session was lost while reading: {error}") from error
 
     def _libpq_uri(self) -> str:
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # query parameters percent-encoded (SQLAlchemy renders a space as "+", which libpq keeps as a
+        # plus: ``options=-c TimeZone=UTC`` would reach the server as ``-c+TimeZone=UTC``)
+        base = self.url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+        query = urllib.parse.urlencode(list(self.url.query.items()), doseq=True, quote_via=urllib.parse.quote)
+        return f"{base}?{query}" if query else base
 
     @property
     def uses_adbc(self) -> bool:
