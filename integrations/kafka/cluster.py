@@ -4,10 +4,17 @@ The cluster is ``KAFKA_BOOTSTRAP_SERVERS`` when set (nothing local is started th
 broker on ``127.0.0.1:$HEADRACE_KAFKA_PORT``. Extra librdkafka properties (``security.protocol``,
 ``sasl.*``, ``ssl.*``) come from ``HEADRACE_KAFKA_CONFIG`` as ``key=value`` pairs separated by ``;``,
 with ``${env:VAR}`` for secrets; they are never logged.
+
+No client made here creates a topic by accident: a metadata request for a missing topic (a sensor's
+lag probe, a watermark lookup, a sink's partition listing) must not make the broker auto-create it
+with its default partition count, so every client sets ``allow.auto.create.topics=false`` (librdkafka
+defaults it to true for producers and the admin client). Topics are created only on purpose, by
+:meth:`KafkaSettings.ensure_topic` with the configured partition count.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,6 +26,10 @@ from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from integrations.errors import KafkaRefused, KafkaUnavailable
+
+log = logging.getLogger("headrace.kafka")
+#: set on every client: only ``ensure_topic`` creates topics
+NO_AUTO_CREATE = {"allow.auto.create.topics": False}
 
 
 def _extra_config() -> dict[str, str]:
@@ -72,7 +83,8 @@ class KafkaSettings:
         return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
     def base(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config}
+        """The client config every client starts from (never creating topics by accident)."""
+        return {"bootstrap.servers": self.bootstrap_servers, **NO_AUTO_CREATE, **self.client_config}
 
     def admin(self) -> AdminClient:
         """The process's AdminClient for this cluster, shared: metadata calls reuse its connection
@@ -156,11 +168,20 @@ class KafkaSettings:
         )
 
     def ensure_topic(
-        self, topic: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None
+        self, topic: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None,
+        warn_partitions: bool = False,
     ) -> None:
-        """Create ``topic`` if it does not exist (no error if it does)."""
+        """Create ``topic`` with ``partitions`` if it does not exist (no error if it does).
+
+        With ``warn_partitions``, an existing topic whose partition count differs from ``partitions`` is
+        logged as a warning naming both counts (the topic is left as it is)."""
         admin = self.admin()
-        if topic in admin.list_topics(timeout=10).topics:
+        existing = admin.list_topics(timeout=10).topics.get(topic)
+        if existing is not None:
+            have = len(existing.partitions)
+            if warn_partitions and have and have != partitions:
+                log.warning("topic %r has %d partition(s) but the connector is configured for %d "
+                            "(topic_partitions); it is used as it is", topic, have, partitions)
             return
         fut = admin.create_topics(
             [NewTopic(topic, num_partitions=partitions, replication_factor=replication, config=config or {})]

@@ -150,7 +150,7 @@ class LocalKafka:
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
+                    "auto.create.topics.enable=false",  # topics are made on purpose, with their partition count
                     "delete.topic.enable=true",
                     # keep records whatever their timestamps: time retention deletes a segment whose
                     # newest record is older than a week, so historical data (backfills, tests producing
@@ -234,7 +234,7 @@ def _broker_ready(bootstrap: str, client_config: dict[str, str] | None = None) -
     from confluent_kafka.admin import AdminClient
 
     try:
-        md = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})}).list_topics(timeout=2)
+        md = AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False, **(client_config or {})}).list_topics(timeout=2)
         return bool(md.brokers)
     except Exception:
         return False
@@ -245,7 +245,8 @@ def _coordinator_ready(bootstrap: str, client_config: dict[str, str] | None = No
     ``__consumer_offsets`` first, answering NOT_COORDINATOR meanwhile."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "headrace-startup-probe", **(client_config or {})})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "headrace-startup-probe", "allow.auto.create.topics": False,
+                  **(client_config or {})})
     try:
         c.committed([TopicPartition("headrace-startup-probe", 0)], timeout=5)
         return True
