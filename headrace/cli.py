@@ -1,4 +1,10 @@
-"""The ``headrace`` command: validate connectors, manage local Kafka, run a connector, run the demo."""
+"""The ``headrace`` command: validate connectors, manage local Kafka, run a connector, run the demo.
+
+Exit codes (docs/errors.md): 0 success; 1 a runtime failure (Kafka or a database unreachable, a write
+or delivery error); 2 a configuration error (invalid connector file, unknown connector, bad
+arguments); 128 + the signal number when SIGTERM (143) or SIGINT (130) stopped a run at a batch
+boundary. Expected failures are one line on stderr; only a bug prints a traceback, and says so.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import sys
 from pathlib import Path
 
 from integrations.config import default_connectors_dir, load_connector, load_folder
-from integrations.errors import HeadraceError
+from integrations.errors import ConfigError, HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.kafka.local import REPO_ROOT, LocalKafka, headrace_home
 
@@ -36,33 +42,35 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         configs = load_folder(folder)
         if not configs:
-            raise HeadraceError(f"{folder}: no connector files (*.yaml)")
+            raise ConfigError(f"{folder}: no connector files (*.yaml)")
     for c in configs:
         print(f"ok  {c.name} ({c.type})")
     return 0
 
 
-def _find(name: str, folder: str) -> object:
-    for c in load_folder(folder):
-        if c.name == name:
-            return c
-    raise HeadraceError(f"no connector named {name!r} in {folder}")
-
-
 def _run(args: argparse.Namespace) -> int:
+    from integrations.config import find_connector
     from integrations.registry import is_source
+    from integrations.runtime import stopping
     from integrations.runtime.sink_runner import run_sink
     from integrations.runtime.source_runner import run_source
 
-    config = load_connector(args.name) if args.name.endswith((".yaml", ".yml")) else _find(args.name, args.dir)
-    if is_source(config):
-        res = run_source(config)
-        out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes, "seconds": round(res.seconds, 3),
-               "topics": {t: s.rows for t, s in res.by_topic().items()}}
-    else:
-        res = run_sink(config)
-        out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
-               "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
+    if args.name.endswith((".yaml", ".yml")):
+        config = load_connector(args.name)
+    else:  # only the named connector's own file must be valid; the others are skipped with a warning
+        config, warnings = find_connector(args.name, args.dir)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    args.config = config  # for the one-line report of a failure
+    with stopping.installed():
+        if is_source(config):
+            res = run_source(config)
+            out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
+                   "seconds": round(res.seconds, 3), "topics": {t: s.rows for t, s in res.by_topic().items()}}
+        else:
+            res = run_sink(config)
+            out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
+                   "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
     print(json.dumps(out))
     return 0
 
@@ -93,6 +101,89 @@ def _demo(_args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _first_line(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """The first non-empty line of an error text, with URL passwords and ``secrets`` masked."""
+    from integrations.config import redact_url
+
+    line = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
+    for secret in secrets:
+        if secret:
+            line = line.replace(secret, "***")
+    return redact_url(line)
+
+
+def _database(config: object) -> tuple[str, tuple[str, ...]]:
+    """``host:port/database`` of the connector's database (never the password), and the secrets to mask."""
+    url = getattr(config, "connection_url", None)
+    if not url:
+        return "the database", ()
+    from integrations.config import redact_url, resolve_url
+
+    try:
+        import sqlalchemy as sa
+
+        u = sa.make_url(resolve_url(url))
+    except Exception:  # noqa: BLE001  (an unresolvable URL: show what the file says, redacted)
+        return redact_url(url), ()
+    if u.host:
+        where = f"{u.host}:{u.port}" if u.port else u.host
+        return f"{u.drivername} database at {where}/{u.database or ''}", (u.password or "",)
+    return f"{u.drivername} database {u.database or ':memory:'}", (u.password or "",)
+
+
+_DB_MODULES = ("sqlalchemy", "psycopg", "psycopg2", "sqlite3", "duckdb", "adbc_driver_manager", "adbc_driver_")
+
+
+def report_failure(e: BaseException, config: object | None = None) -> int:
+    """Print one line for a failure and return the exit code: 2 config, 1 runtime, 128+n stopped.
+
+    Anything not recognised is a bug: it keeps its traceback and says so."""
+    from integrations.runtime.stopping import StopRequested
+
+    who = f"connector {config.name}: " if getattr(config, "name", None) else ""
+    if isinstance(e, StopRequested):
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    if isinstance(e, KeyboardInterrupt):  # outside a run (a run turns SIGINT into StopRequested)
+        print("stopped: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    if isinstance(e, SystemExit):  # argparse's usage errors (exit 2) and --help (exit 0)
+        return e.code if isinstance(e.code, int) else 1
+    if isinstance(e, ConfigError):
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, HeadraceError):
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    module = type(e).__module__ or ""
+    if module.startswith(_DB_MODULES) and isinstance(e, Exception):
+        where, secrets = _database(config)
+        cause = getattr(e, "orig", None) or e
+        print(f"error: {who}{where} failed: {type(cause).__name__}: {_first_line(str(cause), secrets)} "
+              "(check that the database is up and reachable, the URL and credentials, and the table)",
+              file=sys.stderr)
+        return 1
+    if module.startswith("confluent_kafka"):
+        print(f"error: {who}Kafka failed: {_first_line(str(e))} (check KAFKA_BOOTSTRAP_SERVERS and the broker)",
+              file=sys.stderr)
+        return 1
+    if module.startswith("pyarrow"):
+        print(f"error: {who}the data could not be converted or written: {type(e).__name__}: {_first_line(str(e))}",
+              file=sys.stderr)
+        return 1
+    if isinstance(e, OSError):
+        target = f" ({e.filename})" if e.filename else ""
+        print(f"error: {who}{e.strerror or _first_line(str(e))}{target} "
+              "(check the path, its permissions and free space)", file=sys.stderr)
+        return 1
+    import traceback
+
+    traceback.print_exception(e)
+    print(f"error: {who}this is a bug in Headrace, not a problem with your setup: {type(e).__name__}: "
+          f"{_first_line(str(e))}. Please report it with the traceback above.", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``headrace`` console script."""
     logging.basicConfig(level=os.environ.get("HEADRACE_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s")
@@ -119,9 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except HeadraceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:  # noqa: BLE001  (every failure ends as one line and an exit code)
+        return report_failure(e, getattr(args, "config", None))
 
 
 if __name__ == "__main__":

@@ -7,22 +7,25 @@ never appear in a model dump, a log line, run config or Dagster metadata.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from integrations.converters.config import ConverterConfig
 from integrations.errors import ConfigError
 from integrations.kafka.local import headrace_home
+from integrations.paths import check_path, check_url_path
+from integrations.paths import resolve_path as resolve_path  # noqa: F401  (re-exported: others import it here)
+from integrations.paths import resolve_url as resolve_url  # noqa: F401
 from integrations.runtime.error_config import ErrorSettings
-from integrations.transforms.config import PREDICATE_TYPES, TRANSFORM_TYPES, TransformConfig
+from integrations.topics import LEGAL, illegal_routed_topics
+from integrations.topics import TOPIC_RE as TOPIC_RE  # noqa: F401  (re-exported)
+from integrations.transforms.config import TransformConfig
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 
 
@@ -60,8 +63,38 @@ def _check_value_schema(v: dict[str, str] | None) -> dict[str, str] | None:
     return v
 
 
+def _yaml_date(v: Any) -> Any:
+    """A YAML date or datetime (``2024-01-01``, ``2024-01-01T00:00:00Z``) as the ISO text it was written as."""
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v
+
+
+def _check_instant(v: str | None) -> str | None:
+    """An ISO-8601 date or datetime text, checked now rather than when the first run parses it."""
+    if v is not None:
+        try:
+            dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an ISO-8601 date or datetime (e.g. 2024-01-01 or "
+                             "2024-01-01T00:00:00+00:00)") from None
+    return v
+
+
+def _illegal_topic(topic: str, transforms: list[Any], what: str) -> str | None:
+    """The error text when ``topic`` (derived from ``what``) is illegal after the transforms' routers."""
+    bad = illegal_routed_topics(topic, transforms)
+    if not bad:
+        return None
+    routed = "" if bad == [topic] else f" (after the transforms: {', '.join(repr(b) for b in bad)})"
+    return (f"{what} makes the topic {topic!r}{routed}, which is not a legal Kafka topic name ({LEGAL}); "
+            "rename it with a RegexRouter transform or change the name")
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class _ConnectorBase(ErrorSettings, _Model):
@@ -114,6 +147,11 @@ class SqlSourceConfig(_ConnectorBase):
     key_columns: Annotated[list[str], Field(description="Columns that form the Kafka message key")] = []
     topic_partitions: Annotated[int, Field(gt=0, le=10_000)] = 1
     topic_replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
+    exactly_once: Annotated[
+        bool, Field(description="Each batch's records and its source offset go to Kafka in one transaction "
+                                "(KIP-618): read_committed consumers never see a duplicate; see "
+                                "docs/exactly-once-source.md")
+    ] = False
     db_timezone: Annotated[
         str, Field(description="IANA zone of timestamp columns without a time zone (used for their bounds)")
     ] = "UTC"
@@ -128,6 +166,10 @@ class SqlSourceConfig(_ConnectorBase):
     transaction_guard: Annotated[
         bool, Field(description="PostgreSQL: never read past the oldest open transaction (no skipped rows)")
     ] = True
+
+    _url = field_validator("connection_url")(classmethod(lambda cls, v: check_url_path(v)))
+    _ts_initial_yaml = field_validator("timestamp_initial", mode="before")(classmethod(lambda cls, v: _yaml_date(v)))
+    _ts_initial = field_validator("timestamp_initial")(classmethod(lambda cls, v: _check_instant(v)))
 
     @field_validator("table_include", "table_exclude")
     @classmethod
@@ -169,10 +211,16 @@ class SqlSourceConfig(_ConnectorBase):
             raise ValueError(f"mode '{self.mode}' needs 'incrementing_column'")
         if "timestamp" in self.mode and not self.timestamp_column:
             raise ValueError(f"mode '{self.mode}' needs 'timestamp_column'")
-        for t in self.tables:
-            if not TOPIC_RE.match(self.topic_prefix + t.split(".")[-1]):
-                raise ValueError(f"table {t!r} does not make a legal Kafka topic name")
+        for t in self.tables or (["query"] if self.query else []):
+            problem = self.topic_problem(t)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def topic_problem(self, table: str) -> str | None:
+        """Why ``table``'s topic, after the transforms' routers, is not a legal Kafka topic name (None: it is)."""
+        what = "topic_prefix (the topic of the query)" if self.query else f"table {table!r}"
+        return _illegal_topic(self.topic_for(table), self.transforms, what)
 
     def topic_for(self, table: str) -> str:
         """The topic a table (or the custom query) writes to."""
@@ -219,7 +267,8 @@ class ParquetSinkConfig(_SinkBase):
     """A Parquet dataset sink, like Kafka Connect's S3/HDFS sinks with the Parquet format."""
 
     type: Literal["parquet_sink"]
-    path: Annotated[str, Field(description="Root folder of the dataset; files go under <path>/<topic>/")]
+    path: Annotated[str, Field(description="Root folder of the dataset; files go under <path>/<topic>/. Relative: "
+                                           "under $HEADRACE_HOME; absolute paths and URLs (s3://...) as written")]
     flush_size: Annotated[int, Field(gt=0, description="Records per Kafka partition per file")] = 100_000
     compression: Literal["snappy", "zstd", "gzip", "lz4", "none"] = "zstd"
     partitioner: Annotated[
@@ -260,6 +309,27 @@ class ParquetSinkConfig(_SinkBase):
                           "use ${env:VAR} for secrets"),
     ] = {}
 
+    _path = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
+
+    @field_validator("partition_start_date", mode="before")
+    @classmethod
+    def _start_date(cls, v: Any) -> Any:
+        """A YAML date (``2024-01-01``, as the README writes it), a midnight datetime, or YYYY-MM-DD text."""
+        if isinstance(v, dt.datetime):
+            if v.time() != dt.time(0):
+                raise ValueError(f"{v.isoformat()!r} is not a day; partition_start_date is a date (YYYY-MM-DD)")
+            v = v.date()
+        if isinstance(v, dt.date):
+            return v.isoformat()
+        if isinstance(v, str):
+            try:
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+                    raise ValueError
+                dt.date.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a date (YYYY-MM-DD, e.g. 2024-01-01)") from None
+        return v
+
     @model_validator(mode="after")
     def _check_partitioner(self) -> ParquetSinkConfig:
         if self.partitioner == "field" and not self.partition_fields:
@@ -287,6 +357,7 @@ class TableSinkConfig(_SinkBase):
         Field(description="duckdb:///<file> (default: the embedded warehouse), postgresql://..., or any "
                           "SQLAlchemy URL; put secrets in ${env:VAR}"),
     ] = "duckdb:///${env:HEADRACE_HOME}/warehouse.duckdb"
+    _url = field_validator("connection_url")(classmethod(lambda cls, v: check_url_path(v)))
     table_name_format: Annotated[str, Field(description="Target table; ${topic} is replaced")] = "${topic}"
     db_schema: Annotated[str | None, Field(description="Database schema of the tables (default: the default)")] = None
     insert_mode: Literal["insert", "upsert", "update"] = "insert"
@@ -384,6 +455,11 @@ class FileSourceConfig(_ConnectorBase):
     charset: Annotated[str, Field(description="Text encoding of CSV files (JSON lines are UTF-8)")] = "utf8"
     topic_partitions: Annotated[int, Field(gt=0, le=10_000)] = 1
     topic_replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
+    exactly_once: Annotated[
+        bool, Field(description="Each batch's records and its source offset go to Kafka in one transaction "
+                                "(KIP-618): read_committed consumers never see a duplicate; see "
+                                "docs/exactly-once-source.md")
+    ] = False
     storage_options: Annotated[
         dict[str, str],
         Field(description="Object storage options (endpoint_override, region, access_key, secret_key, scheme); "
@@ -392,17 +468,17 @@ class FileSourceConfig(_ConnectorBase):
 
     @field_validator("topic")
     @classmethod
-    def _legal_topic(cls, v: str) -> str:
-        if not TOPIC_RE.match(v) or v in (".", ".."):
-            raise ValueError(f"{v!r} is not a legal Kafka topic name ([A-Za-z0-9._-], not '.' or '..')")
+    def _legal_topic(cls, v: str, info: ValidationInfo) -> str:
+        """Legal after the transforms' routers (``transforms`` is validated before ``topic``)."""
+        problem = _illegal_topic(v, info.data.get("transforms", []), "'topic'")
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("input_path", "finished_path", "error_path")
     @classmethod
-    def _no_parent(cls, v: str | None) -> str | None:
-        if v is not None and ".." in re.split(r"[/\\]", v.split("://", 1)[-1]):
-            raise ValueError(f"{v!r} contains a '..' segment; paths may not climb out of their folder")
-        return v
+    def _paths(cls, v: str | None) -> str | None:
+        return None if v is None else check_path(v)
 
     @field_validator("input_file_pattern")
     @classmethod
@@ -451,96 +527,15 @@ ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfi
 CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink", "file_source")
 
 
-class _Envelope(BaseModel):
-    connector: ConnectorConfig
+#: what moved to integrations.loading (reading files and folders); still importable from here
+_LOADING = ("load_connector", "load_folder", "scan_folder", "find_connector", "connector_files",
+            "default_connectors_dir", "read_yaml")
 
 
-def _strip_tags(loc: tuple[Any, ...]) -> list[Any]:
-    """Drop the union tags pydantic puts in error locations of transforms and predicates."""
-    out: list[Any] = []
-    for p in loc:
-        prev = out[-1] if out else None
-        if (isinstance(prev, int) and p in TRANSFORM_TYPES) or (prev == "predicate" and p in PREDICATE_TYPES):
-            continue
-        out.append(p)
-    return out
+def __getattr__(name: str) -> Any:
+    """Lazy re-exports of :mod:`integrations.loading` (which imports this module, so not at the top)."""
+    if name in _LOADING:
+        from integrations import loading
 
-
-def _format_error(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in _strip_tags(e["loc"]) if p != "connector" and p not in CONNECTOR_TYPES)
-        msg = e["msg"].removeprefix("Value error, ")
-        got = e.get("input")
-        if e["type"] == "missing":
-            lines.append(f"{path}: field '{loc}' is required")
-        elif e["type"] == "extra_forbidden":
-            lines.append(f"{path}: field '{loc}' is not a known option (value {got!r})")
-        elif e["type"] == "union_tag_invalid" and loc:  # a transform or predicate 'type'
-            allowed = e.get("ctx", {}).get("expected_tags", "")
-            lines.append(f"{path}: field '{loc}.type': got {e.get('ctx', {}).get('tag')!r}; allowed: "
-                         f"{allowed.replace(chr(39), '')}")
-        elif e["type"] == "union_tag_invalid" or (loc == "" and "tag" in e["type"]):
-            lines.append(f"{path}: field 'type': got {raw.get('type')!r}; allowed: {', '.join(CONNECTOR_TYPES)}")
-        elif isinstance(got, dict) and not loc:
-            lines.append(f"{path}: {msg}")
-        else:
-            lines.append(f"{path}: field '{loc or 'type'}': {msg} (got {got!r})")
-    return "\n".join(lines)
-
-
-def load_connector(path: str | Path) -> SqlSourceConfig | ParquetSinkConfig:
-    """Read and validate one connector file; raise ConfigError with a message naming file and field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: no such file") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of connector options, got {type(raw).__name__}")
-    if "type" not in raw:
-        raise ConfigError(f"{path}: field 'type' is required; allowed: {', '.join(CONNECTOR_TYPES)}")
-    try:
-        return _Envelope.model_validate({"connector": raw}).connector
-    except ValidationError as e:
-        raise ConfigError(_format_error(path, e, raw)) from None
-
-
-def connector_files(folder: str | Path) -> list[Path]:
-    """The connector YAML files in a folder, sorted."""
-    folder = Path(folder)
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
-
-
-def load_folder(folder: str | Path) -> list[SqlSourceConfig | ParquetSinkConfig]:
-    """Validate every connector file in a folder; raise one ConfigError listing every problem."""
-    configs, problems, seen = [], [], {}
-    for f in connector_files(folder):
-        try:
-            c = load_connector(f)
-        except ConfigError as e:
-            problems.append(str(e))
-            continue
-        if c.name in seen:
-            problems.append(f"{f}: field 'name': {c.name!r} is already used by {seen[c.name]}")
-            continue
-        seen[c.name] = f
-        configs.append(c)
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return configs
-
-
-def default_connectors_dir() -> Path:
-    """``$HEADRACE_CONNECTORS_DIR``, or the repository's ``connectors/`` folder."""
-    from integrations.kafka.local import REPO_ROOT
-
-    return Path(os.environ.get("HEADRACE_CONNECTORS_DIR", REPO_ROOT / "connectors"))
-
-
-def resolve_path(value: str) -> Path:
-    """A configured folder, with ``${env:...}`` resolved; relative paths are under ``$HEADRACE_HOME``."""
-    p = Path(resolve_env(value))
-    return p if p.is_absolute() else headrace_home() / p
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
