@@ -187,6 +187,8 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``headrace`` console script."""
     logging.basicConfig(level=os.environ.get("HEADRACE_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s")
+    # librdkafka repeats every failed connection attempt; the engine reports the outcome in one line
+    logging.getLogger("headrace.kafka.client").setLevel(os.environ.get("HEADRACE_KAFKA_LOG_LEVEL", "CRITICAL"))
     parser = argparse.ArgumentParser(prog="headrace", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kafka", help="local single-node Kafka (KRaft)")
