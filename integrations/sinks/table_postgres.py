@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from integrations.config import TableSinkConfig
+from integrations.converters.json import interval_iso
 from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
 
 
@@ -37,12 +40,94 @@ def pg_type(t: pa.DataType) -> str:
         return "date"
     if pa.types.is_time(t):
         return "time"
-    raise TableSinkError(f"Arrow type {t} has no PostgreSQL column mapping in the table sink")
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "bytea"
+    if pa.types.is_interval(t):
+        return "interval"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and _array_item_ok(t.value_type):
+        return f"{pg_type(t.value_type)}[]"
+    raise TableSinkError(f"Arrow type {t} has no PostgreSQL column mapping in the table sink (supported: "
+                         "numbers, decimals, text, bool, bytea, date/time/timestamps, interval, and one-level "
+                         "arrays of numbers, decimals, text, bool or dates); drop or cast the field with a transform")
+
+
+def _array_item_ok(t: pa.DataType) -> bool:
+    """Item types the sink writes into PostgreSQL arrays (one level; no nested lists)."""
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_date(t) or pa.types.is_null(t))
+
+
+def _bytea_text(arr: pa.Array) -> pa.Array:
+    """bytea input text ``\\x<hex>`` for binary values, vectorised with numpy."""
+    arr = arr.cast(pa.binary()) if not pa.types.is_binary(arr.type) else arr
+    if arr.offset:
+        arr = pa.concat_arrays([arr])
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1)
+    data = arr.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8, count=int(offsets[-1])) if data is not None else np.zeros(0, np.uint8)
+    hexed = _HEX[raw[offsets[0]:]].tobytes()
+    hex_arr = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(((offsets - offsets[0]) * 2).tobytes()),
+                                                     pa.py_buffer(hexed)])
+    out = pc.binary_join_element_wise(pa.scalar("\\x"), hex_arr, "")
+    return pc.if_else(arr.is_valid(), out, pa.scalar(None, pa.string()))
+
+
+_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+
+
+def _array_item_text(values: pa.Array) -> pa.Array:
+    """Array elements as PostgreSQL array-literal items: NULL, numbers/bools/dates bare (NaN and
+    Infinity spelled as PostgreSQL reads them), text double-quoted with ``\\`` and ``"`` escaped."""
+    t = values.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise(pa.scalar('"'), text, pa.scalar('"'), "")
+    elif pa.types.is_null(t):
+        text = pa.nulls(len(values), pa.string())
+    else:
+        text = pc.cast(values, pa.string())
+        if pa.types.is_floating(t):
+            for arrow, pg in (("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
+                text = pc.if_else(pc.equal(text, arrow), pa.scalar(pg), text)
+    return pc.fill_null(text, "NULL")
+
+
+def _array_text(arr: pa.Array) -> pa.Array:
+    """One-level lists as PostgreSQL array literals ``{1,NULL,3}`` / ``{"a","b c"}``, vectorised."""
+    arr = arr.cast(pa.list_(arr.type.value_type)) if pa.types.is_large_list(arr.type) else arr
+    if arr.offset:
+        arr = pa.concat_arrays([arr])
+    items = _array_item_text(arr.values)
+    joined = pc.binary_join(pa.ListArray.from_arrays(arr.offsets, items), ",")
+    out = pc.binary_join_element_wise(pa.scalar("{"), joined, pa.scalar("}"), "")
+    return pc.if_else(arr.is_valid(), out, pa.scalar(None, pa.string()))
+
+
+def pg_text(table: pa.Table) -> pa.Table:
+    """Columns the CSV writer cannot write, as PostgreSQL's input text: bytea as ``\\x<hex>``,
+    intervals as ISO-8601 durations (exact to the microsecond, PostgreSQL's precision), lists as
+    array literals. Other columns are untouched."""
+    for i, f in enumerate(table.schema):
+        t = f.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            conv = _bytea_text
+        elif pa.types.is_interval(t):
+            conv = interval_iso
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            conv = _array_text
+        else:
+            continue
+        col = table.column(i)
+        chunks = [conv(c) for c in col.chunks]
+        table = table.set_column(i, pa.field(f.name, pa.string()), pa.chunked_array(chunks, type=pa.string()))
+    return table
 
 
 def _csv(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pcsv.write_csv(table, sink, write_options=pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pcsv.write_csv(pg_text(table), sink,
+                   write_options=pcsv.WriteOptions(include_header=False, quoting_style="needed"))
     return sink.getvalue()
 
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from integrations.config import TableSinkConfig
+from integrations.converters.json import interval_iso
 from integrations.sinks.table import TableBackend, TableSinkError, TableWrite
 
 
@@ -28,9 +29,25 @@ def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
         return sa.DateTime(timezone=t.tz is not None)
     if pa.types.is_date(t):
         return sa.Date()
-    if pa.types.is_binary(t):
+    if pa.types.is_time(t):
+        return sa.Time()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return sa.LargeBinary()
-    raise TableSinkError(f"Arrow type {t} has no SQL column mapping in the table sink")
+    if pa.types.is_interval(t):  # no portable interval type: ISO-8601 text (see sa_values)
+        return sa.Text()
+    raise TableSinkError(f"Arrow type {t} has no SQL column mapping in the table sink (lists, structs and maps "
+                         "need a PostgreSQL or DuckDB target); drop or flatten the field with a transform")
+
+
+def sa_values(table: pa.Table) -> pa.Table:
+    """Columns as the generic backend stores them: intervals as ISO-8601 durations
+    (``P<months>M<days>DT<seconds>S``, the JSON converter's form); others untouched."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_interval(f.type):
+            col = table.column(i)
+            new = pa.chunked_array([interval_iso(c) for c in col.chunks], type=pa.string())
+            table = table.set_column(i, pa.field(f.name, pa.string()), new)
+    return table
 
 
 class SqlAlchemyBackend(TableBackend):
@@ -69,6 +86,7 @@ class SqlAlchemyBackend(TableBackend):
 
     def _write(self, c: sa.Connection, w: TableWrite, mode: str) -> None:
         t, pk, rows = sa.Table(w.table, sa.MetaData(schema=self.schema), autoload_with=c), w.pk, w.rows
+        rows = sa_values(rows) if rows is not None else None
         keyed = [w.deletes] if w.deletes is not None else []
         if rows is not None and mode == "upsert":
             keyed.append(rows.select(pk))
