@@ -34,10 +34,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from integrations.config import TOPIC_RE, SqlSourceConfig, resolve_env
+from integrations.config import SqlSourceConfig, resolve_url
 from integrations.errors import ConfigError
 from integrations.sources.base import Source, SourceBatch
-from integrations.sources.sql_reader import SqlReader
+from integrations.sources.sql_reader import SqlReader, SqlTypeError
 
 log = logging.getLogger("headrace.source.sql")
 
@@ -70,7 +70,7 @@ def list_tables(config: SqlSourceConfig, engine: sa.Engine | None = None) -> lis
     if not config.table_include:
         return found
     own = engine is None
-    engine = engine or sa.create_engine(resolve_env(config.connection_url))
+    engine = engine or sa.create_engine(resolve_url(config.connection_url))
     try:
         insp = sa.inspect(engine)
         if config.schema_pattern:
@@ -84,8 +84,9 @@ def list_tables(config: SqlSourceConfig, engine: sa.Engine | None = None) -> lis
                 qual = f"{schema}.{name}" if schema else name
                 if not _matches(config.table_include, name, qual) or _matches(config.table_exclude, name, qual):
                     continue
-                if not TOPIC_RE.match(config.topic_prefix + name):
-                    log.warning("connector %s: table %r skipped: not a legal topic name", config.name, qual)
+                problem = config.topic_problem(qual)  # checked after the transforms' routers
+                if problem:
+                    log.warning("connector %s: table %r skipped: %s", config.name, qual, problem)
                     continue
                 if qual not in found:
                     found.append(qual)
@@ -100,7 +101,7 @@ class SqlSource(Source):
 
     def __init__(self, config: SqlSourceConfig, use_adbc: bool = True) -> None:
         self.config = config
-        self.reader = SqlReader(resolve_env(config.connection_url), use_adbc=use_adbc,
+        self.reader = SqlReader(resolve_url(config.connection_url), use_adbc=use_adbc,
                                 numeric_mapping=config.numeric_mapping)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
@@ -260,6 +261,14 @@ class SqlSource(Source):
 
     # -- reading --------------------------------------------------------------------------------
     def poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
+        """The partition's rows after ``offset``, in chunks each carrying the offset of its last row."""
+        try:
+            yield from self._poll(partition, offset)
+        except SqlTypeError as e:
+            where = partition.get("table", "query")
+            raise SqlTypeError(f"connector {self.config.name}, table {where!r}: {e}") from None
+
+    def _poll(self, partition: dict[str, Any], offset: dict[str, Any] | None) -> Iterator[SourceBatch]:
         src = self._from(partition)
         name = partition.get("table", "query")
         topic = self.config.topic_for(name)

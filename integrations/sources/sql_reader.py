@@ -10,7 +10,8 @@ PostgreSQL                  Arrow
 ==========================  =====================================================================
 smallint / int / bigint     int16 / int32 / int64
 numeric(p,s), p <= 38       decimal128(p,s) (``numeric_mapping`` may map it to ints or float64)
-numeric (unconstrained)     string (exact text; ``NaN`` stays ``NaN``)
+numeric (unconstrained)     string (PostgreSQL's text: ``NaN``, ``Infinity``, ``1.50``)
+numeric(p,s) holding NaN    an error naming the column (``best_fit`` reads it as float64 NaN)
 real / double precision     float32 / float64 (NaN and ±Infinity kept)
 bytea                       binary
 date / time                 date32 / time64[us]
@@ -40,6 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+from integrations.errors import HeadraceError
 
 try:  # optional fast path
     import adbc_driver_postgresql.dbapi as adbc_pg
@@ -107,9 +110,34 @@ def sa_to_arrow(t: sa.types.TypeEngine, mapping: NumericMapping = "none") -> pa.
     return pa.string()
 
 
+class SqlTypeError(HeadraceError):
+    """A value its column's Arrow type cannot carry (numeric NaN in a ``numeric(p,s)`` column)."""
+
+
+def _numeric_nan_error(name: str, target: pa.DataType) -> SqlTypeError:
+    return SqlTypeError(
+        f"column {name!r} holds NaN, which {target} cannot carry (Kafka Connect's JDBC source fails here "
+        "too); set numeric_mapping: best_fit (float64, lossy), or select the column ::text or "
+        "::double precision in a custom query")
+
+
+#: ADBC's text of non-finite numerics (C's printf) -> PostgreSQL's own spelling
+_PG_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def pg_numeric_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Numeric text as PostgreSQL writes it: ``NaN``, ``Infinity``, ``-Infinity`` (ADBC writes
+    ``nan``, ``inf``, ``-inf``); vectorised, finite values untouched."""
+    for adbc, pg_text in _PG_NONFINITE.items():
+        col = pc.if_else(pc.equal(col, adbc), pa.scalar(pg_text), col)
+    return col
+
+
 def _py_to_str(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
+    if isinstance(v, decimal.Decimal):  # PostgreSQL's text: positional, never 1E-20
+        return format(v, "f")
     if isinstance(v, dict | list):
         return orjson.dumps(v).decode()
     return str(v)
@@ -130,6 +158,8 @@ def _py_column(col: tuple[Any, ...], typ: pa.DataType | None) -> pa.Array:
         col = [dt.datetime.fromisoformat(v) if isinstance(v, str) else v for v in col]
     elif pa.types.is_decimal(typ):
         col = [decimal.Decimal(v) if isinstance(v, str | int | float) else v for v in col]
+        if any(isinstance(v, decimal.Decimal) and not v.is_finite() for v in col):
+            raise _numeric_nan_error("?", typ)
     elif pa.types.is_interval(typ):
         col = [None if v is None else pa.MonthDayNano(
             [0, v.days, (v.seconds * 1_000_000 + v.microseconds) * 1000]) for v in col]
@@ -140,7 +170,12 @@ def _py_column(col: tuple[Any, ...], typ: pa.DataType | None) -> pa.Array:
 
 def _rows_to_arrow(rows: list[Any], names: list[str], types: list[pa.DataType | None]) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    arrays = [_py_column(col, typ) for col, typ in zip(cols, types, strict=True)]
+    arrays = []
+    for name, col, typ in zip(names, cols, types, strict=True):
+        try:
+            arrays.append(_py_column(col, typ))
+        except SqlTypeError:
+            raise _numeric_nan_error(name, typ) from None
     return pa.Table.from_arrays(arrays, names=names)
 
 
@@ -162,7 +197,8 @@ def uuid_strings(storage: pa.Array) -> pa.Array:
     return pc.if_else(storage.is_valid(), out, pa.scalar(None, pa.string()))
 
 
-def _fix_column(col: pa.ChunkedArray, meta: dict[bytes, bytes], mapping: NumericMapping) -> pa.ChunkedArray:
+def _fix_column(col: pa.ChunkedArray, meta: dict[bytes, bytes], mapping: NumericMapping,
+                name: str = "") -> pa.ChunkedArray:
     typ = col.type
     pg_type = meta.get(b"POSTGRESQL:type", b"")
     if isinstance(typ, pa.BaseExtensionType):
@@ -171,12 +207,14 @@ def _fix_column(col: pa.ChunkedArray, meta: dict[bytes, bytes], mapping: Numeric
         typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
         precision, scale = (((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF) if typmod >= 4 else (None, 0)
         target = numeric_type(precision, scale, mapping)
-        if target != pa.string():
-            try:
-                return pc.cast(col, target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return col  # NaN / ±Infinity in a numeric column: keep the exact text
-        return col
+        if target == pa.string():
+            return pg_numeric_text(col)
+        if pa.types.is_floating(target):  # best_fit: Arrow parses "nan", "inf", "-inf"
+            return pc.cast(col, target)
+        if pc.any(pc.is_in(col, pa.array(list(_PG_NONFINITE)))).as_py():
+            # the column's type must not depend on its values (a chunk of text among decimals)
+            raise _numeric_nan_error(name, target)
+        return pc.cast(col, target)
     if pg_type == b"uuid":
         return pa.chunked_array([uuid_strings(c) for c in col.chunks], type=pa.string())
     if isinstance(typ, pa.BaseExtensionType) and pa.types.is_binary(col.type):
@@ -191,7 +229,7 @@ def fix_pg_types(table: pa.Table, mapping: NumericMapping = "none") -> pa.Table:
     """Turn ADBC's PostgreSQL-specific columns into plain Arrow types and drop driver metadata."""
     cols, fields = [], []
     for f, col in zip(table.schema, table.columns, strict=True):
-        col = _fix_column(col, f.metadata or {}, mapping)
+        col = _fix_column(col, f.metadata or {}, mapping, f.name)
         cols.append(col)
         fields.append(pa.field(f.name, col.type, nullable=True))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
