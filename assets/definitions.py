@@ -1,7 +1,12 @@
-"""The Definitions: every connector file in ``connectors/`` (or ``$HEADRACE_CONNECTORS_DIR``)."""
+"""The Definitions: every connector file in ``connectors/`` (or ``$HEADRACE_CONNECTORS_DIR``).
+
+``build_definitions`` is the one loader: the repository's ``workspace.yaml`` project and the Dagster
+Component (``headrace.ConnectorsComponent``, in any ``dg`` project) both build through it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -9,14 +14,17 @@ import dagster as dg
 from assets.checks import lag_checks
 from assets.factory import connector_defs, external_topic_specs
 from assets.sensors import connector_sensor
+from assets.translator import HeadraceTranslator, build_translated
 from integrations.config import default_connectors_dir, load_folder
+from integrations.errors import ConfigError
 from integrations.registry import is_source
 from resources.kafka import KafkaResource
 
+#: one resource object shared by every build, so several components' definitions merge
+DEFAULT_KAFKA = KafkaResource()
 
-def build_definitions(folder: str | Path | None = None) -> dg.Definitions:
-    """Definitions for every connector in a folder (invalid files raise one clear ConfigError)."""
-    configs = load_folder(folder or default_connectors_dir())
+
+def _build(configs: Sequence[object], kafka: KafkaResource) -> dg.Definitions:
     assets, specs, jobs, sensors, checks, produced = [], [], [], [], [], set()
     for config in configs:
         d = connector_defs(config)
@@ -30,9 +38,33 @@ def build_definitions(folder: str | Path | None = None) -> dg.Definitions:
             checks += lag_checks(config)
     specs += external_topic_specs(configs, produced)
     return dg.Definitions(
-        assets=[*specs, *assets], jobs=jobs, sensors=sensors, asset_checks=checks,
-        resources={"kafka": KafkaResource()},
+        assets=[*specs, *assets], jobs=jobs, sensors=sensors, asset_checks=checks, resources={"kafka": kafka},
     )
 
 
-defs = build_definitions()
+def build_definitions(folder: str | Path | None = None, *, configs: Sequence[object] | None = None,
+                      translator: HeadraceTranslator | None = None,
+                      kafka: KafkaResource | None = None) -> dg.Definitions:
+    """Definitions for every connector in a folder (invalid files raise one clear ConfigError), or for
+    already validated ``configs``; ``translator`` decides keys, groups, owners, tags and descriptions."""
+    if configs is None:
+        configs = load_folder(folder or default_connectors_dir())
+    elif folder is not None:
+        raise ConfigError("build_definitions takes a folder or configs, not both")
+    seen: dict[str, object] = {}
+    for c in configs:
+        if c.name in seen:
+            raise ConfigError(f"connector name {c.name!r} is used twice")
+        seen[c.name] = c
+    resource = kafka or DEFAULT_KAFKA
+    return build_translated(lambda: _build(configs, resource), configs, translator)
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    """``defs`` (what workspace.yaml loads): the repository's connectors, built on first access only, so
+    importing this module (the Component does) never loads the repository's own connector folder."""
+    if name == "defs":
+        global defs
+        defs = build_definitions()
+        return defs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

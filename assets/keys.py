@@ -1,7 +1,10 @@
 """Asset keys for the lineage ``source table or folder → Kafka topic → dataset or table``."""
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pyarrow as pa
@@ -35,22 +38,73 @@ def database_label(url: str, fallback: str) -> str:
         return clean(fallback)
 
 
+# -- renaming by a translator ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyOrigin:
+    """What a default key names: ``kind`` (source_table, source_folder, topic, parquet_dataset,
+    warehouse_table), the connector that declares it (None for a topic, filled in by the translator
+    layer), the table, folder or topic name, and the topics involved."""
+
+    kind: str
+    connector: object | None
+    name: str | None
+    topics: tuple[str, ...]
+
+
+@dataclass
+class Naming:
+    """Key renaming while definitions are built: ``renamed`` maps default keys to a translator's keys;
+    ``origins`` records what every default key handed out names."""
+
+    renamed: dict[dg.AssetKey, dg.AssetKey] = field(default_factory=dict)
+    origins: dict[dg.AssetKey, KeyOrigin] = field(default_factory=dict)
+
+
+_NAMING: ContextVar[Naming | None] = ContextVar("headrace_naming", default=None)
+
+
+@contextmanager
+def naming(n: Naming) -> Iterator[Naming]:
+    """Build definitions under ``n``: every key function below returns renamed keys and records origins.
+
+    Keys are fixed when definitions are built (asset bodies use the keys captured then), so runs see
+    the same keys as the graph."""
+    token = _NAMING.set(n)
+    try:
+        yield n
+    finally:
+        _NAMING.reset(token)
+
+
+def named(key: dg.AssetKey, origin: KeyOrigin) -> dg.AssetKey:
+    """``key`` as the active naming renames it (itself outside a translated build)."""
+    n = _NAMING.get()
+    if n is None:
+        return key
+    n.origins.setdefault(key, origin)
+    return n.renamed.get(key, key)
+
+
 def table_key(config: SqlSourceConfig, table: str) -> dg.AssetKey:
     """The external source table (or custom query)."""
     label = database_label(config.connection_url, config.name)
     if config.query:
-        return dg.AssetKey(["source", label, clean(f"{config.name}_query")])
-    return dg.AssetKey(["source", label, *[clean(p) for p in table.split(".")]])
+        key = dg.AssetKey(["source", label, clean(f"{config.name}_query")])
+    else:
+        key = dg.AssetKey(["source", label, *[clean(p) for p in table.split(".")]])
+    return named(key, KeyOrigin("source_table", config, None if config.query else table,
+                                (config.topic_for(table),)))
 
 
 def folder_key(config: FileSourceConfig) -> dg.AssetKey:
     """The external spooling folder of a file source."""
-    return dg.AssetKey(["files", clean(config.name)])
+    return named(dg.AssetKey(["files", clean(config.name)]),
+                 KeyOrigin("source_folder", config, config.input_path, (config.topic,)))
 
 
 def topic_key(topic: str) -> dg.AssetKey:
     """A Kafka topic."""
-    return dg.AssetKey(["kafka", clean(topic)])
+    return named(dg.AssetKey(["kafka", clean(topic)]), KeyOrigin("topic", None, topic, (topic,)))
 
 
 def dataset_key(config: ParquetSinkConfig, topic: str) -> dg.AssetKey:
@@ -147,4 +201,11 @@ def sink_assets(config: ParquetSinkConfig | TableSinkConfig) -> list[SinkAsset]:
                     f"one topic {target!r} ({describe_routers(config)}). The Parquet sink names files "
                     "<topic>+<partition>+<start offset>, so their files would overwrite each other; route "
                     "different source topics to different topics.")
-    return [SinkAsset(k, tuple(s), tuple(t)) for k, (s, t) in grouped.items()]
+    table = isinstance(config, TableSinkConfig)
+    kind = "warehouse_table" if table else "parquet_dataset"
+
+    def origin(sources: list[str], targets: list[str]) -> KeyOrigin:
+        where = None if len(targets) != 1 else config.table_for(targets[0]) if table else targets[0]
+        return KeyOrigin(kind, config, where, tuple(sources))
+
+    return [SinkAsset(named(k, origin(s, t)), tuple(s), tuple(t)) for k, (s, t) in grouped.items()]

@@ -1,0 +1,1 @@
+"""Example dg project: Headrace connectors through ``headrace.ConnectorsComponent``."""
