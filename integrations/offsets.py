@@ -2,10 +2,16 @@
 
 An offset is written only after every record of its batch is acknowledged, so a crash between the
 two re-reads the batch (at-least-once). A null value (tombstone) resets the partition.
+
+Runs write offsets through their connector's transactional producer (see
+``integrations.runtime.source_fence``): :meth:`OffsetStore.produce_into` adds the offset records to
+the run's open transaction, and reads are ``read_committed``, so an aborted or fenced run's offsets
+are never read. Offsets never move backwards: :func:`offset_regressed` tells a backwards move.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from typing import Any
@@ -13,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from integrations.errors import DeliveryError
+from integrations.errors import DeliveryError, HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 
 DEFAULT_TOPIC = os.environ.get("HEADRACE_OFFSETS_TOPIC", "headrace-offsets")
@@ -22,6 +28,36 @@ DEFAULT_TOPIC = os.environ.get("HEADRACE_OFFSETS_TOPIC", "headrace-offsets")
 def offset_key(connector: str, partition: dict[str, Any]) -> bytes:
     """The record key for a source partition, byte-compatible with Kafka Connect's offset keys."""
     return orjson.dumps([connector, partition], option=orjson.OPT_SORT_KEYS)
+
+
+class OffsetRegression(HeadraceError):
+    """A source offset would move backwards (below what the run read at its start or stored last)."""
+
+
+def _position(offset: dict[str, Any]) -> tuple[Any, Any]:
+    ts = offset.get("timestamp")
+    return (None if ts is None else dt.datetime.fromisoformat(ts)), offset.get("incrementing")
+
+
+def offset_regressed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """True when ``after`` is behind ``before`` for the same source partition.
+
+    File offsets compare their ``record`` while the file's identity (size, mtime or hash) is the same
+    (a changed file starts again at record 0); SQL offsets compare ``(timestamp, incrementing)`` in
+    order. Offsets that cannot be compared (missing fields, other types) do not count as behind."""
+    if not before or not after:
+        return False
+    if any(before.get(k) != after.get(k) for k in ("size", "mtime_ns", "blake2b")):
+        return False
+    try:
+        if "record" in before and "record" in after:
+            return int(after["record"]) < int(before["record"])
+        (bts, binc), (ats, ainc) = _position(before), _position(after)
+        if bts is not None and ats is not None and ats != bts:
+            return ats < bts
+        return binc is not None and ainc is not None and ainc < binc
+    except (TypeError, ValueError):
+        return False
 
 
 class OffsetStore:
@@ -37,7 +73,13 @@ class OffsetStore:
         self.kafka.ensure_topic(
             self.topic, partitions=1, config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
         )
-        self._get_producer()  # starts its idempotence handshake now, while the run reads its first batch
+
+    def produce_into(self, producer: Any, connector: str, offsets: dict[str, dict[str, Any] | None]) -> None:
+        """Queue offset records on ``producer`` (a run's transactional producer, inside its open
+        transaction): they become visible with the transaction's commit, never without it."""
+        for part_json, value in offsets.items():
+            producer.produce(self.topic, key=offset_key(connector, orjson.loads(part_json)),
+                             value=None if value is None else orjson.dumps(value))
 
     def _get_producer(self) -> Any:
         if self._producer is None:

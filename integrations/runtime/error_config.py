@@ -20,6 +20,11 @@ class ErrorSettings(BaseModel):
     errors_retry_timeout: Annotated[
         float, Field(ge=-1, description="Seconds to keep retrying transient failures (0: no retry, -1: forever)")
     ] = 0.0
+    connection_retry_timeout: Annotated[
+        float, Field(ge=-1, description="Seconds to keep reconnecting after a lost database connection (reset, "
+                                        "pg_terminate_backend, server restart), whatever errors_retry_timeout "
+                                        "says (-1: forever; 0: only errors_retry_timeout applies)")
+    ] = 300.0
     errors_retry_delay_max: Annotated[
         float, Field(gt=0, description="Upper bound of the exponential backoff between retries, seconds")
     ] = 60.0

@@ -5,7 +5,11 @@
 - ``errors_tolerance: all``: bad records are skipped, logged when ``errors_log_enable`` is set, and
   written to ``dlq_topic`` (when set) with Kafka Connect's ``__connect.errors.*`` context headers.
 - Transient failures (broker or database unreachable) are retried with exponential backoff, capped
-  by ``errors_retry_delay_max``, for at most ``errors_retry_timeout`` seconds.
+  by ``errors_retry_delay_max``, for at most ``errors_retry_timeout`` seconds. A lost database
+  connection (``OperationalError``/``InterfaceError``: a reset connection, ``pg_terminate_backend``,
+  a server restart) is retried for at least ``connection_retry_timeout`` seconds (default 300), as
+  Kafka Connect's JDBC connectors retry their connection; data errors are never retried.
+- A stop request (``runtime.stopping``) ends the backoff at once with ``StopRequested``.
 
 Batches are converted whole; only when a batch fails does ``locate_bad`` bisect it to find the
 records that fail on their own, so the good path stays vectorised.
@@ -14,6 +18,7 @@ records that fail on their own, so the good path stays vectorised.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -24,6 +29,7 @@ from confluent_kafka import KafkaException
 
 from integrations.errors import DeliveryError, HeadraceError, KafkaUnavailable
 from integrations.kafka.cluster import KafkaSettings
+from integrations.runtime import stopping
 from integrations.runtime.error_config import ErrorSettings
 
 log = logging.getLogger("headrace.errors")
@@ -85,6 +91,25 @@ class Rejected:
     position: str | None = None  # where in the source, e.g. "line 17"
 
 
+#: ``OperationalError`` texts that retrying cannot fix (credentials, names, SQL): never reconnected for
+_PERMANENT = re.compile(r"authentication|password|permission denied|does not exist|no such (table|column)|"
+                        r"syntax error|could not translate host name|unable to open database|readonly database|"
+                        r"invalid|unknown database", re.IGNORECASE)
+
+
+def is_connection_error(e: BaseException) -> bool:
+    """A database connection-level failure (DB-API/SQLAlchemy/ADBC ``OperationalError`` or
+    ``InterfaceError`` in the cause chain, e.g. a reset connection, ``pg_terminate_backend``, a server
+    restarting): worth reconnecting. Data errors, bad credentials and unknown names are not."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen and not isinstance(e, RecordError):
+        seen.add(id(e))
+        if {c.__name__ for c in type(e).__mro__} & {"OperationalError", "InterfaceError"}:
+            return not _PERMANENT.search(str(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def is_transient(e: BaseException) -> bool:
     """Broker or database unreachable, timeouts: worth retrying. Bad data is never transient."""
     if isinstance(e, TransientError | KafkaUnavailable | DeliveryError | ConnectionError | TimeoutError):
@@ -119,27 +144,55 @@ class ErrorHandler:
         return self.settings.errors_tolerance == "all"
 
     # -- retries -----------------------------------------------------------------------------------
+    def _timeout(self, e: BaseException) -> float:
+        """Seconds to keep retrying this failure (-1: forever)."""
+        timeout = self.settings.errors_retry_timeout
+        conn = getattr(self.settings, "connection_retry_timeout", 0.0)
+        if timeout < 0 or not is_connection_error(e):
+            return timeout
+        return -1 if conn < 0 else max(timeout, conn)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep between attempts; a stop request ends the wait (and the run) at once."""
+        if self._sleep is not time.sleep:
+            self._sleep(seconds)
+        else:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0 and not stopping.requested():
+                time.sleep(min(left, 0.1))
+        stopping.check(f"connector {self.connector}")
+
     def retry(self, fn: Callable[[], T], what: str) -> T:
         """Call ``fn``; retry transient failures with exponential backoff within the retry timeout."""
-        timeout = self.settings.errors_retry_timeout
-        deadline = None if timeout < 0 else time.monotonic() + timeout
+        started = time.monotonic()
         delay, attempt = 0.3, 0
         while True:
             attempt += 1
             try:
                 return fn()
             except Exception as e:
+                timeout = self._timeout(e)
+                deadline = None if timeout < 0 else started + timeout
                 if not is_transient(e) or (deadline is not None and time.monotonic() + delay > deadline):
                     if attempt > 1 and is_transient(e):
                         raise TransientError(
                             f"{what} still failing after {attempt} attempts over {timeout:g}s "
-                            f"(errors_retry_timeout): {type(e).__name__}: {e}"
+                            f"({'connection_retry_timeout' if is_connection_error(e) else 'errors_retry_timeout'}): "
+                            f"{type(e).__name__}: {_first_line(e)}"
                         ) from e
                     raise
                 log.warning("connector %s: %s failed (%s: %s); retry %d in %.1fs", self.connector, what,
-                            type(e).__name__, e, attempt, delay)
-                self._sleep(delay)
+                            type(e).__name__, _first_line(e), attempt, delay)
+                self._wait(delay)
                 delay = min(delay * 2, self.settings.errors_retry_delay_max)
+
+    def share_producer(self, producer: Any) -> None:
+        """Dead-letter through ``producer`` (a run's transactional producer: dead letters then go in the
+        batch's transaction)."""
+        if self.settings.dlq_topic and self.tolerate:
+            kafka = self.kafka or KafkaSettings.from_env()
+            kafka.ensure_topic(self.settings.dlq_topic, 1, self.settings.dlq_topic_replication_factor)
+            self._producer = producer
 
     # -- bad records -------------------------------------------------------------------------------
     def report(self, failures: Sequence[Failure]) -> None:
@@ -280,6 +333,12 @@ def locate_bad(n: int, attempt: Callable[[list[int]], Any]) -> tuple[dict[int, B
 
     grow(good[lo:])
     return bad, attempt(kept)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's text (database drivers append SQL and background links)."""
+    text = str(e).strip()
+    return text.split("\n", 1)[0] if text else ""
 
 
 def _qualname(e: BaseException) -> str:
