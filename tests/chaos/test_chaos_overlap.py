@@ -1,0 +1,120 @@
+"""Chaos: two runs of one connector at once (one writer per connector, issue 11 item 1).
+
+- Two runs started together: a SQL source, a Parquet sink, a table sink.
+- One run paused (SIGSTOP) right after its first write while more data arrives; another run completes;
+  then the first resumes (SIGCONT). It must fail with one line and publish nothing.
+
+Exactly-once modes end with every record exactly once; a run that lost the race exits 1 with one line.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.chaos.connectors import parquet_sink, sql_source, table_sink
+from tests.chaos.harness import (
+    SCALE,
+    Run,
+    one_line_failure,
+    parquet_files,
+    parquet_ids,
+    partition_total,
+    produce_numbered,
+    seed_table,
+    table_rows,
+    table_tally,
+    tally,
+    topic_ids,
+    wait_for,
+)
+
+KINDS = ["source", "parquet", "table"]
+SMALL_BATCH = max(SCALE.batch // 4, 500)  # many writes per run, so a paused run always has work left
+
+
+def _setup(chaos, kind: str, unique: str, pg_url: str, harness_db, rows: int):
+    """Connector YAML, a progress probe, and a function that returns the final tallies, for one kind."""
+    name = f"chaos-{kind}-{unique}"
+    if kind == "source":
+        table, prefix = f"src_{unique}", f"{name}-"
+        seed_table(harness_db, table, rows)
+        topic = chaos.topic(prefix + table)
+        cfg = chaos.connector(sql_source(name, pg_url, table, prefix, batch_max_rows=SMALL_BATCH))
+        return (cfg, lambda: partition_total(chaos.kafka, topic), topic,
+                lambda n: [table_tally(harness_db, table, n, "source table"),
+                           tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n)])
+    topic = chaos.topic(f"{name}-in")
+    produce_numbered(chaos.kafka, topic, range(1, rows + 1))
+    if kind == "parquet":
+        lake = chaos.folder / "lake"
+        cfg = chaos.connector(parquet_sink(name, topic, lake, flush_size=SMALL_BATCH))
+        return (cfg, lambda: len(parquet_files(lake)), topic,
+                lambda n: [tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n),
+                           tally("parquet dataset", parquet_ids(lake), n)])
+    table = f"sink_{unique}"
+    cfg = chaos.connector(table_sink(name, topic, pg_url, table, batch_size=SMALL_BATCH))
+    return (cfg, lambda: table_rows(harness_db, table), topic,
+            lambda n: [tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n),
+                       table_tally(harness_db, table, n, "table (insert)")])
+
+
+def _lost_or_won(run: Run) -> None:
+    """A run that raced another either completed (exit 0) or failed with exit 1 and one line."""
+    if run.code != 0:
+        one_line_failure(run, code=1)
+
+
+def _exactly_once(final: list, kind: str) -> None:
+    out = final[-1]
+    assert (out.missing, out.stray) == (0, 0), f"{kind}: records lost"
+    assert out.duplicates == 0, f"{kind}: duplicates after two runs overlapped"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_runs_started_together(chaos, harness_db, pg_url, unique, kind):
+    n = SCALE.small
+    cfg, _progress, _topic, final = _setup(chaos, kind, unique, pg_url, harness_db, n)
+    a, b = chaos.start(cfg, "run-a"), chaos.start(cfg, "run-b")
+    a.wait(600)
+    b.wait(600)
+    last = chaos.run(cfg, "run-after")  # whatever a failed run left is done by the next one
+    tallies = final(n)
+    chaos.record(*tallies)
+    assert 0 in (a.code, b.code), f"neither run completed: {a.describe()} / {b.describe()}"
+    _lost_or_won(a)
+    _lost_or_won(b)
+    assert last.code == 0, last.describe()
+    _exactly_once(tallies, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_paused_run_resumes_after_another_completed(chaos, harness_db, pg_url, unique, kind):
+    n, half = SCALE.small, SCALE.small // 2
+    cfg, progress, topic, final = _setup(chaos, kind, unique, pg_url, harness_db, half)
+    stale = chaos.start(cfg, "paused")
+    assert wait_for(lambda: progress() > 0, 300, "the first write", while_alive=stale), stale.describe()
+    assert stale.send(signal.SIGSTOP), f"the run ended before it could be paused: {stale.describe()}"
+    try:
+        # more data arrives while it sleeps
+        if kind == "source":
+            seed_table(harness_db, f"src_{unique}", n - half, start=half + 1)
+        else:
+            produce_numbered(chaos.kafka, topic, range(half + 1, n + 1))
+        other = chaos.run(cfg, "other")
+    finally:
+        stale.send(signal.SIGCONT)
+    stale.wait(300)
+    last = chaos.run(cfg, "run-after")
+    tallies = final(n)
+    chaos.record(*tallies)
+    assert other.code == 0, other.describe()
+    one_line_failure(stale, code=1)  # the stale run fails loudly: another run moved the offsets
+    assert last.code == 0, last.describe()
+    if kind == "source":  # at-least-once: only the paused run's batch in flight may repeat
+        out = tallies[-1]
+        assert (out.missing, out.stray) == (0, 0), "source: records lost"
+        assert out.duplicates <= SMALL_BATCH, f"source: more duplicates than the paused batch ({SMALL_BATCH})"
+    else:
+        _exactly_once(tallies, kind)

@@ -1,0 +1,198 @@
+"""Chaos around the services: the broker killed (kill -9) and restarted in the middle of runs, and
+PostgreSQL sessions killed with ``pg_terminate_backend`` during source and sink runs.
+
+The broker is a throwaway second single-node KRaft broker on its own ports and data folder (as in
+tests/integration/test_broker_restart.py), so the shared broker of the other tests is never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from integrations.kafka.cluster import KafkaSettings
+from integrations.kafka.local import LocalKafka
+from tests.chaos.connectors import parquet_sink, sql_source, table_sink
+from tests.chaos.harness import (
+    SCALE,
+    Run,
+    parquet_files,
+    parquet_ids,
+    partition_total,
+    produce_numbered,
+    seed_table,
+    table_rows,
+    table_tally,
+    tally,
+    topic_ids,
+)
+from tests.conftest import free_port, remove_broker
+
+
+class Broker:
+    """A throwaway local broker that a scenario kills hard and starts again."""
+
+    def __init__(self) -> None:
+        self.local = LocalKafka(port=free_port(), controller_port=free_port(), heap="384m")
+
+    def start(self) -> None:
+        self.local.up(wait=120)
+
+    def kill(self) -> None:
+        pid = self.local.pid()
+        assert pid, "the throwaway broker is not running"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while self.local.pid() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.local.pid_file.unlink(missing_ok=True)
+
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.local.bootstrap, client_config={}, connect_retries=8)
+
+    def remove(self) -> None:
+        if self.local.pid():
+            self.kill()
+        remove_broker(self.local)
+
+
+@pytest.fixture
+def broker(kafka) -> Iterator[Broker]:
+    """A second broker for one scenario (the shared one provides the jars); removed afterwards."""
+    b = Broker()
+    try:
+        b.start()
+        yield b
+    finally:
+        b.remove()
+
+
+def _bounce(broker: Broker, run: Run, reached: Callable[[], bool], log: list[str]) -> threading.Thread:
+    """In the background: once ``reached()``, kill -9 the broker, wait 2 s, start it again. The log says
+    whether ``run`` was still running when the broker died."""
+
+    def bounce() -> None:
+        deadline = time.monotonic() + 300
+        while not reached() and run.code is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        broker.kill()
+        log.append("killed mid-run" if run.code is None else "killed after the run")
+        time.sleep(2)
+        broker.start()
+        log.append("started")
+
+    t = threading.Thread(target=bounce, daemon=True)
+    t.start()
+    return t
+
+
+def test_broker_killed_and_restarted_mid_run(chaos, broker, harness_db, pg_url, unique):
+    n, settings = SCALE.rows, broker.settings()
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.local.bootstrap}
+    table, prefix = f"src_{unique}", f"chaos-bounce-{unique}-"
+    seed_table(harness_db, table, n)
+    topic = prefix + table
+    settings.ensure_topic(topic, partitions=3)
+    src_cfg = chaos.connector(sql_source(f"chaos-bounce-{unique}", pg_url, table, prefix))
+    lake = chaos.folder / "lake"
+    sink_cfg = chaos.connector(parquet_sink(f"chaos-bounce-sink-{unique}", topic, lake))
+
+    # the source: the broker dies once the first records are in the topic
+    log: list[str] = []
+    source = chaos.start(src_cfg, "source", env)
+    bouncer = _bounce(broker, source, lambda: partition_total(settings, topic) > 0, log)
+    source.wait(600)
+    bouncer.join(300)
+    chaos.kills += 1
+    in_topic = topic_ids(settings, topic)
+    # the sink: the broker dies once the first file is published
+    sink = chaos.start(sink_cfg, "parquet", env)
+    bouncer = _bounce(broker, sink, lambda: len(parquet_files(lake)) > 0, log)
+    sink.wait(600)
+    bouncer.join(300)
+    chaos.kills += 1
+    in_lake = parquet_ids(lake)
+    topic_tally = tally("topic (read_committed)", in_topic, n)
+    lake_tally = tally("parquet dataset", in_lake, n)
+    lake_tally.note = "same multiset as the topic" if np.array_equal(np.sort(in_topic), np.sort(in_lake)) else \
+        "DIFFERS from the topic"
+    chaos.record(table_tally(harness_db, table, n, "source table"), topic_tally, lake_tally)
+    assert log == ["killed mid-run", "started"] * 2, log
+    assert source.code == 0, f"the source did not ride out the restart: {source.describe()}"
+    assert sink.code == 0, f"the sink did not ride out the restart: {sink.describe()}"
+    assert (topic_tally.missing, topic_tally.stray) == (0, 0), "an acknowledged record was lost"
+    # at-least-once: only the batches in flight at the restart repeat (two, as in test_broker_restart.py)
+    assert topic_tally.duplicates <= 2 * SCALE.batch
+    assert lake_tally.note == "same multiset as the topic", "the Parquet sink did not write each record once"
+
+
+def _terminator(harness_db: sa.Engine, targets: list[Callable[[], bool]], stop: threading.Event,
+                killed: list[int]) -> threading.Thread:
+    """In the background: each time the next ``targets`` condition holds, terminate every session of the
+    scenario's database except the harness's own (``application_name`` ``chaos-harness``)."""
+
+    def run() -> None:
+        with harness_db.connect() as c:
+            for reached in targets:
+                while not stop.is_set() and not reached():
+                    time.sleep(0.02)
+                while not stop.is_set():
+                    pids = c.execute(sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                        "AND coalesce(application_name, '') <> 'chaos-harness'")).scalars().all()
+                    hit = [p for p in pids if c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": p}).scalar()]
+                    if hit:
+                        killed.extend(hit)
+                        break
+                    time.sleep(0.01)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("kind", ["source", "table_sink"])
+def test_pg_terminate_backend_during_runs(chaos, harness_db, pg_url, unique, kind):
+    n, times = SCALE.rows, SCALE.kills
+    name = f"chaos-pgkill-{unique}"
+    if kind == "source":
+        table, prefix = f"src_{unique}", f"{name}-"
+        seed_table(harness_db, table, n)
+        topic = chaos.topic(prefix + table)
+        cfg = chaos.connector(sql_source(name, pg_url, table, prefix))
+        progress = lambda: partition_total(chaos.kafka, topic)  # noqa: E731
+    else:
+        table, topic = f"sink_{unique}", chaos.topic(f"{name}-in")
+        produce_numbered(chaos.kafka, topic, range(1, n + 1))
+        cfg = chaos.connector(table_sink(name, topic, pg_url, table))
+        progress = lambda: table_rows(harness_db, table)  # noqa: E731
+    # the first termination once the first output is there, the others spread over the rest
+    targets = [lambda: progress() > 0] + [lambda k=k: progress() >= n * k // (times + 1) for k in range(1, times)]
+    stop, killed = threading.Event(), []
+    run = chaos.start(cfg, kind)
+    killer = _terminator(harness_db, targets, stop, killed)
+    try:
+        run.wait(600)
+    finally:
+        stop.set()
+        killer.join(30)
+    chaos.kills = len(killed)
+    if kind == "source":
+        got = tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n)
+        chaos.record(table_tally(harness_db, table, n, "source table"), got)
+    else:
+        got = table_tally(harness_db, table, n, "table (insert)")
+        chaos.record(tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n), got)
+    assert killed, "no session of the connector was seen"
+    assert run.code == 0, f"a lost connection is retried by default, the run must complete: {run.describe()}"
+    assert (got.missing, got.stray) == (0, 0), "records lost"
+    bound = len(killed) * SCALE.batch if kind == "source" else 0  # the source repeats the batch in flight
+    assert got.duplicates <= bound, f"more duplicates than allowed ({bound})"
