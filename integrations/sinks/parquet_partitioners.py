@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-import zoneinfo
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -31,8 +31,12 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 DEFAULT_FORMATS = {"daily": "year=YYYY/month=MM/day=dd", "hourly": "year=YYYY/month=MM/day=dd/hour=HH"}
 _TOKENS = {"YYYY": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M"}
 _TOKEN_RE = re.compile(r"'([^']*)'|YYYY|MM|dd|HH|mm|%")
-_FLOOR = [("%S", "second"), ("%M", "minute"), ("%H", "hour"), ("%d", "day"), ("%m", "month"), ("%Y", "year")]
+_UNITS = [("YYYY", "year"), ("MM", "month"), ("dd", "day"), ("HH", "hour"), ("mm", "minute")]  # coarse to fine
+_UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "month": 31 * 86_400_000,
+            "year": 366 * 86_400_000}  # upper bounds of one period of each unit
 DURATION_MS = {"daily": 86_400_000, "hourly": 3_600_000}
+_MINUTE = 60_000
+_CHUNK = 1 << 20  # minutes sampled at once
 
 
 def strftime_format(path_format: str) -> str:
@@ -85,7 +89,11 @@ class Partitioner:
         self.fields = list(config.partition_fields)
         self.timezone = config.timezone
         self.duration = config.partition_duration
-        self.fmt = strftime_format(config.path_format or DEFAULT_FORMATS[config.partition_duration])
+        self.path_format = config.path_format or DEFAULT_FORMATS[config.partition_duration]
+        self.fmt = strftime_format(self.path_format)
+        tokens = {m.group(0) for m in _TOKEN_RE.finditer(self.path_format) if m.group(1) is None}
+        self.tokens = [tok for tok, _u in _UNITS if tok in tokens]
+        self.unit = next((u for tok, u in reversed(_UNITS) if tok in tokens), None)  # the finest unit shown
 
     @property
     def drops(self) -> list[str]:
@@ -120,23 +128,117 @@ class Partitioner:
         distinct periods are formatted (strftime per record is ten times slower).
         """
         local = pc.local_timestamp(times.cast(pa.timestamp("ms", tz=self.timezone)))
-        unit = next((u for tok, u in _FLOOR if tok in self.fmt), None)
-        if unit is None:
+        if self.unit is None:
             return pc.strftime(local, format=self.fmt)
-        enc = pc.floor_temporal(local, unit=unit).dictionary_encode()
+        enc = pc.floor_temporal(local, unit=self.unit).dictionary_encode()
         return pc.strftime(enc.dictionary, format=self.fmt).take(enc.indices)
 
-    def window_paths(self, start: dt.datetime, end: dt.datetime) -> list[str]:
-        """Every encoded partition whose period starts in ``[start, end)``."""
-        step = dt.timedelta(milliseconds=DURATION_MS[self.duration])
-        tz = zoneinfo.ZoneInfo(self.timezone)
-        t = start.astimezone(tz)
-        out: list[str] = []
-        while t < end:
-            out.append(t.strftime(self.fmt))
-            t = (t.astimezone(dt.UTC) + step).astimezone(tz)
-        return list(dict.fromkeys(out))
+    # -- folders and the time they hold (window rebuilds, Dagster partitions) -------------------------
 
+    def check_periods(self) -> None:
+        """Refuse a ``path_format`` whose folders are not whole calendar periods.
+
+        A window rebuild needs each folder to be one period of the format's finest unit, so the format
+        must show the year and every unit down to its finest (``YYYY/MM/dd/HH``, not ``dd/HH``).
+        """
+        names = [u for _t, u in _UNITS]
+        want = [t for t, _u in _UNITS][: names.index(self.unit) + 1] if self.unit else ["YYYY"]
+        missing = [t for t in want if t not in self.tokens]
+        if missing:
+            raise HeadraceError(
+                f"path_format {self.path_format!r} lacks {', '.join(missing)}: a folder would hold records of "
+                "different days or years, so a time window cannot be rebuilt; use every token from YYYY down to "
+                "the finest one, e.g. year=YYYY/month=MM/day=dd/hour=HH")
+
+    def _floors(self, ms: np.ndarray) -> np.ndarray:
+        """Local wall-clock time of each UTC instant (epoch ms) floored to the finest unit, as naive epoch
+        ms: instants with equal floors go to the same folder (the floors ``encode_times`` formats)."""
+        local = pc.local_timestamp(pa.array(ms, pa.timestamp("ms", tz=self.timezone)))
+        offsets = local.cast(pa.int64()).to_numpy() - ms
+        odd = offsets % _MINUTE != 0
+        if odd.any():
+            at = dt.datetime.fromtimestamp(int(ms[odd.argmax()]) // 1000, dt.UTC)
+            raise HeadraceError(f"timezone {self.timezone} is {int(offsets[odd.argmax()]) // 1000} s off UTC at {at}; "
+                                "time windows need offsets of whole minutes")
+        return pc.floor_temporal(local, unit=self.unit).cast(pa.int64()).to_numpy()
+
+    def _window_floors(self, a: int, b: int) -> np.ndarray:
+        """The distinct floors of the minutes in ``[a, b)`` (minute-aligned epoch ms), sorted."""
+        parts = [np.unique(self._floors(np.arange(s, min(b, s + _CHUNK * _MINUTE), _MINUTE, dtype=np.int64)))
+                 for s in range(a, b, _CHUNK * _MINUTE)]
+        return np.unique(np.concatenate(parts)) if parts else np.array([], np.int64)
+
+    def _close_span(self, seed: np.ndarray, a: int, b: int, margin: int) -> tuple[np.ndarray, int, int] | None:
+        """Grow ``seed`` (floors) to the span of every minute whose floor is in it, and add the floors of
+        every minute inside that span, until nothing changes. Samples ``[a, b)`` widened by ``margin``
+        (only its edges when it is long); None when the span reaches the sampled edge."""
+        if b - a <= 4 * margin:
+            m = np.arange(a - margin, b + margin, _MINUTE, dtype=np.int64)
+        else:  # the interior's floors are all in seed already; only folders at the edges can reach out
+            m = np.concatenate([np.arange(a - margin, a + margin, _MINUTE, dtype=np.int64),
+                                np.arange(b - margin, b + margin, _MINUTE, dtype=np.int64)])
+        f = self._floors(m)
+        floors = seed
+        while True:
+            idx = np.flatnonzero(np.isin(f, floors))
+            if not len(idx):
+                return floors, b, a  # an empty span: no minute goes to these folders
+            lo, hi = int(idx[0]), int(idx[-1])
+            if lo == 0 or hi == len(m) - 1:
+                return None
+            grown = np.union1d(floors, f[lo:hi + 1])
+            if len(grown) == len(floors):
+                return floors, int(m[lo]), int(m[hi]) + _MINUTE
+            floors = grown
+
+    def _span(self, seed: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int, int]:
+        margin = _UNIT_MS[self.unit] + 2 * 86_400_000  # a period, plus any UTC offset, plus a DST shift
+        while margin <= 64 * _UNIT_MS["year"]:
+            got = self._close_span(seed, a, b, margin)
+            if got is not None:
+                return got
+            margin *= 4
+        raise HeadraceError(f"the folders of path_format {self.path_format!r} in {self.timezone} around "
+                            f"{dt.datetime.fromtimestamp(a // 1000, dt.UTC)} span more than 64 years")
+
+    def _format(self, floors: np.ndarray) -> list[str]:
+        return pc.strftime(pa.array(floors, pa.timestamp("ms")), format=self.fmt).to_pylist()
+
+    def window_folders(self, start_ms: int, end_ms: int) -> tuple[list[str], int, int]:
+        """The folders that records of ``[start_ms, end_ms)`` go to, and the span ``[lo, hi)`` (epoch ms)
+        of every instant whose records go to those folders, which contains the window.
+
+        A rebuild of the window reads and rewrites ``[lo, hi)``, since a folder's records can lie outside
+        the window: the repeated 02:00 of a DST fall-back night is one folder for two Dagster hours, and a
+        daily folder holds 24 hourly partitions. The span is closed: every instant in it goes to one of
+        the folders. Folders come from the floors ``encode_times`` formats, taken on every UTC minute
+        (zone offsets and period bounds are whole minutes), so windows and folders always agree.
+        """
+        self.check_periods()
+        a, b = start_ms - start_ms % _MINUTE, -(-end_ms // _MINUTE) * _MINUTE
+        floors, lo, hi = self._span(self._window_floors(a, b), a, b)
+        return self._format(floors), min(lo, start_ms), max(hi, end_ms)
+
+    def folder_window(self, path: str) -> tuple[int, int] | None:
+        """The span ``[lo, hi)`` (epoch ms) of the instants whose records go to folder ``path`` (and to any
+        folder sharing instants with it), or None when the format never makes ``path``."""
+        self.check_periods()
+        try:
+            local = dt.datetime.strptime(path, self.fmt)
+        except ValueError:
+            return None
+        floor = int(local.replace(tzinfo=dt.UTC).timestamp() * 1000)
+        if self._format(np.array([floor], np.int64)) != [path]:
+            return None
+        day = 86_400_000  # the UTC instants of a local time lie within a day of it
+        _floors, lo, hi = self._span(np.array([floor], np.int64), floor - day, floor + _UNIT_MS[self.unit] + day)
+        return (lo, hi) if hi > lo else None
+
+    def window_paths(self, start: dt.datetime, end: dt.datetime) -> list[str]:
+        """Every folder that records of ``[start, end)`` (aware datetimes) go to, in time order."""
+        s, e = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        self.check_periods()
+        return self._format(self._window_floors(s - s % _MINUTE, -(-e // _MINUTE) * _MINUTE)) if e > s else []
 
 def _uri_encode_one(text: str) -> str:
     return urllib.parse.quote(text, safe="")

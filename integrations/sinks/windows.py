@@ -1,16 +1,25 @@
 """Time windows of a time-partitioned Parquet sink: find their offsets, rebuild them atomically.
 
 ``ranges_for_window`` maps ``[start, end)`` to offset ranges per topic-partition with the broker's
-time index (``offsets_for_times`` on the Kafka timestamps). ``rebuild_window`` re-reads those ranges,
-keeps the records whose record time falls in the window, writes their files into a hidden staging
-folder and then swaps each time partition's folder in one rename (local disk) or replaces its objects
-(object storage). It never touches the connector's consumer-group offsets, so a Dagster backfill of
-past partitions can run beside the streaming sink, and re-running a window gives identical files.
+time index (``offsets_for_times`` on the Kafka timestamps). ``rebuild_window`` rewrites whole folders:
 
-With routing transforms the records land in their routed topics' folders. The rebuild swaps the
-window's time partitions of every topic folder it staged, and of every other folder holding files of
-the window whose source topic (``headrace.source_topic``) is one of the connector's; the latter are
-never replaced with nothing, as for the connector's own topics.
+1. The window grows to the *span* of its folders (``Partitioner.window_folders``): the repeated 02:00
+   of a DST fall-back night is one folder for two hours, so rebuilding either hour rewrites both.
+2. The connector's committed offsets are read, then the folders' files are listed. Each file records
+   its offset span (name and ``headrace.end_offset``). Files from before the committed offset are read
+   again whole; files from at or after it belong to a streaming run, are not read, and are kept.
+3. The ranges (lookup, widened to the re-read files, capped at the committed offsets) are read with a
+   throw-away consumer group into a hidden staging folder, keeping the records of the span; the
+   connector's own group is never touched. Records past the committed offsets are left to streaming.
+4. The guard: before any folder is swapped, every re-read file of every folder must have each of its
+   records in the staged files (counted per file within its offset span), else nothing is swapped.
+5. Each folder is swapped (one rename on local disk). Whatever the live folder holds then that the
+   guard did not verify (files a streaming run wrote meanwhile) is moved into the new folder. On
+   object storage the new objects are copied in and only verified old objects are deleted.
+
+So a rebuild never removes a record it does not write back, and it can run beside streaming runs of
+the same sink. With routing transforms the records land in their routed topics' folders, and the
+rebuild swaps the span's folders of every topic folder it staged or that holds the connector's files.
 """
 
 from __future__ import annotations
@@ -23,15 +32,20 @@ import uuid
 import zoneinfo
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from confluent_kafka import TopicPartition
 
 from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.sinks.base import TopicPartitionRange, routes
-from integrations.sinks.parquet import ParquetSink, file_origin, source_topic
-from integrations.sinks.parquet_partitioners import DURATION_MS, list_files
+from integrations.sinks.parquet import END_OFFSET_KEY, FILE_RE, SOURCE_TOPIC_KEY, ParquetSink
+from integrations.sinks.parquet_partitioners import list_files
+
+OFFSET_COLUMN = "__headrace_rebuild_offset"  # carried through staging only, never written
 
 
 def _ms(t: dt.datetime | int) -> int:
@@ -39,7 +53,7 @@ def _ms(t: dt.datetime | int) -> int:
         return t
     if t.tzinfo is None:
         raise HeadraceError(f"window bound {t} needs a time zone")
-    return int(t.timestamp() * 1000)
+    return int(t.timestamp() * 1000)  # the instant, whatever the fold: never compare aware datetimes directly
 
 
 def ranges_for_window(
@@ -76,122 +90,243 @@ def ranges_for_window(
 
 @dataclass
 class WindowResult:
-    """What a window rebuild read and wrote."""
+    """What a window rebuild read and wrote.
+
+    ``window`` is the span rebuilt (UTC), which contains the requested window; ``carried`` are files
+    written by streaming runs (at or after the committed offsets) kept as they were."""
 
     ranges: list[TopicPartitionRange]
     rows: int = 0
     files: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    window: tuple[dt.datetime, dt.datetime] | None = None
+    carried: list[str] = field(default_factory=list)
 
 
-def _check_window(config: ParquetSinkConfig, start: dt.datetime, end: dt.datetime, sink: ParquetSink) -> list[str]:
+class _StagingSink(ParquetSink):
+    """The streaming sink's writer, remembering the offsets of the records of every file it writes."""
+
+    def __init__(self, config: ParquetSinkConfig, root: str, window: tuple[int, int]) -> None:
+        super().__init__(config, root=root, window=window)
+        self.offsets: dict[tuple[str, str], dict[tuple[str, int], list[np.ndarray]]] = {}
+
+    def _add(self, key, table: pa.Table, offsets: pa.Array, *rest, **kw):  # noqa: ANN001, ANN202
+        if OFFSET_COLUMN in table.column_names:
+            raise HeadraceError(f"records of {key[0]} have a field {OFFSET_COLUMN!r}, which a rebuild uses itself")
+        return super()._add(key, table.append_column(OFFSET_COLUMN, offsets), offsets, *rest, **kw)
+
+    def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int, *rest, **kw) -> None:
+        offs = table.column(OFFSET_COLUMN).to_numpy()
+        super()._write_file(topic, partition, path, table.drop_columns([OFFSET_COLUMN]), start, *rest, **kw)
+        source = kw.get("source") or (rest[0] if rest else None) or topic
+        self.offsets.setdefault((topic, path), {}).setdefault((source, partition), []).append(offs)
+
+    def held(self, topic: str, path: str) -> dict[tuple[str, int], np.ndarray]:
+        """Sorted offsets of the staged records of folder ``topic/path``, per source topic-partition."""
+        return {k: np.sort(np.concatenate(v)) for k, v in self.offsets.get((topic, path), {}).items()}
+
+
+@dataclass
+class _Live:
+    """A file in a live folder, and what the rebuild does with it: ``reread`` (its records are written
+    back, verified by the guard), ``streamed`` (at or after the committed offset: kept as is) or
+    ``foreign`` (not this connector's: the rebuild refuses to replace its folder)."""
+
+    name: str
+    kind: str
+    origin: tuple[str, int, int, int] | None = None  # source topic, partition, start, end offset
+    rows: int = 0
+    note: str = ""
+
+
+def _classify(fs: pafs.FileSystem, path: str, config: ParquetSinkConfig, committed: dict[tuple[str, int], int]
+              ) -> _Live:
+    name = path.rsplit("/", 1)[1]
+    m = FILE_RE.fullmatch(name)
+    if m is None:
+        return _Live(name, "foreign", note="it is not named <topic>+<partition>+<20-digit offset>.parquet")
+    md = pq.read_metadata(path, filesystem=fs)
+    kv = md.metadata or {}
+    src, part, start = kv.get(SOURCE_TOPIC_KEY, m["topic"].encode()).decode(), int(m["partition"]), int(m["start"])
+    if src not in config.topics:
+        return _Live(name, "foreign", note=f"it holds records of topic {src!r}, not one of {config.name}'s")
+    end = int(kv[END_OFFSET_KEY]) if END_OFFSET_KEY in kv else start + 1
+    note = "" if END_OFFSET_KEY in kv else " (written before files recorded headrace.end_offset; span unknown)"
+    c = committed.get((src, part))
+    return _Live(name, "streamed" if c is not None and start >= c else "reread", (src, part, start, end),
+                 md.num_rows, note)
+
+
+def _check_window(config: ParquetSinkConfig, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
+    """The window in epoch ms, checked: aware bounds on period boundaries in the sink's time zone."""
     if config.partitioner != "time":
         raise HeadraceError("a window rebuild needs partitioner 'time'")
     if start.tzinfo is None or end.tzinfo is None:
         raise HeadraceError("window bounds need a time zone")
-    step_ms = DURATION_MS[config.partition_duration]
-    local = start.astimezone(zoneinfo.ZoneInfo(config.timezone))
-    aligned = local.minute == 0 and local.second == 0 and local.microsecond == 0
-    if not aligned or (config.partition_duration == "daily" and local.hour != 0):
-        raise HeadraceError(f"window start {start} is not on a {config.partition_duration} boundary in {config.timezone}")
-    if end <= start or (_ms(end) - _ms(start)) % step_ms and config.timezone == "UTC":
-        raise HeadraceError(f"window [{start}, {end}) is not a whole number of {config.partition_duration} periods")
-    paths = sink.partitioner.window_paths(start, end)
-    steps = -(-(_ms(end) - _ms(start)) // step_ms)
-    if len(paths) < steps - 1:  # DST days may merge one hour; coarser formats merge many
-        raise HeadraceError(f"path_format is coarser than partition_duration {config.partition_duration!r}")
-    return paths
+    s, e = _ms(start), _ms(end)
+    if e <= s:
+        raise HeadraceError(f"window [{start.isoformat()}, {end.isoformat()}) is empty: its end is not after its start")
+    tz = zoneinfo.ZoneInfo(config.timezone)
+    for what, t in (("start", start), ("end", end)):
+        local = t.astimezone(tz)
+        floor = local.replace(minute=0, second=0, microsecond=0)
+        if config.partition_duration == "daily":
+            floor = floor.replace(hour=0)
+        # a period starts at its local floor, in either fold (a repeated hour) or, for a floor that does
+        # not exist (skipped by a DST jump), at the jump: PEP 495's fold=0 maps it there
+        if not any(_ms(floor.replace(fold=f)) == _ms(t) for f in (0, 1)):
+            raise HeadraceError(f"window {what} {t.isoformat()} is not on a {config.partition_duration} boundary "
+                                f"in {config.timezone}")
+    return s, e
+
+
+def _committed(kafka: KafkaSettings, config: ParquetSinkConfig, sink: ParquetSink) -> dict[tuple[str, int], int]:
+    """The connector's next offset per topic-partition (its stored offsets, else its group's)."""
+    stored = sink.stored_offsets(list(config.topics))
+    if stored is not None:
+        return {k: v for k, v in stored.items() if v is not None}
+    return {(t, p): o for t in config.topics for p, o in kafka.committed(config.consumer_group, t).items()
+            if o is not None}
 
 
 def rebuild_window(
     config: ParquetSinkConfig, start: dt.datetime, end: dt.datetime, kafka: KafkaSettings | None = None,
     slack: dt.timedelta | None = None,
 ) -> WindowResult:
-    """Rebuild the time partitions of ``[start, end)`` from Kafka and swap them in; group offsets untouched.
+    """Rebuild the folders of ``[start, end)`` from Kafka and swap them in; group offsets untouched.
 
-    ``slack`` (default: the connector's ``rebuild_slack``) widens the Kafka-timestamp lookup when
-    record times can lag or lead the Kafka timestamps. Whatever the lookup finds, the read also covers
-    the offsets of every file already in the window's folders. Only complete windows should be rebuilt
-    while the streaming sink runs beside it.
+    The window grows to the span of its folders (see the module docstring). ``slack`` (default: the
+    connector's ``rebuild_slack``) widens the Kafka-timestamp lookup when record times can lag or lead
+    the Kafka timestamps; the read also covers every file the folders already hold. Records past the
+    connector's committed offsets are left to its streaming runs, which may run meanwhile.
     """
     from integrations.runtime.sink_runner import run_sink
 
     kafka = kafka or KafkaSettings.from_env()
     kafka.wait_available()
+    start_ms, end_ms = _check_window(config, start, end)
     token = uuid.uuid4().hex[:12]
     probe = ParquetSink(config)
     fs, root = probe.fs, probe.root
+    paths, lo, hi = probe.partitioner.window_folders(start_ms, end_ms)
+    committed = _committed(kafka, config, probe)  # first: files listed after this that start past it are streamed
+    routing = routes(config.transforms)
+    candidates = list(config.topics) + ([d for d in _folders(fs, root) if d not in config.topics] if routing else [])
+    live = {(d, p): [_classify(fs, f, config, committed) for f in list_files(fs, f"{root}/{d}/{p}")]
+            for d in candidates for p in paths}
+    slack_ms = int(((dt.timedelta(seconds=config.rebuild_slack) if slack is None else slack).total_seconds()) * 1000)
+    ranges = ranges_for_window(kafka, config.topics, lo - slack_ms, hi + slack_ms)
+    ranges = _cover_existing(kafka, ranges, live, committed)
     staging = f"{root}/.headrace-rebuild-{token}"
-    sink = ParquetSink(config, root=staging, window=(_ms(start), _ms(end)))
-    paths = _check_window(config, start, end, sink)
-    slack = dt.timedelta(seconds=config.rebuild_slack) if slack is None else slack
-    ranges = ranges_for_window(kafka, config.topics, start - slack, end + slack)
-    ranges = _cover_existing(kafka, config, fs, root, paths, ranges)
+    sink = _StagingSink(config, staging, (lo, hi))
     group = f"headrace-{config.name}-rebuild-{token}"
     cfg = config.model_copy(update={"group_id": group, "max_records_per_run": None})
     try:
         res = run_sink(cfg, kafka, ranges=ranges, sink=sink)
-        out = WindowResult(ranges=res.ranges, rows=sink.stats.rows)
-        routing = routes(config.transforms)
+        span = (dt.datetime.fromtimestamp(lo / 1000, dt.UTC), dt.datetime.fromtimestamp(hi / 1000, dt.UTC))
+        out = WindowResult(ranges=res.ranges, rows=sink.stats.rows, window=span)
         folders = list(config.topics)
-        if routing:  # the routed topics' folders: those staged now, and those holding the window's files
+        if routing:  # the routed topics' folders: those staged now, and those holding the connector's files
             folders += [d for d in _folders(fs, staging) if d not in folders]
-            folders += [d for d in _folders(fs, root) if d not in folders and _holds_ours(fs, root, d, paths, config)]
-        for topic in folders:
+            folders += [d for d in candidates if d not in folders
+                        and any(f.kind != "foreign" for p in paths for f in live[(d, p)])]
+        plan = []
+        for topic in folders:  # the guard, for every folder before any is swapped
             staged = {f[len(staging) + len(topic) + 2:].rsplit("/", 1)[0] for f in list_files(fs, f"{staging}/{topic}")}
-            emptied = [p for p in paths if p not in staged and next(list_files(fs, f"{root}/{topic}/{p}"), None)]
-            if emptied:
-                # Never replace existing files with nothing: the window's records may have expired from
-                # Kafka, or the read came back short. Fail loudly (a Dagster retry re-reads) instead.
-                raise HeadraceError(
-                    f"refusing to replace {topic}/{emptied[0]} (and {len(emptied) - 1} more) with no files: the "
-                    f"rebuild read {sink.stats.rows} record(s) for [{start}, {end}) from ranges "
-                    f"{[(r.partition, r.start, r.end) for r in res.ranges if r.topic == topic]}; delete the "
-                    "folder by hand if it really should be empty")
             for path in sorted(set(paths) | staged):
-                had = _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}", root, token)
-                if had or not routing:
-                    out.paths.append(f"{topic}/{path}")
-            out.files += list(_files_under(fs, root, topic, set(paths) | staged))
+                why = f"the rebuild read {sink.stats.rows} record(s) for {_span_text(lo, hi)} from ranges " + str(
+                    [(r.partition, r.start, r.end) for r in res.ranges if r.topic in config.topics])
+                plan.append((topic, path, _guard(fs, config, root, topic, path, sink, committed, why)))
+        clashes: list[str] = []
+        for topic, path, verified in plan:
+            had, carried, clash = _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}",
+                                        f"{root}/.headrace-trash-{token}", verified, token)
+            if had or not routing:
+                out.paths.append(f"{topic}/{path}")
+            out.carried += carried
+            clashes += clash
+        for topic in folders:
+            out.files += [f for p in sorted(set(paths)) for f in list_files(fs, f"{root}/{topic}/{p}")]
+        if clashes:
+            raise HeadraceError(f"kept {clashes[0]} (and {len(clashes) - 1} more) beside a rebuilt file of the same "
+                                "name: it appeared during the rebuild from before the committed offset; check for "
+                                f"a second writer of {config.name}")
         return out
     finally:
         _delete_dir(fs, staging)
-        with contextlib.suppress(Exception):
+        try:
             admin = kafka.admin()  # keep the client alive until its futures resolve
             for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
                 fut.result(timeout=10)
+        except Exception:  # noqa: BLE001, S110 - a leftover throw-away group holds no data
+            pass
 
 
-def _cover_existing(kafka: KafkaSettings, config: ParquetSinkConfig, fs: pafs.FileSystem, root: str,
-                    paths: list[str], ranges: list[TopicPartitionRange]) -> list[TopicPartitionRange]:
-    """Widen ``ranges`` to every offset span that the window's existing files hold.
+def _span_text(lo: int, hi: int) -> str:
+    return (f"[{dt.datetime.fromtimestamp(lo / 1000, dt.UTC).isoformat()}, "
+            f"{dt.datetime.fromtimestamp(hi / 1000, dt.UTC).isoformat()})")
+
+
+def _cover_existing(kafka: KafkaSettings, ranges: list[TopicPartitionRange], live: dict[tuple[str, str], list[_Live]],
+                    committed: dict[tuple[str, int], int]) -> list[TopicPartitionRange]:
+    """Widen ``ranges`` to the offset span of every file to re-read, then cap them at the committed offsets.
 
     ``offsets_for_times`` trusts the Kafka timestamps to grow with the offsets. When they do not (a
     producer's CreateTime going back), a record of the window can sit after the first record stamped
     past the window's end. The streaming sink placed it in the window's folder all the same, so the
-    rebuild reads each existing file's span ``[start, end)`` too and never replaces a record it did
-    not read again. A file whose records have expired from Kafka cannot be rebuilt: that is an error.
+    rebuild reads each file's span ``[start, end)`` too. A file whose records have expired from Kafka
+    cannot be rebuilt: that is an error. Past the committed offsets, streaming runs write the records.
     """
     spans = {(r.topic, r.partition): [r.start, r.end] for r in ranges}
-    folders = list(config.topics) + ([d for d in _folders(fs, root) if d not in config.topics]
-                                     if routes(config.transforms) else [])
     marks: dict[str, dict[int, tuple[int, int]]] = {}
-    for folder in folders:
-        for p in paths:
-            for f in list_files(fs, f"{root}/{folder}/{p}"):
-                origin = file_origin(fs, f)
-                if origin is None or origin[0] not in config.topics:
-                    continue
-                topic, partition, first, after = origin
-                low = marks.setdefault(topic, kafka.watermarks(topic)).get(partition, (0, 0))[0]
-                if first < low:
-                    raise HeadraceError(
-                        f"refusing to rebuild {folder}/{p}: {f.rsplit('/', 1)[1]} holds records from offset {first} "
-                        f"of {topic}/{partition}, which Kafka no longer has (its log starts at {low}); a rebuild "
-                        "would lose them")
-                span = spans.setdefault((topic, partition), [first, after])
-                span[0], span[1] = min(span[0], first), max(span[1], after)
-    return [TopicPartitionRange(t, n, s, e) for (t, n), (s, e) in sorted(spans.items()) if e > s]
+    for (folder, p), files in live.items():
+        for f in files:
+            if f.kind != "reread":
+                continue
+            topic, partition, first, after = f.origin
+            low = marks.setdefault(topic, kafka.watermarks(topic)).get(partition, (0, 0))[0]
+            if first < low:
+                raise HeadraceError(
+                    f"refusing to rebuild {folder}/{p}: {f.name} holds records from offset {first} of "
+                    f"{topic}/{partition}, which Kafka no longer has (its log starts at {low}); a rebuild would "
+                    "lose them")
+            span = spans.setdefault((topic, partition), [first, after])
+            span[0], span[1] = min(span[0], first), max(span[1], after)
+    out = []
+    for (t, n), (s, e) in sorted(spans.items()):
+        e = min(e, committed.get((t, n), e))
+        if e > s:
+            out.append(TopicPartitionRange(t, n, s, e))
+    return out
+
+
+def _guard(fs: pafs.FileSystem, config: ParquetSinkConfig, root: str, topic: str, path: str, sink: _StagingSink,
+           committed: dict[tuple[str, int], int], why: str) -> set[str]:
+    """The names of the live folder's files whose records are all in the staged folder; refuses (nothing
+    swapped yet) when a file's records are not, or it is not the connector's. Files at or after the
+    committed offsets are left out: the swap keeps them."""
+    held = sink.held(topic, path)
+    verified: set[str] = set()
+    for f in list_files(fs, f"{root}/{topic}/{path}"):
+        live = _classify(fs, f, config, committed)
+        if live.kind == "foreign":
+            raise HeadraceError(f"refusing to replace {topic}/{path}: {live.name} was not written by {config.name} "
+                                f"({live.note}), so a rebuild cannot write its records back; move it out of the folder")
+        if live.kind == "streamed":
+            continue
+        src, part, s, e = live.origin
+        got = held.get((src, part), np.empty(0, np.int64))
+        have = int(np.searchsorted(got, e) - np.searchsorted(got, s))
+        if have < live.rows:
+            if not held:  # e.g. the window's records left Kafka, or the read came back short
+                raise HeadraceError(f"refusing to replace {topic}/{path} with no files: {why}; delete the folder by "
+                                    "hand if it really should be empty")
+            raise HeadraceError(
+                f"refusing to replace {topic}/{path}: {live.name} holds {live.rows} record(s) of {src}/{part} in "
+                f"offsets [{s}, {e}){live.note}, the rebuilt files only {have} of them; nothing was replaced (did "
+                "a transform, converter or value_schema change drop records?)")
+        verified.add(live.name)
+    return verified
 
 
 def _folders(fs: pafs.FileSystem, base: str) -> list[str]:
@@ -199,22 +334,6 @@ def _folders(fs: pafs.FileSystem, base: str) -> list[str]:
     sel = pafs.FileSelector(base, recursive=False, allow_not_found=True)
     names = (i.base_name for i in fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
     return sorted(n for n in names if not n.startswith((".", "_")))
-
-
-def _holds_ours(fs: pafs.FileSystem, root: str, folder: str, paths: list[str], config: ParquetSinkConfig) -> bool:
-    """Whether a topic folder has files of the window written from one of the connector's source topics."""
-    for p in paths:
-        first = next(list_files(fs, f"{root}/{folder}/{p}"), None)
-        if first is not None and source_topic(fs, first) in config.topics:
-            return True
-    return False
-
-
-def _files_under(fs: pafs.FileSystem, root: str, topic: str, paths: set[str]) -> list[str]:
-    out = []
-    for p in sorted(paths):
-        out += list(list_files(fs, f"{root}/{topic}/{p}"))
-    return out
 
 
 def _exists(fs: pafs.FileSystem, path: str) -> bool:
@@ -228,27 +347,65 @@ def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
         fs.delete_dir(path)
 
 
-def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, root: str, token: str) -> bool:
-    """Replace folder ``dst`` by ``src`` (absent ``src``: remove ``dst``); False when neither existed."""
-    has_src = _exists(fs, src)
-    if local:
-        trash = f"{root}/.headrace-trash-{token}"
+def _is_tmp(name: str) -> bool:
+    """A streaming run's file being written (``.<name>.<uuid>.tmp``): its rename fails once its folder moved."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, verified: set[str], token: str
+          ) -> tuple[bool, list[str], list[str]]:
+    """Replace folder ``dst`` by ``src`` (absent ``src``: by nothing), keeping every file of ``dst`` not in
+    ``verified``. Returns whether either existed, the files kept, and those kept under another name."""
+    if not local:
+        return _swap_objects(fs, src, dst, verified)
+    has_src, had_dst = os.path.isdir(src), os.path.isdir(dst)
+    old = f"{trash}/{uuid.uuid4().hex}"
+    if had_dst:
         os.makedirs(trash, exist_ok=True)
-        old = f"{trash}/{uuid.uuid4().hex}"
-        had_dst = os.path.isdir(dst)
-        if had_dst:
-            os.rename(dst, old)  # the folder is absent for the instant between the two renames
+        os.rename(dst, old)  # from here the old folder is frozen: a streaming run's rename into it fails
+    carried, clashes = [], []
+    try:
         if has_src:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.rename(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-        return has_src or had_dst
+            try:
+                os.rename(src, dst)
+            except OSError:  # a streaming run made the folder again meanwhile: move the staged files in
+                os.makedirs(dst, exist_ok=True)
+                for name in sorted(os.listdir(src)):
+                    os.replace(f"{src}/{name}", f"{dst}/{name}")
+        if had_dst:
+            for name in sorted(os.listdir(old)):
+                if name in verified or _is_tmp(name):
+                    continue
+                target = f"{dst}/{name}"
+                if os.path.lexists(target):
+                    stem, dot, ext = name.rpartition(".")
+                    target = f"{dst}/{stem}.kept-{token}{dot}{ext}" if dot else f"{target}.kept-{token}"
+                    clashes.append(target)
+                os.makedirs(dst, exist_ok=True)
+                os.rename(f"{old}/{name}", target)
+                carried.append(target)
+    except BaseException:
+        if had_dst and not os.path.exists(dst):
+            os.rename(old, dst)  # put the old folder back rather than lose it
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(trash)  # other swaps of this rebuild may still use it
+    return has_src or had_dst, carried, clashes
+
+
+def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str]) -> tuple[bool, list[str], list[str]]:
+    """Object storage: copy the new objects in, then delete only the verified old objects they replace."""
+    has_src = _exists(fs, src)
     new = {f.rsplit("/", 1)[1] for f in list_files(fs, src)} if has_src else set()
     if has_src:
         fs.create_dir(dst, recursive=True)
         for name in sorted(new):  # each object appears atomically; readers may briefly see old and new
             fs.copy_file(f"{src}/{name}", f"{dst}/{name}")
-    old_files = [f for f in list_files(fs, dst) if f.rsplit("/", 1)[1] not in new]
-    for f in old_files:
+    old = [f for f in list_files(fs, dst) if f.rsplit("/", 1)[1] not in new]
+    gone = [f for f in old if f.rsplit("/", 1)[1] in verified]
+    for f in gone:
         fs.delete_file(f)
-    return has_src or bool(old_files)
+    return has_src or bool(old), [f for f in old if f not in gone], []
+
