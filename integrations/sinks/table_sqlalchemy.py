@@ -6,15 +6,19 @@ Upsert is portable: delete the batch's keys, then insert, in the same transactio
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from integrations.config import TableSinkConfig
 from integrations.converters.json import interval_iso
 from integrations.sinks.table import TableBackend, TableSinkError, TableWrite
 
+#: SQLite keeps NUMERIC values as 8-byte floats: exact only up to 15 significant digits
+SQLITE_MAX_DECIMAL_DIGITS = 15
 
-def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
-    """The SQLAlchemy column type for an Arrow type."""
+
+def sa_type(t: pa.DataType, dialect: str = "") -> sa.types.TypeEngine:
+    """The SQLAlchemy column type for an Arrow type (``dialect``: the target's, for its limits)."""
     if pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
         return sa.Text()
     if pa.types.is_boolean(t):
@@ -24,6 +28,11 @@ def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
     if pa.types.is_floating(t):
         return sa.Float()
     if pa.types.is_decimal(t):
+        if dialect == "sqlite" and t.precision > SQLITE_MAX_DECIMAL_DIGITS:
+            raise TableSinkError(
+                f"Arrow type {t} would lose digits in SQLite, which keeps NUMERIC values as 8-byte floats (exact "
+                f"to {SQLITE_MAX_DECIMAL_DIGITS} digits); cast the field to string with a Cast transform, or write "
+                "to PostgreSQL or DuckDB")
         return sa.Numeric(t.precision, t.scale)
     if pa.types.is_timestamp(t):
         return sa.DateTime(timezone=t.tz is not None)
@@ -39,10 +48,14 @@ def sa_type(t: pa.DataType) -> sa.types.TypeEngine:
                          "need a PostgreSQL or DuckDB target); drop or flatten the field with a transform")
 
 
-def sa_values(table: pa.Table) -> pa.Table:
+def sa_values(table: pa.Table, dialect: str = "") -> pa.Table:
     """Columns as the generic backend stores them: intervals as ISO-8601 durations
-    (``P<months>M<days>DT<seconds>S``, the JSON converter's form); others untouched."""
+    (``P<months>M<days>DT<seconds>S``, the JSON converter's form); others untouched. SQLite turns a
+    NaN float into NULL, so a NaN bound for SQLite is refused with an error naming the column."""
     for i, f in enumerate(table.schema):
+        if dialect == "sqlite" and pa.types.is_floating(f.type) and pc.any(pc.is_nan(table.column(i))).as_py():
+            raise TableSinkError(f"column {f.name!r} holds NaN, which SQLite stores as NULL; write to PostgreSQL "
+                                 "or DuckDB, or replace NaN upstream")
         if pa.types.is_interval(f.type):
             col = table.column(i)
             new = pa.chunked_array([interval_iso(c) for c in col.chunks], type=pa.string())
@@ -72,7 +85,7 @@ class SqlAlchemyBackend(TableBackend):
         return {c["name"]: str(c["type"]) for c in insp.get_columns(table, schema=self.schema)}
 
     def create(self, table: str, schema: pa.Schema, pk: list[str]) -> None:
-        cols = [sa.Column(f.name, sa_type(f.type), primary_key=f.name in pk, autoincrement=False) for f in schema]
+        cols = [sa.Column(f.name, sa_type(f.type, self.engine.dialect.name), primary_key=f.name in pk, autoincrement=False) for f in schema]
         t = sa.Table(table, sa.MetaData(schema=self.schema), *cols)
         t.create(self.engine, checkfirst=True)
 
@@ -81,12 +94,12 @@ class SqlAlchemyBackend(TableBackend):
         name = prep.format_table(sa.Table(table, sa.MetaData(schema=self.schema)))
         with self.engine.begin() as c:
             for f in fields:
-                typ = sa_type(f.type).compile(dialect=self.engine.dialect)
+                typ = sa_type(f.type, self.engine.dialect.name).compile(dialect=self.engine.dialect)
                 c.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {prep.quote(f.name)} {typ}"))
 
     def _write(self, c: sa.Connection, w: TableWrite, mode: str) -> None:
         t, pk, rows = sa.Table(w.table, sa.MetaData(schema=self.schema), autoload_with=c), w.pk, w.rows
-        rows = sa_values(rows) if rows is not None else None
+        rows = sa_values(rows, c.dialect.name) if rows is not None else None
         keyed = [w.deletes] if w.deletes is not None else []
         if rows is not None and mode == "upsert":
             keyed.append(rows.select(pk))

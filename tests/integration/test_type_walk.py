@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.runtime.sink_runner import run_sink
+from integrations.sinks.table import TableSinkError
 from tests.integration.test_avro_registry import schema_registry  # noqa: F401 - fixture
 from tests.integration.test_sql_support import config, run
 from tests.integration.test_sql_types import DDL, VALUE_SCHEMA
@@ -91,6 +92,17 @@ def _duck_rows(path: str, table: str) -> list[dict[str, Any]]:
         con.close()
 
 
+def _lite_rows(url: str, table: str, cols: list[str]) -> list[dict[str, Any]]:
+    """Rows through SQLAlchemy's own types for the table's declared columns (as a user's app reads them)."""
+    eng = sa.create_engine(url)
+    try:
+        t = sa.Table(table, sa.MetaData(), autoload_with=eng)
+        with eng.connect() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(*[t.c[x] for x in cols]).order_by(t.c.id))]
+    finally:
+        eng.dispose()
+
+
 def _parquet_rows(root: Path) -> list[dict[str, Any]]:
     files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
     assert files, f"no Parquet files under {root}"
@@ -147,6 +159,28 @@ def test_every_type_through_both_sinks(converter: str, request, pg_url: str, kaf
             assert run_sink(sink, kafka).rows == len(want)
             got = _pg_rows(url, topic, cols) if url == pg_url else _duck_rows(f"{tmp_path}/wh.duckdb", topic)
             problems += _mismatches(f"{converter}→{url.split(':')[0]} table", want, got, cols)
+        # the generic SQLAlchemy backend (SQLite here): intervals as ISO-8601 text, time as TIME, bytea as
+        # BLOB. Refused with a clear error, never stored wrong: arrays (no mapping), decimals of more than
+        # 15 digits (SQLite keeps NUMERIC as doubles) and NaN floats (SQLite stores NULL)
+        lite = f"sqlite:///{tmp_path}/wh.sqlite"
+        arrays = ["c_int_arr", "c_text_arr"]
+        refused = {"c_int_arr": "no SQL column mapping", "c_num": "would lose digits in SQLite",
+                   "c_real": "holds NaN, which SQLite stores as NULL"}
+        for k, (col, why) in enumerate(refused.items()):
+            others = [c for c in (*arrays, "c_num", "c_num38", "c_real", "c_double") if c != col]
+            sink = TableSinkConfig(name=f"walkr{k}-{unique}", type="table_sink", topics=[topic],
+                                   connection_url=f"sqlite:///{tmp_path}/refused{k}.sqlite", auto_create=True,
+                                   value_converter=conv, **declared,
+                                   transforms=[{"type": "ReplaceField.Value", "exclude": others}])
+            with pytest.raises(TableSinkError, match=why):
+                run_sink(sink, kafka)
+        dropped = [*arrays, "c_num", "c_num38", "c_real", "c_double"]
+        sink = TableSinkConfig(name=f"walkt-{unique}-lite", type="table_sink", topics=[topic], connection_url=lite,
+                               auto_create=True, value_converter=conv, **declared,
+                               transforms=[{"type": "ReplaceField.Value", "exclude": dropped}])
+        assert run_sink(sink, kafka).rows == len(want)
+        flat = [c for c in cols if c not in dropped]
+        problems += _mismatches(f"{converter}→sqlite table", want, _lite_rows(lite, topic, flat), flat)
         assert not problems, "\n".join(problems)
     finally:
         kafka.delete_topics([topic])
