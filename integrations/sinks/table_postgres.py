@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from integrations.config import TableSinkConfig
-from integrations.converters.json import interval_iso
 from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
 
 
@@ -76,6 +75,26 @@ def _bytea_text(arr: pa.Array) -> pa.Array:
 _HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
 
 
+_MDN = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanoseconds", "<i8")])
+
+
+def _interval_text(arr: pa.Array) -> pa.Array:
+    """Intervals as ``<m> months <d> days <us> microseconds``, which PostgreSQL reads exactly (its
+    ISO-8601 input parses fractional seconds as a double and can lose a microsecond on long spans);
+    sub-microsecond parts are truncated toward zero (PostgreSQL keeps microseconds). Vectorised."""
+    if arr.offset:
+        arr = pa.concat_arrays([arr])
+    n = len(arr)
+    rec = np.frombuffer(arr.buffers()[1], dtype=_MDN, count=n) if n else np.zeros(0, _MDN)
+    ns = rec["nanoseconds"]
+    micros = np.sign(ns) * (np.abs(ns) // 1000)
+    out = pc.binary_join_element_wise(
+        pa.array(rec["months"]).cast(pa.string()), pa.scalar(" months "),
+        pa.array(rec["days"]).cast(pa.string()), pa.scalar(" days "),
+        pa.array(micros).cast(pa.string()), pa.scalar(" microseconds"), "")
+    return pc.if_else(arr.is_valid(), out, pa.scalar(None, pa.string()))
+
+
 def _array_item_text(values: pa.Array) -> pa.Array:
     """Array elements as PostgreSQL array-literal items: NULL, numbers/bools/dates bare (NaN and
     Infinity spelled as PostgreSQL reads them), text double-quoted with ``\\`` and ``"`` escaped."""
@@ -106,14 +125,14 @@ def _array_text(arr: pa.Array) -> pa.Array:
 
 def pg_text(table: pa.Table) -> pa.Table:
     """Columns the CSV writer cannot write, as PostgreSQL's input text: bytea as ``\\x<hex>``,
-    intervals as ISO-8601 durations (exact to the microsecond, PostgreSQL's precision), lists as
-    array literals. Other columns are untouched."""
+    intervals as months, days and microseconds (exact), lists as array literals. Other columns are
+    untouched."""
     for i, f in enumerate(table.schema):
         t = f.type
         if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
             conv = _bytea_text
         elif pa.types.is_interval(t):
-            conv = interval_iso
+            conv = _interval_text
         elif pa.types.is_list(t) or pa.types.is_large_list(t):
             conv = _array_text
         else:

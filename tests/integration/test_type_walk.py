@@ -41,7 +41,8 @@ EXTRA = [
     "UPDATE types SET c_numeric = 'NaN', c_inet = '192.168.0.1/24' WHERE id = 1",
     "UPDATE types SET c_numeric = 'Infinity', c_inet = '::1' WHERE id = 2",
     "UPDATE types SET c_numeric = '-Infinity' WHERE id = 4",
-    "INSERT INTO types (id, c_numeric) VALUES (5, 0.00000000000000000001)",
+    # the longest time part PostgreSQL holds: ISO-8601 input (a double) would lose its last microsecond
+    "INSERT INTO types (id, c_numeric, c_interval) VALUES (5, 0.00000000000000000001, '-2562047:47:16.854775')",
 ]
 AS_TEXT = {"c_json", "c_jsonb", "c_mood", "c_uuid", "c_numeric", "c_inet", "c_interval"}
 JSON_SCHEMA = {**VALUE_SCHEMA, "c_numeric": "string", "c_inet": "string"}
