@@ -134,6 +134,18 @@ def _database(config: object) -> tuple[str, tuple[str, ...]]:
 _DB_MODULES = ("sqlalchemy", "psycopg", "psycopg2", "sqlite3", "duckdb", "adbc_driver_manager", "adbc_driver_")
 
 
+def _db_cause(e: BaseException) -> BaseException | None:
+    """The database driver's exception behind ``e`` (its ``__cause__``/``__context__`` chain), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = e.__cause__ or e.__context__
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if (type(cur).__module__ or "").startswith(_DB_MODULES):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def report_failure(e: BaseException, config: object | None = None) -> int:
     """Print one line for a failure and return the exit code: 2 config, 1 runtime, 128+n stopped.
 
@@ -153,7 +165,14 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if isinstance(e, HeadraceError):
-        print(f"error: {e}", file=sys.stderr)
+        msg = str(e)
+        name = getattr(config, "name", None)
+        if name and name not in msg:
+            msg = f"connector {name}: {msg}"
+        if _db_cause(e) is not None:  # e.g. the retry budget for a lost connection ran out
+            where, secrets = _database(config)
+            msg = f"{_first_line(msg, secrets)} ({where}: check that it is up and reachable, the URL and credentials)"
+        print(f"error: {msg}", file=sys.stderr)
         return 1
     module = type(e).__module__ or ""
     if module.startswith(_DB_MODULES) and isinstance(e, Exception):
