@@ -65,7 +65,7 @@ class Producing:
                         raise e
                     self._produce_blocking(topic, values[i], None if keys is None else keys[i])  # queue full
                 except KafkaException as refusal:  # refused at once (e.g. too large): note it, go on
-                    if is_transient(refusal):
+                    if is_transient(refusal) or _fatal(refusal):
                         raise
                     refused.append((i, refusal))
 
@@ -88,7 +88,7 @@ class Producing:
                 except BufferError:
                     self._produce_blocking(topic, value, key, **extra)
             except KafkaException as e:  # refused at once (e.g. too large): note it, go on with the rest
-                if is_transient(e):
+                if is_transient(e) or _fatal(e):
                     raise
                 refused.append((i, e))
             if i & 0x3FFF == 0:
@@ -110,3 +110,9 @@ class Producing:
         if left or self.errors:
             errors, self.errors = self.errors, []
             raise DeliveryError(f"{left} record(s) not acknowledged within {timeout:.0f}s; errors: {errors[:5]}")
+
+
+def _fatal(e: KafkaException) -> bool:
+    """A fatal producer error (e.g. fenced by a newer instance): no record of it is the record's fault."""
+    err = e.args[0] if e.args else None
+    return bool(err is not None and hasattr(err, "fatal") and err.fatal())
