@@ -7,14 +7,78 @@ loader as the repository's ``workspace.yaml`` project, so both load the same con
 # No `from __future__ import annotations`: Dagster reads the dataclass fields' types at runtime.
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import dagster as dg
+from dagster.components.component_scaffolding import scaffold_component
+from dagster.components.resolved.errors import ResolutionException
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
+from pydantic import TypeAdapter, ValidationError
 
 from assets.translator import AssetProps, HeadraceTranslator
-from integrations.config import ConnectorConfig, load_folder
+from integrations.config import CONNECTOR_TYPES, ConnectorConfig, load_folder
 from integrations.errors import ConfigError
+from integrations.transforms.config import PREDICATE_TYPES, TRANSFORM_TYPES
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str | int]:
+    """A pydantic error location inside one connector, without the union tags pydantic adds (the
+    connector type, transform and predicate types)."""
+    out: list[str | int] = []
+    for i, p in enumerate(loc):
+        prev = out[-1] if out else None
+        if (i == 0 and p in CONNECTOR_TYPES) or (isinstance(prev, int) and p in TRANSFORM_TYPES) or (
+                prev == "predicate" and p in PREDICATE_TYPES):
+            continue
+        out.append(p)
+    return out
+
+
+def _dotted(path: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _problem(context: dg.ResolutionContext, index: int, path: list[str | int], message: str,
+             first: bool) -> str:
+    """One error line ``<file>:<line> - <field>: <message>`` (the first with the YAML snippet)."""
+    field = _dotted([*context.path, index, *path])
+    tree = context.source_position_tree
+    if tree is None:
+        return f"{field}: {message}"
+    src = tree.source_error(yaml_path=[*context.path, index, *path], inline_error_message=message, value_error=True)
+    return f"{src.file_name}:{src.start_line_no} - {field}: {message}" + (f"\n{src.snippet}" if first else "")
+
+
+def _resolve_connectors(context: dg.ResolutionContext, raw: list[dict[str, Any]] | None) -> list[object] | None:
+    """Validate inline connectors with Headrace's connector models; every problem names the defs.yaml
+    file, its line and the field."""
+    if raw is None:
+        return None
+    adapter = TypeAdapter(ConnectorConfig)
+    configs, problems = [], []
+    for i, item in enumerate(raw):
+        if "type" not in item:
+            problems.append(_problem(context, i, [], f"field 'type' is required; allowed: "
+                                                     f"{', '.join(CONNECTOR_TYPES)}", not problems))
+            continue
+        try:
+            configs.append(adapter.validate_python(item))
+        except ValidationError as e:
+            for err in e.errors():
+                path = _field_path(err["loc"])
+                msg, got = err["msg"].removeprefix("Value error, "), err.get("input")
+                if err["type"] == "missing":
+                    msg = "is required"
+                elif err["type"] == "extra_forbidden":
+                    msg = f"is not a known option (value {got!r})"
+                elif err["type"] == "union_tag_invalid" and not path:
+                    path, msg = ["type"], f"got {item.get('type')!r}; allowed: {', '.join(CONNECTOR_TYPES)}"
+                elif not isinstance(got, dict):
+                    msg += f" (got {got!r})"
+                problems.append(_problem(context, i, path, msg, not problems))
+    if problems:
+        raise ResolutionException(f"{len(problems)} problem(s) in inline connectors:\n" + "\n".join(problems))
+    return configs
 
 
 def _translation_vars(props: AssetProps) -> dict[str, object]:
@@ -31,6 +95,42 @@ class _ComponentTranslator(HeadraceTranslator):
         return self.component.get_asset_spec(props)
 
 
+_SCAFFOLD = """\
+# Headrace connectors: every connector file in connectors/ (one connector per file, the same format
+# as Headrace's own connectors/ folder), plus any written inline below. See docs/dagster-component.md.
+type: {type_name}
+
+attributes:
+  connectors_dir: connectors
+  # connectors:                    # inline connectors take the same fields as a connector file
+  #   - name: shop-source
+  #     type: sql_source
+  #     connection_url: sqlite:///${{env:HEADRACE_HOME}}/shop.db
+  #     mode: incrementing
+  #     incrementing_column: id
+  #     tables: [orders]
+  #     topic_prefix: shop.
+  # translation:                   # AssetSpec attributes, templated with spec, props, kind, connector
+  #   key_prefix: headrace
+  #   group_name: "{{{{ connector.name if connector else 'external_topics' }}}}"
+  #   owners: [team:data]
+"""
+
+
+class ConnectorsScaffolder(dg.Scaffolder):
+    """``dg scaffold defs headrace.ConnectorsComponent NAME``: a commented defs.yaml reading ``connectors/``."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        """Write defs.yaml and an empty ``connectors/`` folder next to it."""
+        if request.scaffold_format != "yaml" or request.append:
+            scaffold_component(request, {"connectors_dir": "connectors"})
+            return
+        request.target_path.mkdir(parents=True, exist_ok=True)
+        (request.target_path / "defs.yaml").write_text(_SCAFFOLD.format(type_name=request.type_name))
+        (request.target_path / "connectors").mkdir(exist_ok=True)
+
+
+@dg.scaffold_with(ConnectorsScaffolder)
 @dataclass
 class ConnectorsComponent(dg.Component, dg.Resolvable):
     """Headrace connectors (Kafka Connect's job: SQL tables and files → Kafka → Parquet datasets and
@@ -66,11 +166,11 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
     ] = None
     connectors: Annotated[
         list[object] | None,
-        dg.Resolver(lambda _context, value: value, model_field_type=list[ConnectorConfig] | None,  # ty: ignore
-                    inject_before_resolve=False,
+        dg.Resolver(_resolve_connectors, model_field_type=list[dict[str, Any]] | None, inject_before_resolve=False,
                     description="Connectors written inline: each a mapping with 'name', 'type' (sql_source, "
-                                "file_source, parquet_sink, table_sink) and that type's fields; secrets as "
-                                "${env:VAR}"),
+                                "file_source, parquet_sink, table_sink) and that type's fields, as in a connector "
+                                "file (see docs/); secrets as ${env:VAR}. Checked when the component loads: an "
+                                "error names this file, the line and the field"),
     ] = None
     translation: Annotated[
         TranslationFn[AssetProps],
