@@ -143,7 +143,7 @@ def test_database_unreachable_exits_1_naming_the_host_never_the_password(tmp_pat
     assert "Connection refused" in line
     assert "hunter2secret" not in proc.stderr + proc.stdout
     # with a retry budget: one warning per retry, then one error line naming the database
-    proc = run_cli("run", str(write_connector(tmp_path, cfg | {"connection_retry_timeout": 2})))
+    proc = run_cli("run", str(write_connector(tmp_path, cfg | {"connection_retry_timeout": 8})))
     assert proc.returncode == 1, proc.stderr
     *retries, last = [x for x in proc.stderr.splitlines() if x.strip()]
     assert retries and all(" retry " in r for r in retries), proc.stderr
