@@ -48,7 +48,21 @@ _OLDEST_OPEN_XACT = """(SELECT min(xact_start) FROM pg_stat_activity
 _OLDEST_PREPARED = "(SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())"
 # Types read as they are; anything else (enums, inet, money, ...) is selected as ``::text`` on PostgreSQL.
 _NATIVE = (sa.Integer, sa.Numeric, sa.Float, sa.Boolean, sa.String, sa.LargeBinary, sa.Date, sa.Time, sa.DateTime,
-           sa.Interval, pg.INTERVAL, sa.Uuid, sa.JSON)
+           sa.Interval, pg.INTERVAL, sa.Uuid)
+# json/jsonb are selected ::text too: psycopg would parse them (JSON null became SQL NULL, 2.50 became 2.5)
+# Array items read as text[] although native on their own: their fix-ups (numeric text and NaN,
+# uuid strings) apply to top-level columns only
+_TEXT_ITEMS = (sa.Uuid,)
+
+
+def _native(t: sa.types.TypeEngine, item: bool = False) -> bool:
+    """True when PostgreSQL's column type is read as it is (else it is selected as text)."""
+    if not isinstance(t, _NATIVE) or isinstance(t, sa.Enum):
+        return False
+    if isinstance(t, sa.Time) and t.timezone:  # timetz: ADBC hands over its wire bytes
+        return False
+    exact_text = isinstance(t, _TEXT_ITEMS) or (isinstance(t, sa.Numeric) and not isinstance(t, sa.Float))
+    return not (item and exact_text)
 
 
 def _iso(v: Any) -> Any:
@@ -184,10 +198,9 @@ class SqlSource(Source):
         for col in src.c:
             t = col.type
             if isinstance(t, sa.ARRAY):
-                item = t.item_type
-                native = isinstance(item, _NATIVE) and not isinstance(item, sa.Enum)
+                native = _native(t.item_type, item=True)
                 out.append(col if native else sa.cast(col, pg.ARRAY(sa.Text)).label(col.name))
-            elif isinstance(t, _NATIVE) and not isinstance(t, sa.Enum):
+            elif _native(t):
                 out.append(col)
             else:
                 out.append(sa.cast(col, sa.Text).label(col.name))

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import decimal
 import queue
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -81,16 +82,23 @@ def numeric_type(precision: int | None, scale: int | None, mapping: NumericMappi
     return pa.string()
 
 
-def sa_to_arrow(t: sa.types.TypeEngine, mapping: NumericMapping = "none") -> pa.DataType | None:
-    """The Arrow type for a SQLAlchemy column type (None: untyped, inferred from the values)."""
+def sa_to_arrow(t: sa.types.TypeEngine, mapping: NumericMapping = "none", dialect: str = "") -> pa.DataType | None:
+    """The Arrow type for a SQLAlchemy column type (None: untyped, inferred from the values).
+
+    On PostgreSQL (``dialect``) ``integer`` is int32 and ``real`` float32, as the ADBC path reads them;
+    elsewhere INTEGER and REAL are 64-bit (SQLite's are)."""
     if isinstance(t, sa.types.NullType):
         return None
     if isinstance(t, sa.Boolean):
         return pa.bool_()
     if isinstance(t, sa.SmallInteger):
         return pa.int16()
+    if dialect == "postgresql" and isinstance(t, sa.Integer) and not isinstance(t, sa.BigInteger):
+        return pa.int32()
     if isinstance(t, sa.BigInteger | sa.Integer):
         return pa.int64()
+    if dialect == "postgresql" and isinstance(t, sa.REAL):
+        return pa.float32()
     if isinstance(t, sa.Float):
         return pa.float32() if getattr(t, "precision", None) and t.precision <= 24 else pa.float64()
     if isinstance(t, sa.Numeric):
@@ -106,7 +114,7 @@ def sa_to_arrow(t: sa.types.TypeEngine, mapping: NumericMapping = "none") -> pa.
     if isinstance(t, sa.LargeBinary):
         return pa.binary()
     if isinstance(t, sa.ARRAY):
-        return pa.list_(sa_to_arrow(t.item_type, mapping))
+        return pa.list_(sa_to_arrow(t.item_type, mapping, dialect))
     return pa.string()
 
 
@@ -160,11 +168,14 @@ def _py_column(col: tuple[Any, ...], typ: pa.DataType | None) -> pa.Array:
         col = [decimal.Decimal(v) if isinstance(v, str | int | float) else v for v in col]
         if any(isinstance(v, decimal.Decimal) and not v.is_finite() for v in col):
             raise _numeric_nan_error("?", typ)
-    elif pa.types.is_interval(typ):
-        col = [None if v is None else pa.MonthDayNano(
+    elif pa.types.is_interval(typ):  # MonthDayNano from psycopg (see _pg_exact_intervals); timedelta elsewhere
+        col = [v if v is None or isinstance(v, pa.MonthDayNano) else pa.MonthDayNano(
             [0, v.days, (v.seconds * 1_000_000 + v.microseconds) * 1000]) for v in col]
     elif pa.types.is_floating(typ):
         col = [float(v) if isinstance(v, decimal.Decimal) else v for v in col]
+    elif pa.types.is_list(typ) and pa.types.is_interval(typ.value_type):
+        # SQLAlchemy's ARRAY result processor takes each MonthDayNano (a tuple) for a nested array
+        col = [v if v is None else [pa.MonthDayNano(x) if isinstance(x, list) else x for x in v] for v in col]
     return pa.array(col, type=typ)
 
 
@@ -346,6 +357,35 @@ def prefetch(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         t.join()
 
 
+_PG_ISO_INTERVAL = re.compile(
+    rb"P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?\d+(?:\.\d+)?)S)?)?")
+
+
+def pg_iso_interval(text: bytes) -> pa.MonthDayNano:
+    """PostgreSQL's ``iso_8601`` interval text (``P1Y2M3DT4H5M6.789S``) as exact months, days, nanoseconds."""
+    m = _PG_ISO_INTERVAL.fullmatch(bytes(text))
+    if m is None:
+        raise ValueError(f"not a PostgreSQL ISO-8601 interval: {bytes(text)!r}")
+    y, mo, d, h, mi, sec = (g or b"0" for g in m.groups())
+    ns = (int(h) * 3600 + int(mi) * 60) * 1_000_000_000 + int(decimal.Decimal(sec.decode()) * 1_000_000_000)
+    return pa.MonthDayNano([int(y) * 12 + int(mo), int(d), ns])
+
+
+def _pg_exact_intervals(dbapi_conn: Any, _record: Any) -> None:
+    """psycopg turns intervals into timedeltas, folding months into 30 days; this session reads them
+    as ISO-8601 text instead, parsed into exact months, days and nanoseconds."""
+    import psycopg.adapt
+
+    class _IntervalLoader(psycopg.adapt.Loader):
+        def load(self, data: Any) -> pa.MonthDayNano:
+            return pg_iso_interval(data)
+
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET intervalstyle = 'iso_8601'")
+    dbapi_conn.commit()
+    dbapi_conn.adapters.register_loader("interval", _IntervalLoader)
+
+
 class SqlReader:
     """Executes SELECT statements against one database and returns Arrow tables."""
 
@@ -353,6 +393,8 @@ class SqlReader:
         self.url = sa.make_url(url)
         self.engine = sa.create_engine(self.url, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
+        if self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg":
+            sa.event.listen(self.engine, "connect", _pg_exact_intervals)
         self.numeric_mapping = numeric_mapping
         self._adbc = None
         self.adbc_pid: int | None = None
@@ -430,7 +472,7 @@ class SqlReader:
                 cur.execute(compiled.string, [compiled.params[n] for n in compiled.positiontup or []] or None)
                 return fix_pg_types(cur.fetch_arrow_table(), self.numeric_mapping)
         names = [c.name for c in stmt.selected_columns]
-        types = [sa_to_arrow(c.type, self.numeric_mapping) for c in stmt.selected_columns]
+        types = [sa_to_arrow(c.type, self.numeric_mapping, self.dialect) for c in stmt.selected_columns]
         return _rows_to_arrow([], names, types)
 
     def stream(self, stmt: sa.Select, chunk_rows: int, background: bool = True) -> Iterator[pa.Table]:
@@ -490,7 +532,7 @@ class SqlReader:
 
     def _sqlite_select(self, stmt: sa.Select) -> str | None:
         """The guarded, anchored SQL for ``stmt`` with bounds inlined; None if not eligible."""
-        types = [sa_to_arrow(c.type, self.numeric_mapping) for c in stmt.selected_columns]
+        types = [sa_to_arrow(c.type, self.numeric_mapping, self.dialect) for c in stmt.selected_columns]
         plans = [_sqlite_plan(c.type, t) for c, t in zip(stmt.selected_columns, types, strict=True)]
         names = [c.name for c in stmt.selected_columns]
         if any(p is None for p in plans) or len(set(names)) != len(names) or _BAD in names:
@@ -518,7 +560,7 @@ class SqlReader:
             yield from self._stream_sa(stmt, chunk_rows)
             return
         sel = list(stmt.selected_columns)
-        targets = [sa_to_arrow(c.type, self.numeric_mapping) for c in sel]
+        targets = [sa_to_arrow(c.type, self.numeric_mapping, self.dialect) for c in sel]
         names = [c.name for c in sel]
         dialect = self.engine.dialect
 
@@ -565,7 +607,7 @@ class SqlReader:
             cur.close()
 
     def _stream_sa(self, stmt: sa.Select, chunk_rows: int) -> Iterator[pa.Table]:
-        types = [sa_to_arrow(c.type, self.numeric_mapping) for c in stmt.selected_columns]
+        types = [sa_to_arrow(c.type, self.numeric_mapping, self.dialect) for c in stmt.selected_columns]
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True).execute(stmt)
             names = list(result.keys())
