@@ -47,6 +47,44 @@ def seed_shop(path: Path, customers: int = 1000, orders: int = 20000) -> tuple[i
     return counts
 
 
+def data_locations(configs: list) -> dict:
+    """``{asset key: where its data is}``: the Kafka topic, the Parquet dataset's folder (and file count),
+    or the warehouse table (database, table and its row count)."""
+    from assets.keys import sink_assets, topic_key
+    from integrations.config import TableSinkConfig, redact_url, resolve_env
+
+    out = {}
+    for c in configs:
+        if not hasattr(c, "topics"):  # a source: its topics
+            for name in c.source_names:
+                out[topic_key(c.topic_for(name))] = f"Kafka topic {c.topic_for(name)}"
+            continue
+        for a in sink_assets(c):
+            if isinstance(c, TableSinkConfig):
+                table = c.table_for(a.targets[0]) if a.targets else c.table_name_format
+                url = resolve_env(c.connection_url)
+                out[a.key] = f"{redact_url(url)}, table {table}{_table_rows(url, table)}"
+            else:
+                folder = resolve_path(c.path) / (a.targets[0] if a.targets else "")
+                files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
+                out[a.key] = f"{folder} ({len(files)} files)"
+    return out
+
+
+def _table_rows(url: str, table: str) -> str:
+    """`` (<n> rows in the table)`` for a DuckDB table; empty for other databases or on any error."""
+    if not url.startswith("duckdb:///"):
+        return ""
+    try:
+        import duckdb
+
+        with duckdb.connect(url.removeprefix("duckdb:///"), read_only=True) as con:
+            count = con.execute('SELECT count(*) FROM "' + table.replace('"', '""') + '"').fetchone()[0]
+        return f" ({count} rows in the table)"
+    except Exception:  # noqa: BLE001 - the count is a courtesy
+        return ""
+
+
 def run_demo() -> int:
     """Seed, start Kafka, materialize everything, print what moved and where the files are."""
     home = headrace_home()
@@ -74,17 +112,11 @@ def run_demo() -> int:
     if not result.success:
         print("demo run failed; see the Dagster logs above")
         return 1
-    print("\nrows moved per connector:")
+    where = data_locations(configs)
+    print("\nrows moved, per asset (and where the data is):")
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         rows = mat.metadata["rows"].value
-        print(f"  {'/'.join(mat.asset_key.path):45s} {rows:>8} rows")
-    print("\nParquet datasets:")
-    for c in configs:
-        if getattr(c, "type", "") == "parquet_sink":
-            for topic in c.topics:
-                folder = resolve_path(c.path) / topic
-                files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
-                print(f"  {folder}  ({len(files)} files)")
+        print(f"  {'/'.join(mat.asset_key.path):45s} {rows:>8} rows  → {where.get(mat.asset_key, '?')}")
     print(f"\nDagster UI with this history: make dev  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return 0
