@@ -22,7 +22,10 @@ import dagster as dg
 import duckdb
 import orjson
 import pytest
+from dagster.components.resolved.errors import ResolutionException
+from dagster.components.testing.utils import component_defs
 
+from assets.component import ConnectorsComponent
 from assets.definitions import build_definitions
 from assets.translator import AssetProps, HeadraceTranslator
 from integrations.errors import ConfigError
@@ -255,3 +258,48 @@ def test_translator_refuses_two_assets_on_one_key(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match="Flat gives two assets the key everything"):
         build_definitions(_shop(tmp_path), translator=Flat())
+
+
+class _Owned(ConnectorsComponent):
+    """A component subclass: Python decides the specs (the dagster-sling way)."""
+
+    def get_asset_spec(self, props: AssetProps) -> dg.AssetSpec:
+        spec = super().get_asset_spec(props)  # Headrace's spec with the YAML translation applied
+        return spec.replace_attributes(owners=[f"team:{props.kind.split('_')[0]}"])
+
+
+def test_component_in_python_translation_and_subclass(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    text = f"""
+connectors_dir: {_shop(tmp_path)}
+connectors:
+  - name: more
+    type: table_sink
+    topics: [shop.orders]
+    connection_url: duckdb:///{tmp_path}/more.duckdb
+translation:
+  key_prefix: [team]
+  group_name: "{{{{ 'lake' if kind == 'parquet_dataset' else spec.group_name }}}}"
+  tags: {{owner_connector: "{{{{ connector.name if connector else 'none' }}}}"}}
+"""
+    specs = {s.key.to_user_string(): s for s in
+             component_defs(component=_Owned.resolve_from_yaml(text)).resolve_all_asset_specs()}
+    assert set(specs) == {"team/source/sqlite_shop/orders", "team/kafka/shop_orders", "team/kafka/ext_clicks",
+                          "team/parquet/lake/shop_orders", "team/parquet/lake/ext_clicks",
+                          "team/warehouse/duckdb_wh/orders_copy", "team/warehouse/duckdb_more/shop_orders"}
+    assert [d.asset_key.to_user_string() for d in specs["team/warehouse/duckdb_more/shop_orders"].deps] == [
+        "team/kafka/shop_orders"]
+    assert specs["team/parquet/lake/shop_orders"].group_name == "lake"
+    assert specs["team/kafka/shop_orders"].group_name == "src"  # the default (the connector's name)
+    assert specs["team/kafka/ext_clicks"].tags["owner_connector"] == "none"
+    assert specs["team/warehouse/duckdb_more/shop_orders"].tags["owner_connector"] == "more"
+    assert specs["team/kafka/shop_orders"].owners == ["team:topic"]
+    assert specs["team/source/sqlite_shop/orders"].owners == ["team:source"]
+
+    with pytest.raises(ResolutionException) as e:
+        ConnectorsComponent.resolve_from_yaml("connectors:\n  - name: lake\n    type: parquet_sink\n"
+                                              "    topics: [a.b]\n    compression: brotli\n")
+    assert str(e.value).startswith("2 problem(s) in inline connectors:\n")
+    assert "<string>:2 - connectors[0].path: is required" in str(e.value)
+    assert "<string>:5 - connectors[0].compression: Input should be 'snappy', 'zstd', 'gzip', 'lz4' or 'none' " \
+           "(got 'brotli')" in str(e.value)
