@@ -47,13 +47,18 @@ def pg_type(t: pa.DataType) -> str:
         return f"{pg_type(t.value_type)}[]"
     raise TableSinkError(f"Arrow type {t} has no PostgreSQL column mapping in the table sink (supported: "
                          "numbers, decimals, text, bool, bytea, date/time/timestamps, interval, and one-level "
-                         "arrays of numbers, decimals, text, bool or dates); drop or cast the field with a transform")
+                         "arrays of those); drop or cast the field with a transform")
 
 
 def _array_item_ok(t: pa.DataType) -> bool:
     """Item types the sink writes into PostgreSQL arrays (one level; no nested lists)."""
     return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
-            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_date(t) or pa.types.is_null(t))
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t) or _temporal(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_interval(t))
+
+
+def _temporal(t: pa.DataType) -> bool:
+    return pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_timestamp(t)
 
 
 def _bytea_text(arr: pa.Array) -> pa.Array:
@@ -96,11 +101,21 @@ def _interval_text(arr: pa.Array) -> pa.Array:
 
 
 def _array_item_text(values: pa.Array) -> pa.Array:
-    """Array elements as PostgreSQL array-literal items: NULL, numbers/bools/dates bare (NaN and
-    Infinity spelled as PostgreSQL reads them), text double-quoted with ``\\`` and ``"`` escaped."""
+    """Array elements as PostgreSQL array-literal items: NULL, numbers and bools bare (NaN and
+    Infinity spelled as PostgreSQL reads them); text, bytea, intervals, dates and times as their
+    input text double-quoted with ``\\`` and ``"`` escaped."""
     t = values.type
+    quoted = None
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        text = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+        quoted = values
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        quoted = _bytea_text(values)
+    elif pa.types.is_interval(t):
+        quoted = _interval_text(values)
+    elif _temporal(t):
+        quoted = pc.cast(values, pa.string())
+    if quoted is not None:
+        text = pc.replace_substring(pc.replace_substring(quoted, "\\", "\\\\"), '"', '\\"')
         text = pc.binary_join_element_wise(pa.scalar('"'), text, pa.scalar('"'), "")
     elif pa.types.is_null(t):
         text = pa.nulls(len(values), pa.string())
