@@ -18,8 +18,8 @@ date / time                 date32 / time64[us]
 timestamp / timestamptz     timestamp[us] / timestamp[us, tz=UTC]
 interval                    month_day_nano_interval
 uuid                        string (canonical, lower case)
-json / jsonb                string (the JSON text as PostgreSQL returns it)
-arrays                      list<item>
+arrays                      list<item> (arrays of numeric, uuid, json: list<string>, selected ``::text[]``)
+json / jsonb, timetz        string (selected ``::text`` on both paths)
 enums and other types       string (the source selects them as ``::text``)
 ==========================  =====================================================================
 """
