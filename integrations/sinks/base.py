@@ -16,11 +16,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import methodcaller
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
 
+from integrations.errors import HeadraceError
+
+if TYPE_CHECKING:
+    from integrations.sinks.fencing import Committer
+
 _offset = methodcaller("offset")
+
+
+class SinkWriteError(HeadraceError):
+    """Writing a batch failed; the message names the connector, topic, partition, offsets, target and cause."""
 
 
 def message_offsets(messages: list) -> np.ndarray:
@@ -125,6 +135,23 @@ class Sink(ABC):
         dropped ones. Returns ``(rows, tombstones, next durable offset or None)``.
         """
         raise NotImplementedError
+
+    #: How publishes are fenced against other runs of the connector: "group" (the runtime commits the
+    #: consumer group's offsets through a fenced transactional producer), "target" (the sink fences its
+    #: own offsets in the target's transactions), or None (a private run, e.g. a window rebuild's staging).
+    fence: Literal["group", "target"] | None = None
+
+    def bind(self, committer: Committer) -> None:  # noqa: B027 (optional hook)
+        """Receive the run's committer, for sinks that commit while they publish (per file)."""
+
+    def read_until(self, topic: str, partition: int) -> int | None:
+        """An offset the run must read up to before ``flush`` (a segment another run already published
+        and this run must complete), or None."""
+        return None
+
+    def remove_leftovers(self, before: float) -> list[str]:
+        """Remove temporary output of killed runs older than ``before`` (epoch seconds); return what went."""
+        return []
 
     def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int] | None:
         """Offsets the sink keeps with its data (exactly-once targets): ``{(topic, partition): next}``.

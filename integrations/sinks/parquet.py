@@ -30,6 +30,8 @@ in its metadata (``headrace.source_topic``), checked before a file would be over
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -40,14 +42,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from confluent_kafka import KafkaException
 
+from integrations.arrow_types import parquet_writable
 from integrations.config import TOPIC_RE, ParquetSinkConfig
 from integrations.errors import ConfigError, HeadraceError
-from integrations.sinks.base import Decoded, Sink, SinkStats, routes
+from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, routes
+from integrations.sinks.fencing import Committer, fence_tag, one_line
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
 
 SOURCE_TOPIC_KEY = b"headrace.source_topic"
 END_OFFSET_KEY = b"headrace.end_offset"
+SEGMENT_END_KEY = b"headrace.segment_end"
+_LEGACY = -1  # a published first file without SEGMENT_END_KEY (written before segments were claimed)
+#: temporary names: ``.<file name>.<fence tag>-<uuid>.tmp`` (untagged before fencing existed)
+_TMP_RE = re.compile(r"\.(?P<name>[A-Za-z0-9._-]+\+\d+\+\d{20}\.parquet)\.(?:(?P<tag>[0-9a-f]{8})-)?[0-9a-f]{32}\.tmp")
+#: link(2) errors of filesystems without hard links (FAT, some network and FUSE mounts)
+_NO_LINK = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+class _Reclaim(Exception):  # noqa: N818 (control flow, never leaves the sink)
+    """Another run published this segment's first file with another end: adopt ``end``."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__(end)
+        self.end = end
 FILE_RE = re.compile(r"(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<start>\d{20})\.parquet")
 
 
@@ -123,6 +142,11 @@ class ParquetSink(Sink):
         self._made_dirs: set[str] = set()
         self.routing = routes(config.transforms)
         self._origin: dict[str, str] = {}  # folder topic -> the source topic whose records it received
+        self._committer: Committer | None = None
+        self._claims: dict[tuple[str, int], int] = {}  # segment ends another run published, being completed
+        self._read_to: dict[tuple[str, int], int] = {}  # where read_until asked the runtime to read on to
+        self.tag = fence_tag(config.name, getattr(config, "task_id", None))
+        self.fence = "group" if window is None else None  # a window rebuild stages into a private folder
 
     # -- the Sink contract -------------------------------------------------------------------------
 
@@ -151,7 +175,59 @@ class ParquetSink(Sink):
         return d.rows.num_rows, dead, self._add((topic, partition), d.rows, offsets, times, d.live_topics)
 
     def flush(self, topic: str, partition: int) -> int | None:
-        return self._close((topic, partition))
+        return self._close((topic, partition), final=True)
+
+    def bind(self, committer: Committer) -> None:
+        """Check the fence before publishing a segment's first file; commit each segment once published."""
+        self._committer = committer
+
+    def read_until(self, topic: str, partition: int) -> int | None:
+        """The end of segments other runs published from this partition's buffered start on, when it lies
+        past what is buffered: the runtime reads on to it, and this run completes those segments."""
+        key = (topic, partition)
+        if key in self._claims:
+            return self._claims[key]
+        seg = self._segs.get(key)
+        if seg is None or seg.count == 0:
+            return None
+        table, offsets, times, routed = self._materialize(seg, topic)
+        offs = offsets.to_numpy()
+        pos = 0
+        while pos < len(offs):  # a crashed run's claimed segments follow one another
+            found = self._claim_at(self._head_at(key, table, offs, times, routed, pos))
+            if found is None or found == _LEGACY:
+                return None
+            if found > seg.last_offset + 1:
+                self._read_to[key] = found
+                return found
+            pos = int(np.searchsorted(offs, found))
+        return None
+
+    def remove_leftovers(self, before: float) -> list[str]:
+        """Delete this connector's temporary files (``.<name>.<fence tag>-<uuid>.tmp``, and untagged ones
+        of older versions under its topics' folders) last modified before ``before``: files of killed runs.
+
+        Called right after the run took the fence, so every other run of the connector is already
+        fenced and can never publish; the age rule only spares a fenced run that is still writing a
+        confusing "file not found". Hidden folders (a window rebuild's staging) are not entered."""
+        if not self.atomic_rename:
+            return []  # object stores: files are PUT whole to their final key, nothing is staged
+        bases = [self.root] if self.routing else [f"{self.root}/{t}" for t in self.config.topics]
+        removed = []
+        for base in bases:
+            for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+                m = _TMP_RE.fullmatch(info.base_name)
+                if m is None or info.type != pafs.FileType.File:
+                    continue
+                folders = info.path[len(base):].split("/")[1:-1]
+                if any(f.startswith(".") for f in folders) or m["tag"] not in (self.tag, None):
+                    continue
+                if (m["tag"] is None and self.routing) or info.mtime is None or info.mtime.timestamp() >= before:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.delete_file(info.path)
+                    removed.append(info.path)
+        return removed
 
     # -- segments ------------------------------------------------------------------------------------
 
@@ -165,12 +241,20 @@ class ParquetSink(Sink):
         n = table.num_rows
         durable = None
         seg = self._segs.setdefault(key, _Segment())
-        if n and seg.count and table.schema != seg.schema:
+        if n and seg.count and table.schema != seg.schema and key not in self._claims:
             durable = self._close(key)  # a schema change starts new files
         flush_size = self.config.flush_size
         pos = 0
         while pos < n:
             seg = self._segs[key]
+            claim = self._claims.get(key)
+            if claim is not None:  # completing a segment another run published: no cut before its end
+                k = int(np.searchsorted(offsets.slice(pos).to_numpy(), claim))
+                self._append(seg, table, offsets, times, routed, pos, k)
+                pos += k
+                if pos < n:  # a record at or past the claimed end: every record of the segment is here
+                    durable = self._close(key)
+                continue
             if seg.count == 0:
                 seg.schema = table.schema
                 seg.first_time = times[pos].value if times is not None else None
@@ -182,30 +266,97 @@ class ParquetSink(Sink):
                 idx = pc.index(over, True).as_py()
                 if idx >= 0:
                     k, rotate = idx, True
-            if k:
-                seg.tables.append(table.slice(pos, k))
-                seg.offsets.append(offsets.slice(pos, k))
-                seg.routes.append(None if routed is None else routed.slice(pos, k))
-                if times is not None:
-                    seg.times.append(times.slice(pos, k))
-                seg.count += k
-                seg.last_offset = offsets[pos + k - 1].as_py()
-                pos += k
+            self._append(seg, table, offsets, times, routed, pos, k)
+            pos += k
             if seg.count >= flush_size or rotate:
                 durable = self._close(key)
         return durable
 
-    def _close(self, key: tuple[str, int]) -> int | None:
+    @staticmethod
+    def _append(seg: _Segment, table: pa.Table, offsets: pa.Array, times: pa.Array | None,
+                routed: pa.Array | None, pos: int, k: int) -> None:
+        if not k:
+            return
+        seg.tables.append(table.slice(pos, k))
+        seg.offsets.append(offsets.slice(pos, k))
+        seg.routes.append(None if routed is None else routed.slice(pos, k))
+        if times is not None:
+            seg.times.append(times.slice(pos, k))
+        seg.count += k
+        seg.last_offset = offsets[pos + k - 1].as_py()
+
+    def _close(self, key: tuple[str, int], final: bool = False) -> int | None:
+        """Publish the buffered segment of ``key`` (or, when another run already published a segment
+        starting here, adopt its end: publish the part up to it, or keep buffering until it)."""
         seg = self._segs.get(key)
         if seg is None or seg.count == 0:
             return None
-        topic, partition = key
-        table = pa.concat_tables(seg.tables).combine_chunks() if len(seg.tables) > 1 else seg.tables[0]
+        topic, _ = key
+        table, offsets, times, routed = self._materialize(seg, topic)
+        pending = self._claims.pop(key, None)
+        if pending is not None:  # every record below the claimed end is buffered (or was filtered out)
+            return self._publish(key, table, offsets, times, routed, pending)
+        head = self._head_at(key, table, offsets.to_numpy(), times, routed, 0)
+        found = self._claim_at(head)
+        while True:
+            end = seg.last_offset + 1
+            if found is not None and found > end:
+                if final and found <= self._read_to.get(key, -1):  # the run read on to it (``read_until``)
+                    return self._publish(key, table, offsets, times, routed, found)
+                if final:
+                    raise HeadraceError(
+                        f"connector {self.config.name}: {head} holds a segment of {topic}[{key[1]}] up to offset "
+                        f"{found}, past this run's end {end}; the runtime must read on to it (read_until)")
+                self._claims[key] = found  # keep buffering until the claimed end
+                return None
+            if found is not None and found < end:  # publish the claimed part; the rest starts a new segment
+                cut = int(np.searchsorted(offsets.to_numpy(), found))
+                durable = self._publish(key, table.slice(0, cut), offsets.slice(0, cut),
+                                        None if times is None else times.slice(0, cut),
+                                        None if routed is None else routed.slice(0, cut), found)
+                rest = self._add(key, table.slice(cut), offsets.slice(cut), None if times is None else times.slice(cut),
+                                 None if routed is None else routed.slice(cut))
+                if final:  # the run's range ends here: the rest is a segment of its own
+                    rest = self._close(key, final=True) or rest
+                return rest if rest is not None else durable
+            try:
+                return self._publish(key, table, offsets, times, routed, end, replace_head=found == _LEGACY)
+            except _Reclaim as r:  # another run published this segment's first file meanwhile
+                found = r.end
+
+    def _materialize(self, seg: _Segment, topic: str) -> tuple[pa.Table, pa.Array, pa.Array | None, pa.Array | None]:
+        """The segment's records, offsets, times and routed topics as single arrays."""
+        if len(seg.tables) == 1:
+            table = seg.tables[0]
+        else:
+            mixed = any(t.schema != seg.tables[0].schema for t in seg.tables)  # only while completing a claim
+            table = pa.concat_tables(seg.tables, promote_options="permissive" if mixed else "none").combine_chunks()
         offsets = pa.concat_arrays(seg.offsets) if len(seg.offsets) > 1 else seg.offsets[0]
         times = (pa.concat_arrays(seg.times) if len(seg.times) > 1 else seg.times[0]) if seg.times else None
+        return table, offsets, times, self._routed(seg, topic)
+
+    def _head_at(self, key: tuple[str, int], table: pa.Table, offsets, times: pa.Array | None,
+                 routed: pa.Array | None, i: int) -> str:
+        """The final path of the file a segment starting at row ``i`` would open with (named by its offset)."""
+        topic, partition = key
+        path = self.partitioner.paths(table.slice(i, 1), partition, None if times is None else times.slice(i, 1))
+        path = path if isinstance(path, str) else path[0].as_py()
+        to = topic if routed is None else routed[i].as_py()
+        return f"{self.root}/{to}/{path}/{file_name(to, partition, int(offsets[i]))}"
+
+    def _claim_at(self, final: str) -> int | None:
+        """The segment end recorded by a published file (None: no file; ``_LEGACY``: a file without one)."""
+        if self.fs.get_file_info(final).type != pafs.FileType.File:
+            return None
+        meta = pq.read_schema(final, filesystem=self.fs).metadata or {}
+        return int(meta[SEGMENT_END_KEY]) if SEGMENT_END_KEY in meta else _LEGACY
+
+    def _publish(self, key: tuple[str, int], table: pa.Table, offsets: pa.Array, times: pa.Array | None,
+                 routed: pa.Array | None, seg_end: int, replace_head: bool = False) -> int:
+        """Write the files of segment ``[offsets[0], seg_end)``, its first file first, then commit ``seg_end``."""
+        topic, partition = key
         paths = self.partitioner.paths(table, partition, times)
         data = table.drop_columns(self.partitioner.drops) if self.partitioner.drops else table
-        routed = self._routed(seg, topic)
         if routed is not None:  # the routed topic is one more level of the encoded partition
             paths = pc.binary_join_element_wise(routed, paths, "\x00")
         if isinstance(paths, str):
@@ -224,10 +375,13 @@ class ParquetSink(Sink):
                     to, _, path = path.partition("\x00") if routed is not None else (topic, "", path)
                     groups.append((to, path, data.take(pa.array(rows)), offsets[int(rows[0])].as_py(),
                                    offsets[int(rows[-1])].as_py() + 1))
-        for to, path, part, start, end in sorted(groups, key=lambda g: (g[3], g[0])):
-            self._write_file(to, partition, path, part, start, source=topic, end=end)
+        for i, (to, path, part, start, end) in enumerate(sorted(groups, key=lambda g: (g[3], g[0]))):
+            self._write_file(to, partition, path, part, start, source=topic, end=end, seg_end=seg_end, head=i == 0,
+                             replace=replace_head and i == 0)
         self._segs[key] = _Segment()
-        return seg.last_offset + 1
+        if self._committer is not None:
+            self._committer.commit(topic, partition, seg_end)
+        return seg_end
 
     def _routed(self, seg: _Segment, topic: str) -> pa.Array | None:
         """The routed topic of every record of a segment, or None when none was routed; names checked."""
@@ -256,36 +410,90 @@ class ParquetSink(Sink):
                 "each other. Route different source topics to different topics.")
 
     def _write_file(self, topic: str, partition: int, path: str, table: pa.Table, start: int,
-                    source: str | None = None, end: int | None = None) -> None:
+                    source: str | None = None, end: int | None = None, seg_end: int | None = None,
+                    head: bool = False, replace: bool = False) -> None:
+        """Publish one file without replacing an existing one (see the module docstring); a write error
+        becomes one line naming the connector, topic, partition, offsets, file and cause."""
         folder = f"{self.root}/{topic}/{path}"
-        if folder not in self._made_dirs:
-            self.fs.create_dir(folder, recursive=True)
-            self._made_dirs.add(folder)
         final = f"{folder}/{file_name(topic, partition, start)}"
         source = source or topic
-        if self.routing:
-            self._check_origin(topic, source, final)
-        meta = dict(table.schema.metadata or {})
-        if source != topic:  # a routed file records its source topic
-            meta[SOURCE_TOPIC_KEY] = source
-        if end is not None:  # one past its last record's offset, so a window rebuild can re-read the file whole
-            meta[END_OFFSET_KEY] = str(end).encode()
-        if meta:
-            table = table.replace_schema_metadata(meta)
-        if self.atomic_rename:
-            tmp = f"{folder}/.{file_name(topic, partition, start)}.{uuid.uuid4().hex}.tmp"
-            try:
-                pq.write_table(table, tmp, filesystem=self.fs, compression=self.compression)
-                self.fs.move(tmp, final)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    self.fs.delete_file(tmp)
-                raise
-        else:
-            pq.write_table(table, final, filesystem=self.fs, compression=self.compression)
+        try:
+            if folder not in self._made_dirs:
+                self.fs.create_dir(folder, recursive=True)
+                self._made_dirs.add(folder)
+            if self.routing:
+                self._check_origin(topic, source, final)
+            table = parquet_writable(table)  # intervals as struct<months, days, nanoseconds> (arrow_types)
+            meta = dict(table.schema.metadata or {})
+            if source != topic:  # a routed file records its source topic
+                meta[SOURCE_TOPIC_KEY] = source
+            if end is not None:  # one past its last record's offset, so a window rebuild can re-read the file whole
+                meta[END_OFFSET_KEY] = str(end).encode()
+            if seg_end is not None and head and self.window is None:  # the segment's claim (module docstring)
+                meta[SEGMENT_END_KEY] = str(seg_end).encode()
+            if meta:
+                table = table.replace_schema_metadata(meta)
+            published = self._put_file(table, folder, final, source, partition, seg_end, head, replace)
+        except (OSError, pa.ArrowException) as e:
+            if self._committer is not None:  # a fenced run says so, not what failed under it
+                with contextlib.suppress(KafkaException):
+                    self._committer.check(source, partition)
+            last = "?" if end is None else end - 1
+            raise SinkWriteError(f"connector {self.config.name}: writing {source}[{partition}] offsets {start}..{last} "
+                                 f"to {final} failed: {type(e).__name__}: {one_line(e)}") from e
         self.stats.rows += table.num_rows
         self.stats.bytes += self.fs.get_file_info(final).size or 0
         self.stats.files.append(final)
         self.stats.sources[final] = source
-        if self._after_write:
+        if published and self._after_write:
             self._after_write(final)
+
+    def _put_file(self, table: pa.Table, folder: str, final: str, source: str, partition: int,
+                  seg_end: int | None, head: bool, replace: bool) -> bool:
+        """Write ``final``; False when an identical segment's file was already there (nothing written)."""
+        if not self.atomic_rename:  # object storage: a PUT appears whole; no conditional PUT in pyarrow
+            if head:
+                if self._committer is not None:
+                    self._committer.check(source, partition)
+                if not replace and self.fs.get_file_info(final).type == pafs.FileType.File:
+                    return self._existing(final, seg_end, head)
+            pq.write_table(table, final, filesystem=self.fs, compression=self.compression)
+            return True
+        tmp = f"{folder}/.{final.rsplit('/', 1)[1]}.{self.tag}-{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, tmp, filesystem=self.fs, compression=self.compression)
+            if head and self._committer is not None:
+                self._committer.check(source, partition)  # right before publishing: the range starts at the commit
+            if replace:
+                self.fs.move(tmp, final)
+                return True
+            try:
+                os.link(tmp, final)  # never replaces: a stale run cannot overwrite a file another run published
+            except FileExistsError:
+                return self._existing(final, seg_end, head, tmp)
+            except OSError as e:
+                if e.errno not in _NO_LINK:
+                    raise
+                if self.fs.get_file_info(final).type == pafs.FileType.File:  # no hard links here: check, then rename
+                    return self._existing(final, seg_end, head, tmp)
+                self.fs.move(tmp, final)
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _existing(self, final: str, seg_end: int | None, head: bool, tmp: str | None = None) -> bool:
+        """``final`` exists. A later file of the segment is the same file: skip it. The first file claims
+        the segment: the same end, skip; a file from before claims existed, replace it; another end,
+        ``_Reclaim`` (the caller adopts it)."""
+        if not head:
+            return False
+        found = self._claim_at(final)
+        if found == _LEGACY and tmp is not None:
+            self.fs.move(tmp, final)
+            return True
+        if found is None or found == _LEGACY:
+            return False
+        if found != seg_end:
+            raise _Reclaim(found)
+        return False
