@@ -176,6 +176,12 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
         TranslationFn[AssetProps],
         TranslationFnResolver(template_vars_for_translation_fn=_translation_vars),
     ] | None = None
+    external_topics: Annotated[
+        bool,
+        dg.Resolver.default(description="Declare topics that sinks read but no source of this component produces "
+                                        "as external assets (group external_topics). Set false when another "
+                                        "component produces them, or their keys collide"),
+    ] = True
     bootstrap_servers: Annotated[
         str | None,
         dg.Resolver.default(description="Kafka host:port list of the 'kafka' resource (default "
@@ -219,4 +225,4 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
 
         kafka = KafkaResource(bootstrap_servers=self.bootstrap_servers) if self.bootstrap_servers else DEFAULT_KAFKA
         return build_definitions(configs=self.load_configs(Path(context.path)), translator=self._translator(),
-                                 kafka=kafka)
+                                 kafka=kafka, external_topics=self.external_topics)

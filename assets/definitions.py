@@ -24,7 +24,7 @@ from resources.kafka import KafkaResource
 DEFAULT_KAFKA = KafkaResource()
 
 
-def _build(configs: Sequence[object], kafka: KafkaResource) -> dg.Definitions:
+def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: bool) -> dg.Definitions:
     assets, specs, jobs, sensors, checks, produced = [], [], [], [], [], set()
     for config in configs:
         d = connector_defs(config)
@@ -36,7 +36,8 @@ def _build(configs: Sequence[object], kafka: KafkaResource) -> dg.Definitions:
             produced |= set(d.keys)
         else:
             checks += lag_checks(config)
-    specs += external_topic_specs(configs, produced)
+    if external_topics:
+        specs += external_topic_specs(configs, produced)
     return dg.Definitions(
         assets=[*specs, *assets], jobs=jobs, sensors=sensors, asset_checks=checks, resources={"kafka": kafka},
     )
@@ -44,9 +45,11 @@ def _build(configs: Sequence[object], kafka: KafkaResource) -> dg.Definitions:
 
 def build_definitions(folder: str | Path | None = None, *, configs: Sequence[object] | None = None,
                       translator: HeadraceTranslator | None = None,
-                      kafka: KafkaResource | None = None) -> dg.Definitions:
+                      kafka: KafkaResource | None = None, external_topics: bool = True) -> dg.Definitions:
     """Definitions for every connector in a folder (invalid files raise one clear ConfigError), or for
-    already validated ``configs``; ``translator`` decides keys, groups, owners, tags and descriptions."""
+    already validated ``configs``; ``translator`` decides keys, groups, owners, tags and descriptions.
+    ``external_topics=False`` leaves out the asset specs of topics that sinks read but no source here
+    produces (when other definitions declare them)."""
     if configs is None:
         configs = load_folder(folder or default_connectors_dir())
     elif folder is not None:
@@ -57,7 +60,7 @@ def build_definitions(folder: str | Path | None = None, *, configs: Sequence[obj
             raise ConfigError(f"connector name {c.name!r} is used twice")
         seen[c.name] = c
     resource = kafka or DEFAULT_KAFKA
-    return build_translated(lambda: _build(configs, resource), configs, translator)
+    return build_translated(lambda: _build(configs, resource, external_topics), configs, translator)
 
 
 def __getattr__(name: str) -> dg.Definitions:

@@ -303,3 +303,26 @@ translation:
     assert "<string>:2 - connectors[0].path: is required" in str(e.value)
     assert "<string>:5 - connectors[0].compression: Input should be 'snappy', 'zstd', 'gzip', 'lz4' or 'none' " \
            "(got 'brotli')" in str(e.value)
+
+
+def test_two_components_share_a_topic(tmp_path, monkeypatch):
+    """A sink in one component reads a topic produced in another: external_topics: false avoids the
+    duplicate topic asset, and lineage crosses the components."""
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    source = ConnectorsComponent.resolve_from_yaml(f"""
+connectors:
+  - {{name: src, type: sql_source, connection_url: "sqlite:///{tmp_path}/x.db", mode: incrementing,
+      incrementing_column: id, tables: [t], topic_prefix: "p."}}
+""")
+    sink = "connectors:\n  - {name: lake, type: parquet_sink, topics: [p.t], path: lake}\n"
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="Duplicate asset key"):
+        dg.Definitions.merge(component_defs(component=source),
+                             component_defs(component=ConnectorsComponent.resolve_from_yaml(sink))
+                             ).resolve_asset_graph()
+    merged = dg.Definitions.merge(
+        component_defs(component=source),
+        component_defs(component=ConnectorsComponent.resolve_from_yaml(sink + "external_topics: false\n")))
+    graph = merged.resolve_asset_graph()
+    lake = graph.get(dg.AssetKey(["parquet", "lake", "p_t"]))
+    assert lake.parent_keys == {dg.AssetKey(["kafka", "p_t"])}
+    assert graph.get(dg.AssetKey(["kafka", "p_t"])).is_materializable  # the source component's topic
