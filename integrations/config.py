@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from integrations.converters.config import ConverterConfig
-from integrations.errors import ConfigError
+from integrations.errors import ConfigError, HeadraceError
 from integrations.kafka.local import headrace_home
 from integrations.paths import check_path, check_url_path
 from integrations.paths import resolve_path as resolve_path  # noqa: F401  (re-exported: others import it here)
@@ -153,8 +153,10 @@ class SqlSourceConfig(_ConnectorBase):
                                 "docs/exactly-once-source.md")
     ] = False
     db_timezone: Annotated[
-        str, Field(description="IANA zone of timestamp columns without a time zone (used for their bounds)")
-    ] = "UTC"
+        str, Field(description="IANA zone of timestamp columns without a time zone (used for their bounds); "
+                               "when not set, PostgreSQL's own TimeZone (asked at start), UTC elsewhere; "
+                               "on PostgreSQL a zone that disagrees with the server's is refused")
+    ] = "UTC"  # the value used only when set explicitly (SqlSource checks model_fields_set)
     numeric_mapping: Annotated[
         Literal["none", "precision_only", "best_fit"],
         Field(description="none: numeric(p,s) as exact decimals; precision_only: scale-0 numerics as integers; "
@@ -343,6 +345,13 @@ class ParquetSinkConfig(_SinkBase):
                 zoneinfo.ZoneInfo(self.timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"timezone {self.timezone!r} is not a known IANA time zone") from None
+            if self.path_format is not None:  # its folders follow the path rule too (no '..', not absolute)
+                from integrations.sinks.parquet_partitioners import strftime_format
+
+                try:
+                    strftime_format(self.path_format)
+                except (HeadraceError, KeyError) as e:
+                    raise ValueError(str(e)) from None
         elif self.path_format is not None:
             raise ValueError("'path_format' is only used with partitioner 'time'")
         return self

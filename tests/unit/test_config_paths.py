@@ -56,6 +56,12 @@ def test_paths_that_climb_out_are_refused_at_validation(tmp_path, text, field, v
     assert "Allowed: a path relative to $HEADRACE_HOME without '..', an absolute path, or a URL" in msg
 
 
+@pytest.mark.parametrize("fmt", ["'../../escape'/YYYY", "'/abs'/YYYY/MM", "YYYY/'..'/MM"])
+def test_time_partition_path_format_may_not_climb_out(tmp_path, fmt):
+    with pytest.raises(ConfigError, match="must be a relative path without '..'"):
+        _load(tmp_path, SINK + f"path: lake\npartitioner: time\npath_format: \"{fmt}\"\n")
+
+
 def test_tilde_is_refused_not_taken_as_a_folder_name(tmp_path):
     with pytest.raises(ConfigError, match=r"field 'path': '~/lake' starts with '~', which is not expanded"):
         _load(tmp_path, SINK + "path: ~/lake\n")
