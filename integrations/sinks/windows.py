@@ -30,6 +30,7 @@ import os
 import shutil
 import uuid
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,8 +140,10 @@ class _Live:
     note: str = ""
 
 
-def _classify(fs: pafs.FileSystem, path: str, config: ParquetSinkConfig, committed: dict[tuple[str, int], int]
-              ) -> _Live:
+def _classify(fs: pafs.FileSystem, path: str, config: ParquetSinkConfig, limits: dict[tuple[str, int], int],
+              unlimited: bool) -> _Live:
+    """What to do with a file: re-read it when it starts before its topic-partition's limit (``unlimited``
+    says what to do without one), else it is streamed; files of other writers are foreign."""
     name = path.rsplit("/", 1)[1]
     m = FILE_RE.fullmatch(name)
     if m is None:
@@ -152,9 +155,16 @@ def _classify(fs: pafs.FileSystem, path: str, config: ParquetSinkConfig, committ
         return _Live(name, "foreign", note=f"it holds records of topic {src!r}, not one of {config.name}'s")
     end = int(kv[END_OFFSET_KEY]) if END_OFFSET_KEY in kv else start + 1
     note = "" if END_OFFSET_KEY in kv else " (written before files recorded headrace.end_offset; span unknown)"
-    c = committed.get((src, part))
-    return _Live(name, "streamed" if c is not None and start >= c else "reread", (src, part, start, end),
-                 md.num_rows, note)
+    limit = limits.get((src, part))
+    reread = unlimited if limit is None else start < limit
+    return _Live(name, "reread" if reread else "streamed", (src, part, start, end), md.num_rows, note)
+
+
+def _have(held: dict[tuple[str, int], np.ndarray], live: _Live) -> int:
+    """How many staged records of the file's topic-partition lie in its offset span."""
+    src, part, s, e = live.origin
+    got = held.get((src, part), np.empty(0, np.int64))
+    return int(np.searchsorted(got, e) - np.searchsorted(got, s))
 
 
 def _check_window(config: ParquetSinkConfig, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
@@ -209,10 +219,11 @@ def rebuild_window(
     probe = ParquetSink(config)
     fs, root = probe.fs, probe.root
     paths, lo, hi = probe.partitioner.window_folders(start_ms, end_ms)
-    committed = _committed(kafka, config, probe)  # first: files listed after this that start past it are streamed
+    # first the committed offsets: a file listed after this that starts past them is a streaming run's
+    committed = _committed(kafka, config, probe)
     routing = routes(config.transforms)
     candidates = list(config.topics) + ([d for d in _folders(fs, root) if d not in config.topics] if routing else [])
-    live = {(d, p): [_classify(fs, f, config, committed) for f in list_files(fs, f"{root}/{d}/{p}")]
+    live = {(d, p): [_classify(fs, f, config, committed, True) for f in list_files(fs, f"{root}/{d}/{p}")]
             for d in candidates for p in paths}
     slack_ms = int(((dt.timedelta(seconds=config.rebuild_slack) if slack is None else slack).total_seconds()) * 1000)
     ranges = ranges_for_window(kafka, config.topics, lo - slack_ms, hi + slack_ms)
@@ -225,6 +236,8 @@ def rebuild_window(
         res = run_sink(cfg, kafka, ranges=ranges, sink=sink)
         span = (dt.datetime.fromtimestamp(lo / 1000, dt.UTC), dt.datetime.fromtimestamp(hi / 1000, dt.UTC))
         out = WindowResult(ranges=res.ranges, rows=sink.stats.rows, window=span)
+        # from here a file is the rebuild's when it starts before the end of what was read of its partition
+        read_to = {(r.topic, r.partition): r.end for r in res.ranges}
         folders = list(config.topics)
         if routing:  # the routed topics' folders: those staged now, and those holding the connector's files
             folders += [d for d in _folders(fs, staging) if d not in folders]
@@ -236,11 +249,20 @@ def rebuild_window(
             for path in sorted(set(paths) | staged):
                 why = f"the rebuild read {sink.stats.rows} record(s) for {_span_text(lo, hi)} from ranges " + str(
                     [(r.partition, r.start, r.end) for r in res.ranges if r.topic in config.topics])
-                plan.append((topic, path, _guard(fs, config, root, topic, path, sink, committed, why)))
+                plan.append((topic, path, _guard(fs, config, root, topic, path, sink, read_to, why)))
         clashes: list[str] = []
         for topic, path, verified in plan:
+
+            def judge(f: str, topic: str = topic, path: str = path) -> str:
+                """A file that appeared after the guard: ``drop`` it when the staged folder holds each of its
+                records, ``keep`` it when it is a streaming run's (or not ours), else ``overlap``."""
+                live = _classify(fs, f, config, read_to, False)
+                if live.kind != "reread":
+                    return "keep"
+                return "drop" if _have(sink.held(topic, path), live) >= live.rows else "overlap"
+
             had, carried, clash = _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}",
-                                        f"{root}/.headrace-trash-{token}", verified, token)
+                                        f"{root}/.headrace-trash-{token}", verified, judge, token)
             if had or not routing:
                 out.paths.append(f"{topic}/{path}")
             out.carried += carried
@@ -248,9 +270,9 @@ def rebuild_window(
         for topic in folders:
             out.files += [f for p in sorted(set(paths)) for f in list_files(fs, f"{root}/{topic}/{p}")]
         if clashes:
-            raise HeadraceError(f"kept {clashes[0]} (and {len(clashes) - 1} more) beside a rebuilt file of the same "
-                                "name: it appeared during the rebuild from before the committed offset; check for "
-                                f"a second writer of {config.name}")
+            raise HeadraceError(f"kept {clashes[0]} (and {len(clashes) - 1} more), written during the rebuild inside "
+                                "the offsets it rebuilt, beside the rebuilt files: records may be there twice; rebuild "
+                                f"again once {config.name} streams past the window (or check for a second writer)")
         return out
     finally:
         _delete_dir(fs, staging)
@@ -301,22 +323,21 @@ def _cover_existing(kafka: KafkaSettings, ranges: list[TopicPartitionRange], liv
 
 
 def _guard(fs: pafs.FileSystem, config: ParquetSinkConfig, root: str, topic: str, path: str, sink: _StagingSink,
-           committed: dict[tuple[str, int], int], why: str) -> set[str]:
+           read_to: dict[tuple[str, int], int], why: str) -> set[str]:
     """The names of the live folder's files whose records are all in the staged folder; refuses (nothing
-    swapped yet) when a file's records are not, or it is not the connector's. Files at or after the
-    committed offsets are left out: the swap keeps them."""
+    swapped yet) when a file's records are not, or it is not the connector's. Files starting at or after
+    the end of what the rebuild read (streaming runs' files) are left out: the swap keeps them."""
     held = sink.held(topic, path)
     verified: set[str] = set()
     for f in list_files(fs, f"{root}/{topic}/{path}"):
-        live = _classify(fs, f, config, committed)
+        live = _classify(fs, f, config, read_to, False)
         if live.kind == "foreign":
             raise HeadraceError(f"refusing to replace {topic}/{path}: {live.name} was not written by {config.name} "
                                 f"({live.note}), so a rebuild cannot write its records back; move it out of the folder")
         if live.kind == "streamed":
             continue
         src, part, s, e = live.origin
-        got = held.get((src, part), np.empty(0, np.int64))
-        have = int(np.searchsorted(got, e) - np.searchsorted(got, s))
+        have = _have(held, live)
         if have < live.rows:
             if not held:  # e.g. the window's records left Kafka, or the read came back short
                 raise HeadraceError(f"refusing to replace {topic}/{path} with no files: {why}; delete the folder by "
@@ -352,18 +373,20 @@ def _is_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, verified: set[str], token: str
-          ) -> tuple[bool, list[str], list[str]]:
-    """Replace folder ``dst`` by ``src`` (absent ``src``: by nothing), keeping every file of ``dst`` not in
-    ``verified``. Returns whether either existed, the files kept, and those kept under another name."""
+def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, verified: set[str],
+          judge: Callable[[str], str], token: str) -> tuple[bool, list[str], list[str]]:
+    """Replace folder ``dst`` by ``src`` (absent ``src``: by nothing). Old files in ``verified`` go; any
+    other old file is kept unless ``judge(file)`` says ``drop`` (its records are all in ``src``).
+    Returns whether either folder existed, the files kept, and those kept with a warning (``judge`` said
+    ``overlap``, or the name was taken)."""
     if not local:
-        return _swap_objects(fs, src, dst, verified)
+        return _swap_objects(fs, src, dst, verified, judge)
     has_src, had_dst = os.path.isdir(src), os.path.isdir(dst)
     old = f"{trash}/{uuid.uuid4().hex}"
     if had_dst:
         os.makedirs(trash, exist_ok=True)
         os.rename(dst, old)  # from here the old folder is frozen: a streaming run's rename into it fails
-    carried, clashes = [], []
+    carried, warned = [], []
     try:
         if has_src:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -377,14 +400,19 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
             for name in sorted(os.listdir(old)):
                 if name in verified or _is_tmp(name):
                     continue
+                verdict = judge(f"{old}/{name}") if os.path.isfile(f"{old}/{name}") else "keep"
+                if verdict == "drop":
+                    continue
                 target = f"{dst}/{name}"
                 if os.path.lexists(target):
                     stem, dot, ext = name.rpartition(".")
                     target = f"{dst}/{stem}.kept-{token}{dot}{ext}" if dot else f"{target}.kept-{token}"
-                    clashes.append(target)
+                    verdict = "overlap"
                 os.makedirs(dst, exist_ok=True)
                 os.rename(f"{old}/{name}", target)
                 carried.append(target)
+                if verdict == "overlap":
+                    warned.append(target)
     except BaseException:
         if had_dst and not os.path.exists(dst):
             os.rename(old, dst)  # put the old folder back rather than lose it
@@ -392,11 +420,12 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
     shutil.rmtree(old, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(trash)  # other swaps of this rebuild may still use it
-    return has_src or had_dst, carried, clashes
+    return has_src or had_dst, carried, warned
 
 
-def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str]) -> tuple[bool, list[str], list[str]]:
-    """Object storage: copy the new objects in, then delete only the verified old objects they replace."""
+def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str], judge: Callable[[str], str]
+                  ) -> tuple[bool, list[str], list[str]]:
+    """Object storage: copy the new objects in, then delete only the old objects whose records they hold."""
     has_src = _exists(fs, src)
     new = {f.rsplit("/", 1)[1] for f in list_files(fs, src)} if has_src else set()
     if has_src:
@@ -404,8 +433,9 @@ def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str]) -
         for name in sorted(new):  # each object appears atomically; readers may briefly see old and new
             fs.copy_file(f"{src}/{name}", f"{dst}/{name}")
     old = [f for f in list_files(fs, dst) if f.rsplit("/", 1)[1] not in new]
-    gone = [f for f in old if f.rsplit("/", 1)[1] in verified]
-    for f in gone:
-        fs.delete_file(f)
-    return has_src or bool(old), [f for f in old if f not in gone], []
-
+    verdicts = {f: "drop" if f.rsplit("/", 1)[1] in verified else judge(f) for f in old}
+    for f in old:
+        if verdicts[f] == "drop":
+            fs.delete_file(f)
+    kept = [f for f in old if verdicts[f] != "drop"]
+    return has_src or bool(old), kept, [f for f in kept if verdicts[f] == "overlap"]
