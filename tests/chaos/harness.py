@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.json as pj
+import pytest
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -52,6 +53,12 @@ class Scale:
 
 SCALE = (Scale(rows=2_000_000, batch=100_000, kills=4, small=400_000) if FULL
          else Scale(rows=60_000, batch=6_000, kills=2, small=30_000))
+
+
+def pending(fix: str) -> pytest.MarkDecorator:
+    """Mark a scenario whose fix has not landed on main yet (non-strict xfail: it reports XPASS once it
+    holds; remove the mark then)."""
+    return pytest.mark.xfail(reason=f"waiting for {fix}", strict=False)
 
 
 # --------------------------------------------------------------------------------------------- counts

@@ -21,6 +21,7 @@ from tests.chaos.harness import (
     parquet_files,
     parquet_ids,
     partition_total,
+    pending,
     produce_numbered,
     seed_table,
     table_rows,
@@ -30,18 +31,22 @@ from tests.chaos.harness import (
     wait_for,
 )
 
-KINDS = ["source", "parquet", "table"]
+_QUIET = pending("the CLI to hide librdkafka's log lines of a fenced producer (docs/errors.md: one line)")
+#: source: at-least-once (a fenced run's batch in flight may repeat); source_eos: ``exactly_once: true``
+KINDS = [pytest.param("source", marks=_QUIET), pytest.param("source_eos", marks=_QUIET), "parquet",
+         pytest.param("table", marks=pending("table sink fencing"))]
 SMALL_BATCH = max(SCALE.batch // 4, 500)  # many writes per run, so a paused run always has work left
 
 
 def _setup(chaos, kind: str, unique: str, pg_url: str, harness_db, rows: int):
     """Connector YAML, a progress probe, and a function that returns the final tallies, for one kind."""
     name = f"chaos-{kind}-{unique}"
-    if kind == "source":
+    if kind.startswith("source"):
         table, prefix = f"src_{unique}", f"{name}-"
         seed_table(harness_db, table, rows)
         topic = chaos.topic(prefix + table)
-        cfg = chaos.connector(sql_source(name, pg_url, table, prefix, batch_max_rows=SMALL_BATCH))
+        cfg = chaos.connector(sql_source(name, pg_url, table, prefix, exactly_once=kind == "source_eos",
+                                         batch_max_rows=SMALL_BATCH))
         return (cfg, lambda: partition_total(chaos.kafka, topic), topic,
                 lambda n: [table_tally(harness_db, table, n, "source table"),
                            tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n)])
@@ -66,10 +71,13 @@ def _lost_or_won(run: Run) -> None:
         one_line_failure(run, code=1)
 
 
-def _exactly_once(final: list, kind: str) -> None:
+def _check(final: list, kind: str) -> None:
+    """No loss; no duplicates in exactly-once modes; for the at-least-once source at most the stale
+    run's batch in flight (it is fenced at its next offset write: docs/fencing.md)."""
     out = final[-1]
     assert (out.missing, out.stray) == (0, 0), f"{kind}: records lost"
-    assert out.duplicates == 0, f"{kind}: duplicates after two runs overlapped"
+    bound = SMALL_BATCH if kind == "source" else 0
+    assert out.duplicates <= bound, f"{kind}: {out.duplicates} duplicates after two runs overlapped (bound {bound})"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -86,7 +94,7 @@ def test_two_runs_started_together(chaos, harness_db, pg_url, unique, kind):
     _lost_or_won(a)
     _lost_or_won(b)
     assert last.code == 0, last.describe()
-    _exactly_once(tallies, kind)
+    _check(tallies, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -98,7 +106,7 @@ def test_paused_run_resumes_after_another_completed(chaos, harness_db, pg_url, u
     assert stale.send(signal.SIGSTOP), f"the run ended before it could be paused: {stale.describe()}"
     try:
         # more data arrives while it sleeps
-        if kind == "source":
+        if kind.startswith("source"):
             seed_table(harness_db, f"src_{unique}", n - half, start=half + 1)
         else:
             produce_numbered(chaos.kafka, topic, range(half + 1, n + 1))
@@ -112,9 +120,4 @@ def test_paused_run_resumes_after_another_completed(chaos, harness_db, pg_url, u
     assert other.code == 0, other.describe()
     one_line_failure(stale, code=1)  # the stale run fails loudly: another run moved the offsets
     assert last.code == 0, last.describe()
-    if kind == "source":  # at-least-once: only the paused run's batch in flight may repeat
-        out = tallies[-1]
-        assert (out.missing, out.stray) == (0, 0), "source: records lost"
-        assert out.duplicates <= SMALL_BATCH, f"source: more duplicates than the paused batch ({SMALL_BATCH})"
-    else:
-        _exactly_once(tallies, kind)
+    _check(tallies, kind)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -26,6 +25,7 @@ from tests.chaos.harness import (
     parquet_files,
     parquet_ids,
     partition_total,
+    pending,
     produce_numbered,
     seed_table,
     table_rows,
@@ -74,16 +74,17 @@ def broker(kafka) -> Iterator[Broker]:
         b.remove()
 
 
-def _bounce(broker: Broker, run: Run, reached: Callable[[], bool], log: list[str]) -> threading.Thread:
+def _bounce(broker: Broker, runs: list[Run], reached: Callable[[], bool], log: list[str]) -> threading.Thread:
     """In the background: once ``reached()``, kill -9 the broker, wait 2 s, start it again. The log says
-    whether ``run`` was still running when the broker died."""
+    whether every one of ``runs`` was still running when the broker died."""
 
     def bounce() -> None:
         deadline = time.monotonic() + 300
-        while not reached() and run.code is None and time.monotonic() < deadline:
+        while not reached() and all(r.code is None for r in runs) and time.monotonic() < deadline:
             time.sleep(0.02)
+        alive = [r.label for r in runs if r.code is None]
         broker.kill()
-        log.append("killed mid-run" if run.code is None else "killed after the run")
+        log.append(f"killed while running: {', '.join(alive) or 'none'}")
         time.sleep(2)
         broker.start()
         log.append("started")
@@ -93,44 +94,45 @@ def _bounce(broker: Broker, run: Run, reached: Callable[[], bool], log: list[str
     return t
 
 
+@pending("the Parquet sink's transactional offset commit riding out a broker restart (it fails with a traceback)")
 def test_broker_killed_and_restarted_mid_run(chaos, broker, harness_db, pg_url, unique):
-    n, settings = SCALE.rows, broker.settings()
+    """A SQL source run and a Parquet sink run work at once when the broker dies (kill -9) and returns.
+    Both must ride it out (exit 0): the source loses nothing and repeats at most the batches in flight;
+    the sink writes each record of its topic exactly once."""
+    n, settings, batch = SCALE.rows, broker.settings(), max(SCALE.batch // 4, 500)
     env = {"KAFKA_BOOTSTRAP_SERVERS": broker.local.bootstrap}
     table, prefix = f"src_{unique}", f"chaos-bounce-{unique}-"
     seed_table(harness_db, table, n)
     topic = prefix + table
     settings.ensure_topic(topic, partitions=3)
-    src_cfg = chaos.connector(sql_source(f"chaos-bounce-{unique}", pg_url, table, prefix))
+    sink_topic = f"chaos-bounce-in-{unique}"
+    settings.ensure_topic(sink_topic, partitions=3)
+    produce_numbered(settings, sink_topic, range(1, n + 1))
+    src_cfg = chaos.connector(sql_source(f"chaos-bounce-{unique}", pg_url, table, prefix, batch_max_rows=batch))
     lake = chaos.folder / "lake"
-    sink_cfg = chaos.connector(parquet_sink(f"chaos-bounce-sink-{unique}", topic, lake))
+    sink_cfg = chaos.connector(parquet_sink(f"chaos-bounce-sink-{unique}", sink_topic, lake, flush_size=batch))
 
-    # the source: the broker dies once the first records are in the topic
     log: list[str] = []
-    source = chaos.start(src_cfg, "source", env)
-    bouncer = _bounce(broker, source, lambda: partition_total(settings, topic) > 0, log)
+    source, sink = chaos.start(src_cfg, "source", env), chaos.start(sink_cfg, "sink", env)
+    bouncer = _bounce(broker, [source, sink],
+                      lambda: partition_total(settings, topic) > 0 and len(parquet_files(lake)) > 0, log)
     source.wait(600)
-    bouncer.join(300)
-    chaos.kills += 1
-    in_topic = topic_ids(settings, topic)
-    # the sink: the broker dies once the first file is published
-    sink = chaos.start(sink_cfg, "parquet", env)
-    bouncer = _bounce(broker, sink, lambda: len(parquet_files(lake)) > 0, log)
     sink.wait(600)
     bouncer.join(300)
     chaos.kills += 1
-    in_lake = parquet_ids(lake)
+    in_topic, in_lake = topic_ids(settings, topic), parquet_ids(lake)
     topic_tally = tally("topic (read_committed)", in_topic, n)
     lake_tally = tally("parquet dataset", in_lake, n)
-    lake_tally.note = "same multiset as the topic" if np.array_equal(np.sort(in_topic), np.sort(in_lake)) else \
-        "DIFFERS from the topic"
-    chaos.record(table_tally(harness_db, table, n, "source table"), topic_tally, lake_tally)
-    assert log == ["killed mid-run", "started"] * 2, log
+    chaos.record(table_tally(harness_db, table, n, "source table"), topic_tally,
+                 tally("sink topic (read_committed)", topic_ids(settings, sink_topic), n), lake_tally)
+    assert log == ["killed while running: source, sink", "started"], log
     assert source.code == 0, f"the source did not ride out the restart: {source.describe()}"
     assert sink.code == 0, f"the sink did not ride out the restart: {sink.describe()}"
     assert (topic_tally.missing, topic_tally.stray) == (0, 0), "an acknowledged record was lost"
     # at-least-once: only the batches in flight at the restart repeat (two, as in test_broker_restart.py)
-    assert topic_tally.duplicates <= 2 * SCALE.batch
-    assert lake_tally.note == "same multiset as the topic", "the Parquet sink did not write each record once"
+    assert topic_tally.duplicates <= 2 * batch
+    assert (lake_tally.missing, lake_tally.duplicates, lake_tally.stray) == (0, 0, 0), \
+        "the Parquet sink did not write each record once"
 
 
 def _terminator(harness_db: sa.Engine, targets: list[Callable[[], bool]], stop: threading.Event,

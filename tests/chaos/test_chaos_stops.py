@@ -11,6 +11,7 @@ from tests.chaos.harness import (
     SCALE,
     one_line_failure,
     partition_total,
+    pending,
     seed_table,
     table_tally,
     tally,
@@ -18,6 +19,7 @@ from tests.chaos.harness import (
 )
 
 
+@pending("a second SIGTERM not killing a stopping run (docs/errors.md: exit 143, one line)")
 def test_sigterm_twice_during_a_source_run(chaos, harness_db, pg_url, unique):
     n, table, prefix = SCALE.rows, f"src_{unique}", f"chaos-term-{unique}-"
     seed_table(harness_db, table, n)

@@ -15,7 +15,16 @@ import sys
 import time
 
 from tests.chaos.connectors import parquet_sink
-from tests.chaos.harness import SCALE, Run, one_line_failure, parquet_ids, produce_numbered, tally, topic_ids
+from tests.chaos.harness import (
+    SCALE,
+    Run,
+    one_line_failure,
+    parquet_ids,
+    pending,
+    produce_numbered,
+    tally,
+    topic_ids,
+)
 
 D0 = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
 DAYS = 4
@@ -29,6 +38,7 @@ print(res.rows)
 """
 
 
+@pending("concurrent window rebuilds (integrations/sinks/windows.py)")
 def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     n = SCALE.rows
     topic = chaos.topic(f"chaos-win-{unique}")
