@@ -230,6 +230,11 @@ class JsonConverter:
             table = pj.read_json(io.BytesIO(blob), read_options=ropts, parse_options=opts)
             return _convert_strings(table, post) if post else table
         except (pa.ArrowInvalid, duckdb.Error) as e:
+            if schema is None and "changed from" in str(e) and _NONFINITE.search(blob) is not None:
+                # valid JSON: a float field carries NaN/Infinity as strings (as Kafka Connect writes them)
+                raise ConversionError(
+                    f"a field holds both numbers and the strings NaN/Infinity/-Infinity ({e}); schemaless JSON "
+                    "cannot tell a float from a string: declare value_schema (e.g. the field as float64)") from e
             raise ConversionError(f"malformed JSON in batch: {e}") from e
 
 

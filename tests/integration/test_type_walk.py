@@ -341,3 +341,20 @@ def _same_values(a: list[Any], b: list[Any]) -> bool:
     return len(a) == len(b) and all(
         x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
         for x, y in zip(a, b, strict=True))
+
+
+def test_schemaless_json_float_nan_asks_for_a_schema() -> None:
+    """A float column with NaN among numbers, written by the json converter, is valid JSON that schemaless
+    decoding cannot type: the error says so and names the fix (not "malformed JSON"); with value_schema
+    the values arrive."""
+    from integrations.converters.factory import PlainJsonConverter
+    from integrations.converters.json import ConversionError
+
+    conv = PlainJsonConverter()
+    values = [v.as_py().encode() if isinstance(v.as_py(), str) else v.as_py()
+              for v in conv.encode_values(pa.table({"f": [float("nan"), 1.5, float("-inf")]}))]
+    assert values[0] == b'{"f":"NaN"}'
+    with pytest.raises(ConversionError, match=r"NaN/Infinity.*declare value_schema"):
+        conv.decode(values)
+    got = conv.decode(values, pa.schema([("f", pa.float64())])).column("f").to_pylist()
+    assert math.isnan(got[0]) and got[1:] == [1.5, float("-inf")]
