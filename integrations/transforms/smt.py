@@ -348,7 +348,7 @@ def _to_timestamp(col: Column, fmt: str, precision: str) -> Column:
             raise TransformError("a string timestamp needs 'format' (a SimpleDateFormat pattern) to be parsed")
         try:
             return parse_timestamps(col, fmt, "ms")
-        except pa.ArrowInvalid as e:
+        except ValueError as e:  # pa.ArrowInvalid is a ValueError
             raise TransformError(f"could not parse timestamps with format {fmt!r}: {e}") from None
     if pa.types.is_date(typ):
         return col.cast(pa.timestamp("ms")).cast(TIMESTAMP_TYPE)
