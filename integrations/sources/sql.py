@@ -189,6 +189,12 @@ class SqlSource(Source):
             if nullable:
                 raise ConfigError(f"connector {c.name}: column(s) {nullable} of {key!r} are nullable "
                                   "(validate_non_null is on; add NOT NULL or set validate_non_null: false)")
+        if c.timestamp_column and c.mode != "bulk" and isinstance(src, sa.Table) and self._naive_ts(src) \
+                and _has_dst(self.zone):
+            log.warning("connector %s: table %r: timestamp column %r has no time zone and %s has daylight "
+                        "saving time: rows written in the repeated hour at fall-back can be skipped; use "
+                        "timestamptz or a UTC zone (docs/sql-source.md, Time zones)",
+                        c.name, key, c.timestamp_column[0], self.zone.key)
 
     def _columns(self, src: sa.FromClause) -> list[Any]:
         """The select list: every column, with types Arrow cannot carry selected as text on PostgreSQL."""
@@ -401,6 +407,13 @@ def same_zone(a: zoneinfo.ZoneInfo, b: zoneinfo.ZoneInfo) -> bool:
     if a.key == b.key:
         return True
     return all(p.astimezone(a).utcoffset() == p.astimezone(b).utcoffset() for p in _ZONE_PROBES)
+
+
+def _has_dst(zone: zoneinfo.ZoneInfo) -> bool:
+    """True when ``zone``'s UTC offset changes within the current year (its wall times can repeat)."""
+    year = dt.datetime.now(dt.UTC).year
+    offsets = {dt.datetime(year, m, 1, 12, tzinfo=dt.UTC).astimezone(zone).utcoffset() for m in range(1, 13)}
+    return len(offsets) > 1
 
 
 def _last_ts_group_start(table: pa.Table, ts_cols: list[str]) -> int:

@@ -37,7 +37,7 @@ def _ny_database(pg_url: str) -> sa.Engine:
 
 
 def test_open_transaction_row_arrives_with_default_db_timezone(pg_url: str, kafka, topic_factory,
-                                                               unique: str) -> None:
+                                                               unique: str, caplog) -> None:
     """The issue's setup: the row of a transaction open across a run arrives on the next run."""
     eng = _ny_database(pg_url)
     offsets = topic_factory("offs", create=False)
@@ -52,7 +52,11 @@ def test_open_transaction_row_arrives_with_default_db_timezone(pg_url: str, kafk
         time.sleep(0.05)
         with eng.begin() as c:  # a newer row, committed while the first transaction stays open
             c.execute(sa.text("INSERT INTO ev (note) VALUES ('later')"))
-        first = run(cfg, kafka, offsets)
+        with caplog.at_level("WARNING", logger="headrace.source.sql"):
+            first = run(cfg, kafka, offsets)
+        # the DST fall-back gap of wall-clock columns is named once the zone has daylight saving time
+        assert any("has no time zone and America/New_York has daylight saving time" in r.getMessage()
+                   for r in caplog.records)
         assert [r["note"] for r in read_topic(kafka, prefix + "ev")] == ["first"], first
         tx.commit()
         run(cfg, kafka, offsets)
