@@ -182,9 +182,13 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
               "(check that the database is up and reachable, the URL and credentials, and the table)",
               file=sys.stderr)
         return 1
-    if module.startswith("confluent_kafka"):
-        print(f"error: {who}Kafka failed: {_first_line(str(e))} (check KAFKA_BOOTSTRAP_SERVERS and the broker)",
-              file=sys.stderr)
+    from confluent_kafka import KafkaException
+
+    if isinstance(e, KafkaException) or module.startswith(("confluent_kafka", "cimpl")):
+        err = e.args[0] if e.args else None
+        cause = err.str() if hasattr(err, "str") else str(e)
+        print(f"error: {who}Kafka at {KafkaSettings.from_env().bootstrap_servers} failed: {_first_line(cause)} "
+              "(check that the broker is up, KAFKA_BOOTSTRAP_SERVERS and HEADRACE_KAFKA_CONFIG)", file=sys.stderr)
         return 1
     if module.startswith("pyarrow"):
         print(f"error: {who}the data could not be converted or written: {type(e).__name__}: {_first_line(str(e))}",

@@ -164,6 +164,9 @@ def test_kafka_unreachable_exits_1(tmp_path, unique):
     assert proc.returncode == 1, proc.stderr
     assert _one_line(proc.stderr).startswith(
         f"error: connector nokafka-{unique}: Kafka at 127.0.0.1:{port} is unreachable after 1 attempts")
+    proc = run_cli("offsets", "show", f"nokafka-{unique}", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
+    assert proc.returncode == 1, proc.stderr
+    assert _one_line(proc.stderr).startswith(f"error: Kafka at 127.0.0.1:{port} failed: "), proc.stderr
 
 
 def test_parquet_write_error_exits_1_in_one_line_naming_the_connector(kafka, topic_factory, tmp_path, unique):
