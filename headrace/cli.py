@@ -152,6 +152,8 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
     Anything not recognised is a bug: it keeps its traceback and says so."""
     from integrations.runtime.stopping import StopRequested
 
+    while (type(e).__module__ or "").startswith("dagster") and (getattr(e, "user_exception", None) or e.__cause__):
+        e = getattr(e, "user_exception", None) or e.__cause__  # `headrace demo`: Dagster wraps the step's error
     who = f"connector {config.name}: " if getattr(config, "name", None) else ""
     if isinstance(e, StopRequested):
         print(f"stopped: {e}", file=sys.stderr)
