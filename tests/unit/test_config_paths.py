@@ -118,6 +118,11 @@ def test_yaml_dates_in_string_fields_stay_as_written(tmp_path):
     text = SINK + ("path: lake\ntransforms:\n  - type: InsertField.Value\n    static_field: since\n"
                    "    static_value: 2024-01-01\n")
     assert _load(tmp_path, text).transforms[0].static_value == "2024-01-01"
+    # numbers too, as Kafka Connect users write them (its properties are strings)
+    text = SINK + ("path: lake\ntransforms:\n  - type: MaskField.Value\n    fields: [x]\n    replacement: 0\n"
+                   "  - type: InsertField.Value\n    static_field: n\n    static_value: 42\n")
+    assert [t.model_dump().get(k) for t, k in zip(_load(tmp_path, text).transforms, ("replacement", "static_value"),
+                                                   strict=True)] == ["0", "42"]
 
 
 def test_table_name_is_checked_as_the_topic_after_the_routers(tmp_path):
