@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from integrations.config import default_connectors_dir, load_connector, load_folder
-from integrations.errors import ConfigError, HeadraceError
+from integrations.errors import ConfigError, HeadraceError, KafkaRefused, KafkaUnavailable
 from integrations.kafka.cluster import KafkaSettings
 from integrations.kafka.local import REPO_ROOT, LocalKafka, headrace_home
 
@@ -169,7 +169,7 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
     if isinstance(e, HeadraceError):
         msg = str(e)
         name = getattr(config, "name", None)
-        if name and name not in msg:
+        if name and name not in msg and not isinstance(e, (KafkaUnavailable, KafkaRefused)):  # those are cluster-wide
             msg = f"connector {name}: {msg}"
         if _db_cause(e) is not None:  # e.g. the retry budget for a lost connection ran out
             where, secrets = _database(config)

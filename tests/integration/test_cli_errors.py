@@ -162,8 +162,7 @@ def test_kafka_unreachable_exits_1(tmp_path, unique):
     proc = run_cli("run", str(path), env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
                                           "HEADRACE_KAFKA_CONNECT_RETRIES": "1"}, timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert _one_line(proc.stderr).startswith(
-        f"error: connector nokafka-{unique}: Kafka at 127.0.0.1:{port} is unreachable after 1 attempts")
+    assert _one_line(proc.stderr).startswith(f"error: Kafka at 127.0.0.1:{port} is unreachable after 1 attempts")
     proc = run_cli("offsets", "show", f"nokafka-{unique}", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
     assert proc.returncode == 1, proc.stderr
     assert _one_line(proc.stderr).startswith(f"error: Kafka at 127.0.0.1:{port} failed: "), proc.stderr
