@@ -131,6 +131,8 @@ class SqlSource(Source):
             return zoneinfo.ZoneInfo(configured or "UTC")
         server = str(self.reader.scalar(sa.text("SELECT current_setting('TimeZone')")))
         try:
+            if server.lower() == "localtime":  # the server machine's zone, which this machine cannot know
+                raise ValueError(server)
             server_zone = zoneinfo.ZoneInfo(server)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigError(
