@@ -55,19 +55,20 @@ def data_locations(configs: list) -> dict:
 
     out = {}
     for c in configs:
-        if not hasattr(c, "topics"):  # a source: its topics
-            for name in c.source_names:
+        if not hasattr(c, "topics"):  # a source: its topics (a file source has one)
+            for name in getattr(c, "source_names", None) or [""]:
                 out[topic_key(c.topic_for(name))] = f"Kafka topic {c.topic_for(name)}"
             continue
         for a in sink_assets(c):
             if isinstance(c, TableSinkConfig):
                 table = c.table_for(a.targets[0]) if a.targets else c.table_name_format
                 url = resolve_env(c.connection_url)
-                out[a.key] = f"{redact_url(url)}, table {table}{_table_rows(url, table)}"
+                db = f"DuckDB {url.removeprefix('duckdb:///')}" if url.startswith("duckdb:///") else redact_url(url)
+                out[a.key] = f"{db}, table {table}{_table_rows(url, table)}"
             else:
                 folder = resolve_path(c.path) / (a.targets[0] if a.targets else "")
                 files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
-                out[a.key] = f"{folder} ({len(files)} files)"
+                out[a.key] = f"Parquet {folder} ({len(files)} file{'' if len(files) == 1 else 's'})"
     return out
 
 

@@ -30,9 +30,9 @@ def test_demo_moves_shop_then_nothing_on_rerun(kafka, tmp_path):
         lake = tmp_path / "demo" / "lake"
         warehouse = tmp_path / "demo" / "warehouse.duckdb"
         assert moved["kafka/shop_orders"][1] == "Kafka topic shop.orders"
-        assert moved["parquet/shop_orders_lake/shop_orders"][1] == f"{lake / 'shop.orders'} (1 files)"
+        assert moved["parquet/shop_orders_lake/shop_orders"][1] == f"Parquet {lake / 'shop.orders'} (1 file)"
         assert moved["warehouse/duckdb_warehouse/orders"][1] == (
-            f"duckdb:///{warehouse}, table orders (20000 rows in the table)")
+            f"DuckDB {warehouse}, table orders (20000 rows in the table)")
         orders = read_dataset(lake / "shop.orders")
         assert orders.num_rows == 20000 and sorted(orders.column("id").to_pylist()) == list(range(1, 20001))
         assert str(orders.schema.field("amount").type) == "decimal128(12, 2)"
