@@ -96,6 +96,10 @@ def test_configured_zone_must_match_the_server(pg_url: str) -> None:
         assert src.reader.scalar(sa.text("SHOW TimeZone")) == "UTC"
     finally:
         src.close()
+    # a POSIX zone string is no IANA name: refused, the default cannot guess its rules
+    posix_url = pg_url + "?options=-c%20TimeZone%3D%3C%2B03%3E-03"
+    with pytest.raises(ConfigError, match=r"TimeZone '<\+03>-03' is not an IANA zone name"):
+        SqlSource(config("tz-posix", posix_url, **kw))
 
 
 def test_other_databases_default_to_utc(tmp_path) -> None:
