@@ -5,6 +5,7 @@ loader as the repository's ``workspace.yaml`` project, so both load the same con
 """
 
 # No `from __future__ import annotations`: Dagster reads the dataclass fields' types at runtime.
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +50,19 @@ def _problem(context: dg.ResolutionContext, index: int, path: list[str | int], m
     return f"{src.file_name}:{src.start_line_no} - {field}: {message}" + (f"\n{src.snippet}" if first else "")
 
 
+def _dates_as_text(value: Any) -> Any:
+    """YAML dates and timestamps back to ISO text, as Headrace reads connector files (Dagster's YAML
+    loader makes them ``date``/``datetime`` objects; string fields such as an InsertField's
+    ``static_value`` must get text)."""
+    if isinstance(value, dict):
+        return {k: _dates_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dates_as_text(v) for v in value]
+    if isinstance(value, dt.date):  # datetime is a date too
+        return value.isoformat()
+    return value
+
+
 def _resolve_connectors(context: dg.ResolutionContext, raw: list[dict[str, Any]] | None) -> list[object] | None:
     """Validate inline connectors with Headrace's connector models; every problem names the defs.yaml
     file, its line and the field."""
@@ -62,7 +76,7 @@ def _resolve_connectors(context: dg.ResolutionContext, raw: list[dict[str, Any]]
                                                      f"{', '.join(CONNECTOR_TYPES)}", not problems))
             continue
         try:
-            configs.append(adapter.validate_python(item))
+            configs.append(adapter.validate_python(_dates_as_text(item)))
         except ValidationError as e:
             for err in e.errors():
                 path = _field_path(err["loc"])

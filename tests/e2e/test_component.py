@@ -326,3 +326,23 @@ connectors:
     lake = graph.get(dg.AssetKey(["parquet", "lake", "p_t"]))
     assert lake.parent_keys == {dg.AssetKey(["kafka", "p_t"])}
     assert graph.get(dg.AssetKey(["kafka", "p_t"])).is_materializable  # the source component's topic
+
+
+def test_inline_yaml_dates_stay_text(tmp_path, monkeypatch):
+    """Dagster's YAML loader turns 2024-01-01 into a date; inline connectors get the text, as files do."""
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    component = ConnectorsComponent.resolve_from_yaml("""
+connectors:
+  - name: lake
+    type: parquet_sink
+    topics: [a.b]
+    path: lake
+    partitioner: time
+    partition_start_date: 2024-01-01
+    transforms:
+      - {type: InsertField.Value, static_field: since, static_value: 2024-01-01}
+""")
+    (lake,) = component.connectors
+    assert lake.partition_start_date == "2024-01-01" and lake.transforms[0].static_value == "2024-01-01"
+    (spec,) = [s for s in component_defs(component=component).resolve_all_asset_specs() if s.key.path[0] == "parquet"]
+    assert spec.partitions_def.start.date().isoformat() == "2024-01-01"
