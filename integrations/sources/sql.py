@@ -119,7 +119,11 @@ class SqlSource(Source):
                                 numeric_mapping=config.numeric_mapping)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
-        self.zone = self._resolve_zone()
+        try:
+            self.zone = self._resolve_zone()
+        except BaseException:
+            self.reader.close()  # refused at start: leave no session open
+            raise
 
     def _resolve_zone(self) -> zoneinfo.ZoneInfo:
         """The zone of wall-clock timestamp columns: the server's own on PostgreSQL (its session
