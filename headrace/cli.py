@@ -167,7 +167,9 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if isinstance(e, HeadraceError):
-        msg = str(e)
+        from integrations.config import redact_url
+
+        msg = redact_url(str(e))  # engine messages are redacted already; a URL password never gets through here
         name = getattr(config, "name", None)
         if name and name not in msg and not isinstance(e, (KafkaUnavailable, KafkaRefused)):  # those are cluster-wide
             msg = f"connector {name}: {msg}"
