@@ -77,16 +77,17 @@ def run_sink(
         if state["sink"] is None:
             state["sink"] = build_sink(config)
         current: Sink = state["sink"]
-        stored = current.stored_offsets(config.topics)
-        plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
-        # where the sink stores offsets, a successful attempt leaves them at each range's end
-        state["positions"] = None if stored is None else {**stored, **{(r.topic, r.partition): r.end
-                                                                       for r in plan}}
         consumer = kafka.consumer(group_id=group)
         committer: Committer = GroupCommitter(consumer)
         try:
-            if plan and current.fence == "group":
+            if current.fence == "group":  # fence first: a paused older run's open transaction is aborted
                 plan, committer = _take_fence(config, kafka, consumer, current, ranges)
+            else:
+                stored = current.stored_offsets(config.topics)
+                plan = plan_ranges(kafka, group, config.topics, config.max_records_per_run, ranges, stored)
+                # where the sink stores offsets, a successful attempt leaves them at each range's end
+                state["positions"] = None if stored is None else {**stored, **{(r.topic, r.partition): r.end
+                                                                               for r in plan}}
             result = SinkResult(config.name, ranges=plan)
             current.bind(committer)
             if plan:

@@ -1,0 +1,87 @@
+"""Helpers of the fencing and stop tests: connector files, background ``headrace run`` processes, and
+counts of numbered records (``{"id": n}``) in Parquet datasets and tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import psycopg
+import pyarrow.fs as pafs
+
+from integrations.sinks.parquet import file_origin
+from tests.conftest import REPO
+from tests.helpers import produce_all, write_connector
+
+
+def produce_ids(kafka, topic: str, lo: int, hi: int, partitions: int = 1) -> None:
+    """Records ``{"id": n}`` for n in ``[lo, hi)``, round robin over the partitions."""
+    produce_all(kafka, topic, ({"value": orjson.dumps({"id": i}), "partition": i % partitions} for i in range(lo, hi)))
+
+
+def spawn(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``headrace run <cfg>`` in the background (its own process group, killed by ``reap``)."""
+    return subprocess.Popen([sys.executable, "-m", "headrace.cli", "run", str(cfg)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+
+
+def reap(*procs: subprocess.Popen) -> None:
+    """Kill what is still running (a failed test leaves no process behind)."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, list[str]]:
+    """Wait for a background run: its exit code and its non-empty stderr lines."""
+    _out, err = p.communicate(timeout=timeout)
+    return p.returncode, [line for line in err.splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float = 60, every: float = 0.005) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(every)
+
+
+def parquet_counts(root: Path, topic: str) -> tuple[int, int, int, int]:
+    """``(rows, distinct ids, min id, max id)`` over every published Parquet file of a topic."""
+    files = [str(f) for f in (root / topic).rglob("*.parquet") if not f.name.startswith(".")]
+    if not files:
+        return 0, 0, 0, 0
+    return duckdb.sql(f"SELECT count(*), count(DISTINCT id), min(id), max(id) FROM read_parquet({files!r})").fetchall()[0]
+
+
+def overlaps(root: Path, topic: str) -> list[tuple]:
+    """Pairs of files of one partition whose offset ranges ``[start, end)`` overlap (headrace.end_offset)."""
+    fs = pafs.LocalFileSystem()
+    spans = sorted(file_origin(fs, str(f))[1:] for f in (root / topic).rglob("*.parquet") if not f.name.startswith("."))
+    return [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[0] == b[0] and b[1] < a[2]]
+
+
+def table_counts(url: str, table: str) -> tuple[int, int, int, int]:
+    """``(rows, distinct ids, min id, max id)`` of a table in DuckDB or PostgreSQL."""
+    sql = f'SELECT count(*), count(DISTINCT id), min(id), max(id) FROM "{table}"'
+    if url.startswith("duckdb"):
+        con = duckdb.connect(url.split(":///", 1)[1], read_only=True)
+        try:
+            return con.execute(sql).fetchone()
+        finally:
+            con.close()
+    with psycopg.connect(url) as c:
+        return c.execute(sql).fetchone()
+
+
+def connector(folder: Path, config: dict) -> Path:
+    """Write a connector file."""
+    return write_connector(folder, config)
