@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from integrations.config import TableSinkConfig, resolve_env
-from integrations.errors import HeadraceError
-from integrations.sinks.base import Decoded, Sink, SinkStats, message_offsets
+from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, message_offsets
+from integrations.sinks.fencing import OffsetsBackwards, SinkFenced, backwards_message, one_line
 from integrations.transforms.batch import is_primitive
 
 _value = methodcaller("value")
 
-class TableSinkError(HeadraceError):
+class TableSinkError(SinkWriteError):
     """A batch could not be written to its table (missing table, incompatible columns, ...)."""
 
 
@@ -78,9 +78,14 @@ class TableBackend:
     def add_columns(self, table: str, fields: list[pa.Field]) -> None:
         raise NotImplementedError
 
-    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int], expected: int | None) -> None:
         """Apply every write (deletes, then rows, table by table) and store ``(topic, partition, next
-        offset)`` in one transaction; with no writes, only the offset."""
+        offset)`` in one transaction; with no writes, only the offset.
+
+        The offset is stored only where it still is ``expected`` (None: no row yet), checked first in
+        the transaction: an UPDATE … WHERE next_offset = expected, or an INSERT that finds the row
+        another run inserted. When it is not, the transaction is rolled back and :class:`SinkFenced`
+        raised (``fenced``): another run of the connector wrote this partition meanwhile."""
         raise NotImplementedError
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -88,6 +93,13 @@ class TableBackend:
 
     def close(self) -> None:
         """Release the connection."""
+
+
+def fenced(connector: str, offset: tuple[str, int, int], expected: int | None, current: int | None) -> SinkFenced:
+    """The error of a transaction whose conditional offset update found another run's offset."""
+    from integrations.sinks.fencing import fenced_message
+
+    return SinkFenced(fenced_message(connector, offset[0], offset[1], expected, current))
 
 
 def quote(name: str) -> str:
@@ -120,6 +132,7 @@ class TableSink(Sink):
     """Writes records of each topic-partition into ``table_name_format`` with the configured modes."""
 
     wants_messages = True
+    fence = "target"  # offsets are stored with the rows, conditionally on the offset the run started from
 
     def __init__(self, config: TableSinkConfig, after_write: Callable[[str], None] | None = None) -> None:
         self.config = config
@@ -129,9 +142,14 @@ class TableSink(Sink):
         self._after_write = after_write
         self._buf: dict[tuple[str, int], _Pending] = {}
         self._known: dict[str, dict[str, str]] = {}
+        self._expected: dict[tuple[str, int], int] = {}  # the stored offset each transaction is conditional on
 
     def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        return {k: v for k, v in self.backend.stored_offsets().items() if k[0] in topics}
+        """The target's offsets of ``topics``; every transaction of the run is conditional on them (and
+        then on the offsets it stored itself)."""
+        stored = {k: v for k, v in self.backend.stored_offsets().items() if k[0] in topics}
+        self._expected = dict(stored)
+        return stored
 
     def put(self, topic: str, partition: int, records: pa.Table, offsets: pa.Array,
             routed: pa.Array | None = None) -> int | None:
@@ -189,7 +207,7 @@ class TableSink(Sink):
                 w = self._prepare(to, partition, vals, keys, o, lv)
                 if w.rows is not None or w.deletes is not None:
                     writes.append(w)
-            durable = self._commit(writes, (topic, partition, end))
+            durable = self._commit(writes, (topic, partition, end), int(offs[i]) if n else end - 1)
         return durable
 
     def close(self) -> None:
@@ -197,9 +215,22 @@ class TableSink(Sink):
 
     # -- one transaction -----------------------------------------------------------------------------
 
-    def _commit(self, writes: list[TableWrite], offset: tuple[str, int, int]) -> int:
-        """Apply the writes and store ``offset`` in one transaction; return the stored next offset."""
-        self.backend.apply(writes, self.config.insert_mode, offset)
+    def _commit(self, writes: list[TableWrite], offset: tuple[str, int, int], first: int) -> int:
+        """Apply the writes and store ``offset`` in one transaction, fenced on the offset this run holds;
+        return the stored next offset. A database error is one line naming what was being written."""
+        topic, partition, nxt = offset
+        key = (topic, partition)
+        expected = self._expected.get(key)
+        if expected is not None and nxt < expected:
+            raise OffsetsBackwards(backwards_message(self.config.name, topic, partition, expected, nxt))
+        try:
+            self.backend.apply(writes, self.config.insert_mode, offset, expected)
+        except TableSinkError as e:
+            names = ", ".join(dict.fromkeys(w.table for w in writes)) or "(offsets only)"
+            start = expected if expected is not None else first
+            raise TableSinkError(f"connector {self.config.name}: writing {topic}[{partition}] offsets {start}..{nxt - 1} "
+                                 f"to table {names} failed: {one_line(e)}") from e.__cause__ or e
+        self._expected[key] = nxt
         for w in writes:
             self.stats.rows += w.rows.num_rows if w.rows is not None else 0
             if w.table not in self.stats.files:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 import pyarrow as pa
 
 from integrations.config import TableSinkConfig, resolve_path
-from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, fenced, merge_sql, quote
 
 
 def _duck_type(t: pa.DataType, con: duckdb.DuckDBPyConnection) -> str:
@@ -57,11 +59,22 @@ class DuckDBBackend(TableBackend):
         for f in fields:
             self.con.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {quote(f.name)} {_duck_type(f.type, self.con)}")
 
-    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int], expected: int | None) -> None:
         con = self.con
         table = self.offsets
         con.execute("BEGIN")
         try:
+            topic, partition, nxt = offset
+            if expected is None:  # the offset first: a run that lost the race writes nothing
+                stored = con.execute(f"INSERT INTO {self.offsets} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                     [self.connector, topic, partition, nxt]).fetchone()[0]
+            else:
+                stored = con.execute(f"UPDATE {self.offsets} SET next_offset = ? WHERE connector = ? AND topic = ? "
+                                     "AND \"partition\" = ? AND next_offset = ?",
+                                     [nxt, self.connector, topic, partition, expected]).fetchone()[0]
+            if stored != 1:
+                con.execute("ROLLBACK")
+                raise fenced(self.connector, offset, expected, self._current(offset))
             for w in writes:
                 table, t = w.table, self._name(w.table)
                 if w.deletes is not None:
@@ -74,13 +87,22 @@ class DuckDBBackend(TableBackend):
                     if sql := merge_sql(t, "_hr_rows", w.rows.column_names, w.pk, mode):
                         con.execute(sql)
                     con.unregister("_hr_rows")
-            table = self.offsets
-            con.execute(f"INSERT INTO {self.offsets} VALUES (?, ?, ?, ?) ON CONFLICT (connector, topic, \"partition\") "
-                        "DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
             con.execute("COMMIT")
+        except duckdb.TransactionException as e:  # a concurrent transaction (same process) updated the offset
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            if "onflict" not in str(e):
+                raise TableSinkError(f"writing to table {table!r} failed: {e}") from e
+            raise fenced(self.connector, offset, expected, self._current(offset)) from None
         except duckdb.Error as e:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
+
+    def _current(self, offset: tuple[str, int, int]) -> int | None:
+        row = self.con.execute(f"SELECT next_offset FROM {self.offsets} WHERE connector = ? AND topic = ? AND "
+                               "\"partition\" = ?", [self.connector, offset[0], offset[1]]).fetchone()
+        return None if row is None else row[0]
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.con.execute(f"SELECT topic, \"partition\", next_offset FROM {self.offsets} WHERE connector = ?",

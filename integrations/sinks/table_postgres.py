@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from integrations.config import TableSinkConfig
-from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, merge_sql, quote
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, fenced, merge_sql, quote
 
 
 def pg_type(t: pa.DataType) -> str:
@@ -233,10 +233,14 @@ class PostgresBackend(TableBackend):
             for batch in data.to_batches(max_chunksize=200_000):
                 copy.write(_csv(pa.Table.from_batches([batch])))
 
-    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int], expected: int | None) -> None:
         table = self.offsets
         try:
             with self.conn.cursor() as cur:
+                # the offset first: a concurrent run of the connector waits on this row, then finds it moved
+                if not self._store_offset(cur, offset, expected):
+                    self.conn.rollback()
+                    raise fenced(self.connector, offset, expected, self._current(offset))
                 for k, w in enumerate(writes):  # staging tables live until the commit: one name per write
                     table, t = w.table, self._name(w.table)
                     if w.deletes is not None:
@@ -247,13 +251,29 @@ class PostgresBackend(TableBackend):
                         self._stage(cur, t, f"_hr_rows{k}", w.rows)
                         if sql := merge_sql(t, f"_hr_rows{k}", w.rows.column_names, w.pk, mode):
                             cur.execute(sql)
-                table = self.offsets
-                cur.execute(f"INSERT INTO {self.offsets} VALUES (%s, %s, %s, %s) ON CONFLICT (connector, topic, "
-                            "\"partition\") DO UPDATE SET next_offset = EXCLUDED.next_offset", [self.connector, *offset])
             self.conn.commit()
         except psycopg.Error as e:
             self.conn.rollback()
             raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
+
+    def _store_offset(self, cur: psycopg.Cursor, offset: tuple[str, int, int], expected: int | None) -> bool:
+        """Store the next offset where it still is ``expected`` (None: where no row exists); False if not."""
+        topic, partition, nxt = offset
+        if expected is None:
+            cur.execute(f"INSERT INTO {self.offsets} VALUES (%s, %s, %s, %s) ON CONFLICT (connector, topic, "
+                        "\"partition\") DO NOTHING", [self.connector, topic, partition, nxt])
+        else:
+            cur.execute(f"UPDATE {self.offsets} SET next_offset = %s WHERE connector = %s AND topic = %s AND "
+                        "\"partition\" = %s AND next_offset = %s", [nxt, self.connector, topic, partition, expected])
+        return cur.rowcount == 1
+
+    def _current(self, offset: tuple[str, int, int]) -> int | None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT next_offset FROM {self.offsets} WHERE connector = %s AND topic = %s AND "
+                        "\"partition\" = %s", [self.connector, offset[0], offset[1]])
+            row = cur.fetchone()
+        self.conn.commit()
+        return None if row is None else row[0]
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         with self.conn.cursor() as cur:

@@ -11,7 +11,11 @@ import sqlalchemy as sa
 
 from integrations.config import TableSinkConfig
 from integrations.converters.json import interval_iso
-from integrations.sinks.table import TableBackend, TableSinkError, TableWrite
+from integrations.sinks.table import TableBackend, TableSinkError, TableWrite, fenced
+
+
+class _Moved(Exception):  # noqa: N818 (control flow within apply)
+    """The conditional offset update found another run's offset."""
 
 #: SQLite keeps NUMERIC values as 8-byte floats: exact only up to 15 significant digits
 SQLITE_MAX_DECIMAL_DIGITS = 15
@@ -122,19 +126,33 @@ class SqlAlchemyBackend(TableBackend):
             for chunk in rows.to_batches(self.batch):
                 c.execute(t.insert(), chunk.to_pylist())
 
-    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int]) -> None:
+    def apply(self, writes: list[TableWrite], mode: str, offset: tuple[str, int, int], expected: int | None) -> None:
         table = self.offsets.name
+        o = self.offsets
+        mine = sa.and_(o.c.connector == self.connector, o.c.topic == offset[0], o.c.partition == offset[1])
         try:
             with self.engine.begin() as c:
+                # the offset first, conditional on the one the run holds: a run that lost the race writes nothing
+                if expected is None:
+                    try:
+                        with c.begin_nested():
+                            c.execute(o.insert().values(connector=self.connector, topic=offset[0],
+                                                        partition=offset[1], next_offset=offset[2]))
+                        stored = 1
+                    except sa.exc.IntegrityError:
+                        stored = 0
+                else:
+                    stored = c.execute(o.update().where(mine, o.c.next_offset == expected)
+                                       .values(next_offset=offset[2])).rowcount
+                if stored != 1:
+                    raise _Moved
                 for w in writes:
                     table = w.table
                     self._write(c, w, mode)
-                table = self.offsets.name
-                o = self.offsets
-                c.execute(o.delete().where(sa.and_(o.c.connector == self.connector, o.c.topic == offset[0],
-                                                   o.c.partition == offset[1])))
-                c.execute(o.insert().values(connector=self.connector, topic=offset[0], partition=offset[1],
-                                            next_offset=offset[2]))
+        except _Moved:
+            with self.engine.connect() as c:
+                current = c.execute(sa.select(o.c.next_offset).where(mine)).scalar()
+            raise fenced(self.connector, offset, expected, current) from None
         except sa.exc.SQLAlchemyError as e:
             raise TableSinkError(f"writing to table {table!r} failed (auto_evolve only adds columns): {e}") from e
 
