@@ -275,9 +275,9 @@ class TimestampConverterConfig(_Transform):
         if self.target_type == "string" and not self.format:
             raise ValueError("target_type 'string' needs a 'format' (a SimpleDateFormat pattern)")
         if self.format:
-            from integrations.transforms.timefmt import java_to_strftime
+            from integrations.transforms.timefmt import compile_pattern
 
-            java_to_strftime(self.format)  # raises ValueError naming the bad letter
+            compile_pattern(self.format)  # raises ValueError naming the bad letter
         return self
 
 
@@ -291,9 +291,9 @@ class TimestampRouterConfig(_Transform):
     @field_validator("timestamp_format")
     @classmethod
     def _fmt(cls, v: str) -> str:
-        from integrations.transforms.timefmt import java_to_strftime
+        from integrations.transforms.timefmt import compile_pattern
 
-        java_to_strftime(v)
+        compile_pattern(v)
         return v
 
 
