@@ -146,20 +146,24 @@ def test_issue_fall_back_hour_rebuild_keeps_both_hours(kafka, topic_factory, tmp
 
 def test_window_bounds_compare_as_instants(kafka, topic_factory, tmp_path, unique):
     """Aware datetimes of one zone compare by wall clock in Python (02:00+02:00 == 02:00+01:00): the
-    rebuild checks bounds as instants, and still refuses windows off the sink's period boundaries."""
+    rebuild takes bounds as instants. A window off the period boundaries grows to whole folders."""
     topic = topic_factory("dst")
+    times = [FALL - dt.timedelta(minutes=30), FALL + dt.timedelta(minutes=30), FALL + dt.timedelta(minutes=90),
+             FALL + dt.timedelta(minutes=150)]  # local 01:30, 02:30 (CEST), 02:30 (CET), 03:30
+    produce(kafka, topic, [(0, None, {"id": i}, _ms(t)) for i, t in enumerate(times)])
     cfg = _cfg(topic, tmp_path, unique, "hourly")
+    run_sink(cfg, kafka)
     start = dt.datetime(2024, 10, 27, 2, tzinfo=BERLIN)
     end = dt.datetime(2024, 10, 27, 2, fold=1, tzinfo=BERLIN)
     assert start == end and _ms(end) - _ms(start) == 3_600_000
-    assert rebuild_window(cfg, start, end, kafka).rows == 0
+    assert rebuild_window(cfg, start, end, kafka).rows == 2
     with pytest.raises(HeadraceError, match=r"is empty: its end is not after its start"):
         rebuild_window(cfg, end, start, kafka)
-    with pytest.raises(HeadraceError, match=r"window start 2024-10-27T02:30:00\+02:00 is not on a hourly boundary"):
-        rebuild_window(cfg, start + dt.timedelta(minutes=30), end, kafka)
-    daily = _cfg(topic, tmp_path, unique, "daily")
-    with pytest.raises(HeadraceError, match=r"window end .* is not on a daily boundary in Europe/Berlin"):
-        rebuild_window(daily, FALL - 2 * HOUR, FALL + 22 * HOUR, kafka)  # 24 h, but the local day has 25
+    res = rebuild_window(cfg, start - dt.timedelta(minutes=15), start + dt.timedelta(minutes=5), kafka)
+    assert res.window == (FALL - HOUR, FALL + 2 * HOUR) and res.rows == 3  # hours 01 and 02, whole
+    assert [p.rsplit("/", 1)[1] for p in res.paths] == ["hour=01", "hour=02"]
+    assert _by_folder(tmp_path, topic) == {f"year=2024/month=10/day=27/hour={h}": ids for h, ids in
+                                           (("01", [0]), ("02", [1, 2]), ("03", [3]))}
 
 
 def test_guard_refuses_a_rebuild_that_would_drop_records(kafka, topic_factory, tmp_path, unique):
