@@ -228,3 +228,39 @@ def _marks(kafka: KafkaSettings, topic: str) -> list[tuple[int, int]]:
         return list(kafka.watermarks(topic).values())
     except Exception:  # noqa: BLE001  (not created yet)
         return []
+
+
+def test_report_failure_classifies_every_kind_of_exception(capsys):
+    """The CLI's last resort, on real exception objects: codes, one line, a traceback only for bugs."""
+    import pyarrow as pa
+
+    from headrace.cli import report_failure
+    from integrations.runtime.stopping import StopRequested
+
+    class Cfg:
+        name = "orders-src"
+        connection_url = "postgresql://app:hunter2secret@db.internal:5432/shop"
+
+    def run(e: BaseException) -> tuple[int, str]:
+        try:
+            raise e
+        except BaseException as raised:  # noqa: BLE001
+            code = report_failure(raised, Cfg())
+        return code, capsys.readouterr().err
+
+    code, err = run(StopRequested("connector orders-src: stopped at a batch boundary", signal.SIGINT))
+    assert code == 130 and _one_line(err).startswith("stopped: connector orders-src")
+    code, err = run(pa.ArrowInvalid("Could not convert 'x' with type str: tried to convert to int64"))
+    assert code == 1
+    assert _one_line(err) == ("error: connector orders-src: the data could not be converted or written: "
+                              "ArrowInvalid: Could not convert 'x' with type str: tried to convert to int64")
+    orig = sa.exc.OperationalError("SELECT 1", {}, Exception(
+        "connection to postgresql://app:hunter2secret@db.internal:5432/shop failed\nDETAIL: more"))
+    code, err = run(orig)
+    assert code == 1 and "hunter2secret" not in err
+    assert _one_line(err).startswith("error: connector orders-src: postgresql database at db.internal:5432/shop failed")
+    code, err = run(ValueError("an unexpected state"))
+    assert code == 1 and "Traceback" in err
+    assert err.rstrip().splitlines()[-1] == ("error: connector orders-src: this is a bug in Headrace, not a problem "
+                                             "with your setup: ValueError: an unexpected state. Please report it "
+                                             "with the traceback above.")
