@@ -168,11 +168,13 @@ class Partitioner:
                  for s in range(a, b, _CHUNK * _MINUTE)]
         return np.unique(np.concatenate(parts)) if parts else np.array([], np.int64)
 
-    def _close_span(self, seed: np.ndarray, a: int, b: int, margin: int) -> tuple[np.ndarray, int, int] | None:
+    def _close_span(self, seed: np.ndarray, a: int, b: int, margin: int, edges: bool
+                    ) -> tuple[np.ndarray, int, int] | None:
         """Grow ``seed`` (floors) to the span of every minute whose floor is in it, and add the floors of
         every minute inside that span, until nothing changes. Samples ``[a, b)`` widened by ``margin``
-        (only its edges when it is long); None when the span reaches the sampled edge."""
-        if b - a <= 4 * margin:
+        (with ``edges``, only the edges of a long ``[a, b)``, whose floors are all in ``seed``); None
+        when the span reaches the sampled edge."""
+        if not edges or b - a <= 4 * margin:
             m = np.arange(a - margin, b + margin, _MINUTE, dtype=np.int64)
         else:  # the interior's floors are all in seed already; only folders at the edges can reach out
             m = np.concatenate([np.arange(a - margin, a + margin, _MINUTE, dtype=np.int64),
@@ -191,10 +193,10 @@ class Partitioner:
                 return floors, int(m[lo]), int(m[hi]) + _MINUTE
             floors = grown
 
-    def _span(self, seed: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int, int]:
-        margin = _UNIT_MS[self.unit] + 2 * 86_400_000  # a period, plus any UTC offset, plus a DST shift
+    def _span(self, seed: np.ndarray, a: int, b: int, edges: bool) -> tuple[np.ndarray, int, int]:
+        margin = 2 * 3_600_000  # beyond any DST shift; grown while a folder reaches the sampled edge
         while margin <= 64 * _UNIT_MS["year"]:
-            got = self._close_span(seed, a, b, margin)
+            got = self._close_span(seed, a, b, margin, edges)
             if got is not None:
                 return got
             margin *= 4
@@ -216,7 +218,7 @@ class Partitioner:
         """
         self.check_periods()
         a, b = start_ms - start_ms % _MINUTE, -(-end_ms // _MINUTE) * _MINUTE
-        floors, lo, hi = self._span(self._window_floors(a, b), a, b)
+        floors, lo, hi = self._span(self._window_floors(a, b), a, b, True)
         return self._format(floors), min(lo, start_ms), max(hi, end_ms)
 
     def folder_window(self, path: str) -> tuple[int, int] | None:
@@ -230,8 +232,9 @@ class Partitioner:
         floor = int(local.replace(tzinfo=dt.UTC).timestamp() * 1000)
         if self._format(np.array([floor], np.int64)) != [path]:
             return None
-        day = 86_400_000  # the UTC instants of a local time lie within a day of it
-        _floors, lo, hi = self._span(np.array([floor], np.int64), floor - day, floor + _UNIT_MS[self.unit] + day)
+        near = 15 * 3_600_000  # UTC offsets are within 14 hours
+        _floors, lo, hi = self._span(np.array([floor], np.int64), floor - near, floor + _UNIT_MS[self.unit] + near,
+                                    False)
         return (lo, hi) if hi > lo else None
 
     def window_paths(self, start: dt.datetime, end: dt.datetime) -> list[str]:
