@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from integrations.config import ParquetSinkConfig, SqlSourceConfig, resolve_env
+from integrations.config import ParquetSinkConfig, SqlSourceConfig, resolve_url
 from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
 from integrations.runtime.sink_runner import plan_ranges
@@ -27,7 +27,7 @@ def digest(obj: Any) -> str:
 
 def sql_source_maxima(config: SqlSourceConfig) -> dict[str, list[Any]]:
     """``{table: [MAX(incrementing), MAX(timestamp)]}`` (whichever the mode uses) — one aggregate per table."""
-    eng = sa.create_engine(resolve_env(config.connection_url))
+    eng = sa.create_engine(resolve_url(config.connection_url))
     wanted = [c for c in [config.incrementing_column, *(config.timestamp_column or [])] if c]
     out: dict[str, list[Any]] = {}
     try:

@@ -18,7 +18,7 @@ UNIX_PRECISIONS = ("seconds", "milliseconds", "microseconds", "nanoseconds")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)  # YAML `replacement: 0`
 
 
 def _split_list(v: Any) -> Any:

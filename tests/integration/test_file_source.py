@@ -111,10 +111,10 @@ def test_malformed_file_halts_the_run_and_nothing_is_finished(kafka, topic_facto
     stored = OffsetStore(kafka, offsets_topic).read(cfg.name)
     assert {k: (v["record"], v["done"]) for k, v in stored.items()} == {'{"file":"a.csv"}': (3, True)}
 
-    # through the CLI: exit code 2 and the message on stderr
+    # through the CLI: exit code 1 (a runtime failure, docs/errors.md) and the message on stderr
     path = write_connector(tmp_path / "c", cfg.model_dump(exclude_defaults=True) | {"type": "file_source"})
     proc = run_cli("run", str(path), env={"HEADRACE_OFFSETS_TOPIC": offsets_topic})
-    assert proc.returncode == 2 and "cannot read b.csv" in proc.stderr and "halt_on_error is true" in proc.stderr
+    assert proc.returncode == 1 and "cannot read b.csv" in proc.stderr and "halt_on_error is true" in proc.stderr
 
     # fixed: a.csv is only cleaned up (no duplicates), b.csv and c.csv flow
     (tmp_path / "in" / "b.csv").write_text("id,name\n10,dan\n11,eve\n12,fay\n")
