@@ -194,3 +194,38 @@ def test_guard_refuses_a_rebuild_that_would_drop_records(kafka, topic_factory, t
                                             r"recorded headrace.end_offset; span unknown\), the rebuilt files only 1"):
         rebuild_window(cfg, w.start, w.end, kafka)
     assert pq.read_table(old).column("id").to_pylist() == [0, 1, 2, 3, 4, 5]
+
+
+ZONES = [("Europe/Berlin", "2024-10-26", "2024-10-28"), ("Europe/Berlin", "2024-03-30", "2024-04-01"),
+         ("America/New_York", "2024-11-02", "2024-11-04"), ("Australia/Lord_Howe", "2024-04-06", "2024-04-08"),
+         ("America/Havana", "2024-11-02", "2024-11-04"), ("Asia/Kolkata", "2024-01-01", "2024-01-02")]
+
+
+@pytest.mark.parametrize(("zone", "first", "last"), ZONES)
+@pytest.mark.parametrize("duration", ["hourly", "daily"])
+def test_rebuild_spans_are_exactly_their_folders(tmp_path, zone, first, last, duration):
+    """For every Dagster partition around DST transitions (a 30-minute one and a midnight one among
+    them), the rebuilt span holds exactly the instants whose folder (by Python's zoneinfo) is one of
+    the rebuilt folders, and the streaming job's partition mapping of each folder covers the partition."""
+    import dagster as dg
+
+    from assets.factory import touched_partitions
+    from integrations.sinks.parquet_partitioners import Partitioner
+
+    cfg = ParquetSinkConfig(type="parquet_sink", name="spans", topics=["t"], path=str(tmp_path), partitioner="time",
+                            partition_duration=duration, timezone=zone, partition_start_date="2024-01-01")
+    part, tz, fmt = Partitioner(cfg), zoneinfo.ZoneInfo(zone), FORMATS[duration]
+    defs = (dg.HourlyPartitionsDefinition(start_date=f"{first}-00:00", end_date=f"{last}-00:00", timezone=zone)
+            if duration == "hourly" else dg.DailyPartitionsDefinition(start_date=first, end_date=last, timezone=zone))
+    minute = dt.timedelta(minutes=1)
+    for key in defs.get_partition_keys():
+        w = defs.time_window_for_partition_key(key)
+        folders, lo, hi = part.window_folders(_ms(w.start), _ms(w.end))
+        assert lo <= _ms(w.start) and _ms(w.end) <= hi, key
+        t = dt.datetime.fromtimestamp(lo / 1000, dt.UTC) - 3 * HOUR
+        while _ms(t) < hi + 3 * 3_600_000:
+            assert (t.astimezone(tz).strftime(fmt) in folders) == (lo <= _ms(t) < hi), (key, t)
+            t += minute
+        for f in folders:
+            touched = touched_partitions(cfg, defs, [f"{tmp_path}/t/{f}/t+0+{0:020d}.parquet"], lambda _f, _d: "a")
+            assert key in touched["a"], (key, f, touched)
