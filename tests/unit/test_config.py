@@ -67,4 +67,4 @@ def test_shipped_demo_connectors_are_valid():
     from integrations.config import default_connectors_dir
 
     names = sorted(c.name for c in load_folder(default_connectors_dir()))
-    assert names == ["shop-customers-lake", "shop-orders-lake", "shop-source"]
+    assert names == ["shop-customers-lake", "shop-orders-lake", "shop-orders-warehouse", "shop-source"]
