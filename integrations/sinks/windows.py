@@ -387,7 +387,11 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
             except OSError:  # a streaming run made the folder again meanwhile: move the staged files in
                 os.makedirs(dst, exist_ok=True)
                 for name in sorted(os.listdir(src)):
-                    os.replace(f"{src}/{name}", f"{dst}/{name}")
+                    target = f"{dst}/{name}"
+                    if os.path.lexists(target):  # never over a streaming run's file (only if nothing was committed)
+                        target = _kept_name(dst, name, token)
+                        warned.append(target)
+                    os.rename(f"{src}/{name}", target)
         if had_dst:
             for name in sorted(os.listdir(old)):
                 if name in verified or _is_tmp(name):
@@ -397,9 +401,7 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
                     continue
                 target = f"{dst}/{name}"
                 if os.path.lexists(target):
-                    stem, dot, ext = name.rpartition(".")
-                    target = f"{dst}/{stem}.kept-{token}{dot}{ext}" if dot else f"{target}.kept-{token}"
-                    verdict = "overlap"
+                    target, verdict = _kept_name(dst, name, token), "overlap"
                 os.makedirs(dst, exist_ok=True)
                 os.rename(f"{old}/{name}", target)
                 carried.append(target)
@@ -413,6 +415,12 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
     with contextlib.suppress(OSError):
         os.rmdir(trash)  # other swaps of this rebuild may still use it
     return has_src or had_dst, carried, warned
+
+
+def _kept_name(folder: str, name: str, token: str) -> str:
+    """A free name beside ``name`` for a file kept although its name is taken (``<stem>.kept-<token>.<ext>``)."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{folder}/{stem}.kept-{token}{dot}{ext}" if dot else f"{folder}/{name}.kept-{token}"
 
 
 def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str], judge: Callable[[str], str]
