@@ -223,7 +223,8 @@ def rebuild_window(
     staging = f"{root}/.headrace-rebuild-{token}"
     sink = _StagingSink(config, staging, (lo, hi))
     group = f"headrace-{config.name}-rebuild-{token}"
-    cfg = config.model_copy(update={"group_id": group, "max_records_per_run": None})
+    # dead letters went to dlq_topic when streaming read them: a rebuild skips them without sending them again
+    cfg = config.model_copy(update={"group_id": group, "max_records_per_run": None, "dlq_topic": None})
     try:
         res = run_sink(cfg, kafka, ranges=ranges, sink=sink)
         span = (dt.datetime.fromtimestamp(lo / 1000, dt.UTC), dt.datetime.fromtimestamp(hi / 1000, dt.UTC))

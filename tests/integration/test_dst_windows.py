@@ -229,3 +229,21 @@ def test_rebuild_spans_are_exactly_their_folders(tmp_path, zone, first, last, du
         for f in folders:
             touched = touched_partitions(cfg, defs, [f"{tmp_path}/t/{f}/t+0+{0:020d}.parquet"], lambda _f, _d: "a")
             assert key in touched["a"], (key, f, touched)
+
+
+def test_rebuild_does_not_dead_letter_again(kafka, topic_factory, tmp_path, unique):
+    """A bad record was dead-lettered once by the streaming run; rebuilding its day skips it silently
+    (the DLQ keeps one copy) and writes the good records back."""
+    from tests.helpers import read_topic
+
+    topic, dlq = topic_factory("dst"), topic_factory("dstdlq", create=False)
+    t0 = _ms(FALL + 5 * HOUR)
+    produce_all(kafka, topic, [{"value": b'{"id": 0}', "timestamp": t0}, {"value": b"not json", "timestamp": t0 + 1},
+                               {"value": b'{"id": 2}', "timestamp": t0 + 2}])
+    cfg = _cfg(topic, tmp_path, unique, "daily", flush_size=100, errors_tolerance="all", dlq_topic=dlq)
+    assert run_sink(cfg, kafka).dead_lettered == 1
+    w = time_partitions(cfg).time_window_for_partition_key("2024-10-27")
+    for _ in range(2):
+        assert rebuild_window(cfg, w.start, w.end, kafka).rows == 2
+    assert [v for _k, v, _p, _o in read_topic(kafka, dlq)] == [b"not json"]
+    assert _by_folder(tmp_path, topic) == {"year=2024/month=10/day=27": [0, 2]}
