@@ -98,12 +98,14 @@ _PERMANENT = re.compile(r"authentication|password|permission denied|does not exi
 
 
 def is_connection_error(e: BaseException) -> bool:
-    """A database connection-level failure (DB-API/SQLAlchemy/ADBC ``OperationalError`` or
-    ``InterfaceError`` in the cause chain, e.g. a reset connection, ``pg_terminate_backend``, a server
-    restarting): worth reconnecting. Data errors, bad credentials and unknown names are not."""
+    """A connection-level failure (``ConnectionError``, or a DB-API/SQLAlchemy/ADBC ``OperationalError``
+    or ``InterfaceError`` in the cause chain, e.g. a reset connection, ``pg_terminate_backend``, a
+    server restarting): worth reconnecting. Data errors, bad credentials and unknown names are not."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen and not isinstance(e, RecordError):
         seen.add(id(e))
+        if isinstance(e, ConnectionError):  # OS level, or SqlReader's "session was lost"
+            return True
         if {c.__name__ for c in type(e).__mro__} & {"OperationalError", "InterfaceError"}:
             return not _PERMANENT.search(str(e))
         e = e.__cause__ or e.__context__
