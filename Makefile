@@ -44,6 +44,7 @@ lint: install
 # The full suite: bootstraps PostgreSQL (Debian packages) and local Kafka, then runs every test.
 test: install
 	bash infra/postgres/setup.sh
+	bash infra/browser/setup.sh
 	$(BIN)/headrace kafka up
 	bash infra/schema-registry/setup.sh
 	$(BIN)/ruff check .
