@@ -1,9 +1,13 @@
 """Run a sink connector over a fixed offset range ``[start, end)`` per topic-partition.
 
-The range is planned once (from the group's committed offsets to the high watermark, or given by
-the caller, e.g. from Dagster run tags), so retries of a run read exactly the same records. Group
-offsets are committed only after the sink reports the records durable (for Parquet: after the
-atomic rename), so a crash in between makes the next run rewrite the same files.
+The range is planned once (from the committed offsets to the high watermark, or given by the caller,
+e.g. from Dagster run tags), so retries of a run read exactly the same records. Offsets are committed
+only after the sink reports the records durable (for Parquet: after the segment's files are
+published), and every commit is fenced (``integrations.sinks.fencing``): a Parquet run first takes
+its connector's transactional producer, whose ``init_transactions`` fences older runs, then plans; a
+table sink's offsets move only where they still are what the run started from. SIGTERM/SIGINT end a
+run right after a commit (``runtime.stopping``). Modules: ``sink_plan`` (ranges, lag), ``sink_decode``
+(converters and transforms), ``sink_drain`` (the consume loop), ``sink_result``.
 
 Routing transforms (RegexRouter, TimestampRouter) give each record a routed topic; the sink writes it
 there (the routed topic's folder and file names, or the table ``table_name_format`` gives it), while
@@ -89,7 +93,6 @@ def run_sink(
                 state["positions"] = None if stored is None else {**stored, **{(r.topic, r.partition): r.end
                                                                                for r in plan}}
             result = SinkResult(config.name, ranges=plan)
-            current.bind(committer)
             if plan:
                 with relaxed_gc():  # one GC-tracked Message per record: collect far less often
                     _drain(consumer, current, converter, transform, schema, plan, result, consume_batch, errors,

@@ -10,14 +10,19 @@ first record, when the batch schema changes, and at the end of each run's planne
 partitions never keep open files). Closing writes one file per encoded partition in the segment,
 named by the offset of its first record, then the runtime commits the offset after the segment.
 
-Why this is exactly-once whatever the segment boundaries of a crashed run were: a file starts at the
-first record of its encoded partition within a segment, and every segment starts at or after the
-committed offset. A re-run starts at the committed offset ``c``; the segment that re-covers a stale
-file's first offset ``f`` starts in ``[c, f]``, where no earlier record of that encoded partition
-exists, so ``f`` starts a file again and the stale file is overwritten, never duplicated.
+Why this is exactly-once, with crashes and with overlapping runs (docs/fencing.md has the long form):
+a segment's first file records the segment's end (``headrace.segment_end``) and so *claims* it. Files
+are published with ``link(2)``, never replacing a file. Before publishing a segment's first file the
+run checks, through its committer, that the committed offset is still the one it holds; after all
+files of the segment are published it commits the segment's end (fenced: a transactional producer
+per connector). A run whose segment's first file already exists (a crashed or fenced run published it
+without committing) adopts that claim: it publishes the segment's missing files (the same records),
+cutting its own segment at the claimed end or reading on to it (``read_until``), and commits it. So
+segments never overlap, and every committed offset is the end of a segment whose files all exist.
 
-Local files are written under a temporary name and renamed atomically; on object storage a PUT is
-itself atomic (the object appears only when complete), so the file is written to its final key.
+Local files are written under a temporary name (``.<name>.<fence tag>-<uuid>.tmp``) and linked into
+place; on object storage a PUT is itself atomic (the object appears only when complete), so the file is
+written to its final key after an existence check (the one remaining window, see docs/fencing.md).
 
 Routing (RegexRouter, TimestampRouter): a record goes to ``<root>/<routed topic>/...`` in a file named
 ``<routed topic>+<n>+<start offset>``. The routed topic is one more part of the encoded partition, so
@@ -491,6 +496,9 @@ class ParquetSink(Sink):
         found = self._claim_at(final)
         if found == _LEGACY and tmp is not None:
             self.fs.move(tmp, final)
+            return True
+        if found is None and tmp is not None:  # gone again (a rebuild's swap): publish after all
+            os.link(tmp, final)
             return True
         if found is None or found == _LEGACY:
             return False

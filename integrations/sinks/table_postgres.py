@@ -190,10 +190,18 @@ class PostgresBackend(TableBackend):
         self.connector = config.name
         self.schema = config.db_schema
         self.offsets = self._name(config.offsets_table)
-        with self.conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {self.offsets} (connector text, topic text, \"partition\" "
-                        "integer, next_offset bigint NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))")
-        self.conn.commit()
+        self._create_if_missing(f"CREATE TABLE IF NOT EXISTS {self.offsets} (connector text, topic text, \"partition\" "
+                                "integer, next_offset bigint NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))")
+
+    def _create_if_missing(self, sql: str) -> None:
+        """Run a ``CREATE TABLE IF NOT EXISTS``; another run creating the same table at the same moment is
+        not an error (PostgreSQL's IF NOT EXISTS can still trip over the catalog's unique index then)."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql)
+            self.conn.commit()
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            self.conn.rollback()
 
     def _name(self, table: str) -> str:
         return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
@@ -215,9 +223,7 @@ class PostgresBackend(TableBackend):
         cols = [f"{quote(f.name)} {pg_type(f.type)}" + (" NOT NULL" if f.name in pk else "") for f in schema]
         if pk:
             cols.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk)})")
-        with self.conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(cols)})")
-        self.conn.commit()
+        self._create_if_missing(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(cols)})")
 
     def add_columns(self, table: str, fields: list[pa.Field]) -> None:
         with self.conn.cursor() as cur:

@@ -282,3 +282,36 @@ def test_next_run_removes_temporary_files_of_killed_runs(kafka, topic_factory, u
     left = {k for k, f in files.items() if f.exists()}
     assert left == {"other_old", "ours_live", "staging"}
     assert parquet_counts(tmp_path, topic) == (50, 50, 0, 49)
+
+
+def test_write_errors_are_one_line(kafka, topic_factory, unique, tmp_path, pg_url):
+    """A Parquet or database write error: exit 1 and one line naming connector, topic, partition,
+    offsets, target and cause (no traceback)."""
+    topic = topic_factory("fence-err")
+    produce_ids(kafka, topic, 0, 100)
+    root = tmp_path / "lake"
+    (root / topic).mkdir(parents=True)
+    (root / topic / "partition=0").write_text("a file where the sink needs a folder")
+    name = f"fe-{unique}"
+    pq_cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root)})
+    out = run_cli("run", str(pq_cfg))
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert re.fullmatch(rf"error: connector {name}: writing {topic}\[0\] offsets 0\.\.99 to \S+/partition=0/"
+                        rf"{topic}\+0\+0{{20}}\.parquet failed: FileExistsError: .+", lines[0]), lines
+    assert kafka.committed(f"headrace-{name}", topic) == {0: None}
+
+    import psycopg
+
+    table = f"fe_{unique}"
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(f'CREATE TABLE "{table}" (id boolean)')
+    tname = f"fet-{unique}"
+    t_cfg = connector(tmp_path / "t", _table_cfg(pg_url, topic, tname, table, "insert"))
+    out = run_cli("run", str(t_cfg))
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert re.fullmatch(rf"error: connector {tname}: writing {topic}\[0\] offsets 0\.\.99 to table {table} failed: "
+                        r".*boolean.*", lines[0]), lines
+    with psycopg.connect(pg_url) as c:
+        assert c.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,)
