@@ -106,3 +106,29 @@ def test_a_paused_run_resumed_after_another_completed_is_fenced(pg_url, kafka, t
     assert gaps_and_duplicates(read_ids(kafka, topic, "read_committed"), rows) == (0, 0)
     stored = OffsetStore(kafka, offsets).read(name)
     assert stored[orjson.dumps({"table": table}).decode()]["incrementing"] == rows  # not moved back
+
+
+def test_file_source_killed_inside_a_transaction_is_exactly_once(kafka, topic_factory, unique, tmp_path):
+    """A file source with exactly_once, killed (SIGKILL) after producing a batch and before committing it:
+    the rerun's init_transactions aborts it; read_committed sees each record once."""
+    rows, batch = 50_000, 5_000
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id\n" + "\n".join(map(str, range(1, rows + 1))) + "\n")
+    topic, offsets = topic_factory("feos", create=False), topic_factory("feos-offs", create=False)
+    name = f"feos-{unique}"
+    path = tmp_path / "c.yaml"
+    path.write_text(orjson.dumps({"name": name, "type": "file_source", "input_path": str(folder), "topic": topic,
+                                  "batch_size": batch, "exactly_once": True}).decode())
+    once = tmp_path / "fault-once"
+    code, _out, err = finish(start_run(path, offsets, {"HEADRACE_FAULT": "source_after_produce",
+                                                       "HEADRACE_FAULT_ONCE": str(once)}))
+    assert code == -signal.SIGKILL and once.exists(), err
+    assert read_ids(kafka, topic, "read_uncommitted") != []  # the killed batch reached the log ...
+    code, _out, err = finish(start_run(path, offsets))
+    assert code == 0, err
+    assert gaps_and_duplicates(read_ids(kafka, topic, "read_committed"), rows) == (0, 0)  # ... never committed
+    missing, aborted = gaps_and_duplicates(read_ids(kafka, topic, "read_uncommitted"), rows)
+    assert missing == 0 and aborted == batch  # the one aborted batch
+    (stored,) = OffsetStore(kafka, offsets).read(name).values()
+    assert stored["record"] == rows and stored["done"] is True
