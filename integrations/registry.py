@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.config import FileSourceConfig, ParquetSinkConfig, SqlSourceConfig, TableSinkConfig
+from integrations.config import (
+    FileSourceConfig,
+    ParquetSinkConfig,
+    PostgresCdcConfig,
+    SqlSourceConfig,
+    TableSinkConfig,
+)
 
 
 def source_class(config: Any) -> type:
@@ -17,6 +23,10 @@ def source_class(config: Any) -> type:
         from integrations.sources.files import FileSource
 
         return FileSource
+    if isinstance(config, PostgresCdcConfig):
+        from integrations.sources.postgres_cdc import PostgresCdcSource
+
+        return PostgresCdcSource
     raise TypeError(f"{type(config).__name__} is not a source connector")
 
 
@@ -35,4 +45,4 @@ def sink_class(config: Any) -> type:
 
 def is_source(config: Any) -> bool:
     """True for source connectors (into Kafka)."""
-    return isinstance(config, SqlSourceConfig | FileSourceConfig)
+    return isinstance(config, SqlSourceConfig | FileSourceConfig | PostgresCdcConfig)

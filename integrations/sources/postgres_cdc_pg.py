@@ -1,0 +1,218 @@
+"""PostgreSQL side of the CDC source: the slot, the publication, the catalog, wal2json calls, snapshot chunks.
+
+Every identifier (slot, publication, schema, table, column) goes through ``psycopg.sql`` quoting. The
+session runs with TimeZone UTC and DateStyle ISO, so wal2json and the snapshot print values alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+import pyarrow as pa
+import pyarrow.json as pj
+from psycopg import sql
+
+from integrations.errors import HeadraceError
+from integrations.sources.postgres_cdc_decode import arrow_type, cast_text
+
+_COPY_RAW = sql.SQL("(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')")  # lines as they are (JSON has no raw \x01)
+
+
+class CdcError(HeadraceError):
+    """The change stream cannot go on safely (lost slot or position, wrong plugin, missing privileges)."""
+
+
+def lsn_text(v: int) -> str:
+    """An LSN as PostgreSQL prints it (``16/B374D848``)."""
+    return f"{v >> 32:X}/{v & 0xFFFFFFFF:X}"
+
+
+def lsn_int(text: str) -> int:
+    """``16/B374D848`` → its integer position."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+@dataclass
+class SlotInfo:
+    """A row of ``pg_replication_slots``."""
+
+    plugin: str
+    database: str
+    confirmed: int
+    wal_status: str | None
+    active_pid: int | None
+
+
+@dataclass
+class TableInfo:
+    """A captured table: ``schema.table``, its columns (name → PostgreSQL type) and primary key."""
+
+    schema: str
+    name: str
+    columns: dict[str, str]
+    pk: list[str]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def arrow_types(self) -> dict[str, pa.DataType]:
+        return {c: arrow_type(t) for c, t in self.columns.items()}
+
+
+def connect(url: str) -> psycopg.Connection:
+    """An autocommit session in UTC / ISO dates (what wal2json's and the snapshot's text depend on)."""
+    url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
+    conn = psycopg.connect(url, autocommit=True, application_name="headrace-cdc")
+    conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'")
+    return conn
+
+
+def slot_info(conn: psycopg.Connection, slot: str) -> SlotInfo | None:
+    """The slot's plugin, database, confirmed position, WAL status and active backend (None: no such slot)."""
+    row = conn.execute(
+        "SELECT plugin, database, (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint, wal_status, active_pid "
+        "FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    return None if row is None else SlotInfo(row[0] or "", row[1] or "", int(row[2] or 0), row[3], row[4])
+
+
+def create_slot(conn: psycopg.Connection, slot: str) -> int:
+    """Create a wal2json logical slot; return its consistent point."""
+    row = conn.execute("SELECT (lsn - '0/0'::pg_lsn)::bigint FROM pg_create_logical_replication_slot(%s, 'wal2json')",
+                       (slot,)).fetchone()
+    return int(row[0])
+
+
+def drop_slot(conn: psycopg.Connection, slot: str) -> None:
+    """Drop the slot (its WAL is released and its position lost)."""
+    conn.execute("SELECT pg_drop_replication_slot(%s) FROM pg_replication_slots WHERE slot_name = %s", (slot, slot))
+
+
+def advance_slot(conn: psycopg.Connection, slot: str, lsn: int) -> None:
+    """Move the slot's confirmed position to ``lsn`` (what the offsets topic holds as stored)."""
+    conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn_text(lsn)))
+
+
+def current_lsn(conn: psycopg.Connection) -> int:
+    """The server's current WAL insert position."""
+    return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0])
+
+
+def list_tables(conn: psycopg.Connection, include: list[str], exclude: list[str],
+                publication: str | None = None) -> list[TableInfo]:
+    """Ordinary and partitioned tables matching the regexes (``schema.table``, full match), with columns and key.
+
+    With ``publication`` (an existing one, under ``publication_autocreate: disabled``) only its tables."""
+    q = """
+        SELECT n.nspname, c.relname, c.oid,
+               array_agg(a.attname ORDER BY a.attnum), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
+        GROUP BY n.nspname, c.relname, c.oid ORDER BY n.nspname, c.relname"""
+    rows = conn.execute(q).fetchall()
+    published = None
+    if publication is not None:
+        published = {(r[0], r[1]) for r in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)).fetchall()}
+    inc = [re.compile(r) for r in include]
+    exc = [re.compile(r) for r in exclude]
+    out = []
+    for schema, name, oid, cols, types in rows:
+        qual = f"{schema}.{name}"
+        if inc and not any(r.fullmatch(qual) for r in inc):
+            continue
+        if any(r.fullmatch(qual) for r in exc) or (published is not None and (schema, name) not in published):
+            continue
+        pk = [r[0] for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary "
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)", (oid,)).fetchall()]
+        out.append(TableInfo(schema, name, dict(zip(cols, types, strict=True)), pk))
+    return out
+
+
+def sync_publication(conn: psycopg.Connection, name: str, mode: str, tables: list[TableInfo]) -> None:
+    """Create the publication (``filtered``: FOR TABLE the captured tables, kept in step; ``all_tables``)."""
+    exists = conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    ident = sql.Identifier(name)
+    targets = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    try:
+        if mode == "all_tables" and exists is None:
+            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(ident))
+        elif mode == "filtered" and tables:
+            if exists is None:
+                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(ident, targets))
+            elif not exists[0]:
+                have = {(r[0], r[1]) for r in conn.execute(
+                    "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)).fetchall()}
+                if have != {(t.schema, t.name) for t in tables}:
+                    conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(ident, targets))
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise CdcError(f"publication {name!r} cannot be created or changed ({e.diag.message_primary}); create it "
+                       "as the tables' owner, or set publication_autocreate: disabled") from None
+
+
+def _add_tables(tables: list[TableInfo]) -> str:
+    """wal2json's ``add-tables`` list (``\\`` escapes its separators inside names)."""
+    def esc(s: str) -> str:
+        return re.sub(r"([,.*\\ ])", r"\\\1", s)
+
+    return ",".join(f"{esc(t.schema)}.{esc(t.name)}" for t in tables) or "pg_catalog.headrace_no_table"
+
+
+def peek(conn: psycopg.Connection, slot: str, upto: int, nchanges: int, tables: list[TableInfo]) -> bytes:
+    """wal2json v2 documents pending in the slot up to ``upto`` (about ``nchanges`` rows, whole transactions),
+    one per line, each with ``"_l"``: the LSN the server reports for it. The slot does not move."""
+    opts = ["format-version", "2", "include-xids", "1", "include-timestamp", "1", "include-types", "0",
+            "include-transaction", "1", "include-lsn", "0", "add-tables", _add_tables(tables)]
+    q = sql.SQL("COPY (SELECT '{{\"_l\":' || (lsn - '0/0'::pg_lsn)::text || ',' || substr(data, 2) "
+                "FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})) TO STDOUT {}").format(
+        sql.Literal(slot), sql.Literal(lsn_text(upto)), sql.Literal(nchanges),
+        sql.SQL(", ").join(map(sql.Literal, opts)), _COPY_RAW)
+    buf = bytearray()
+    with conn.cursor().copy(q) as copy:
+        for chunk in copy:
+            buf += chunk
+    return bytes(buf)
+
+
+def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | None, limit: int
+               ) -> tuple[pa.StructArray, list[str] | None]:
+    """The next ``limit`` rows of a snapshot in key order (primary key; ``ctid`` without one), typed,
+    and the text of the last row's key (None: no rows)."""
+    keys = table.pk or ["ctid"]
+    names = list(table.columns)
+    knames = [f"__hr_k{i}" for i in range(len(keys))]
+    select = sql.SQL(", ").join(
+        [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) for c in names]
+        + [sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(kn)) for k, kn in zip(keys, knames,
+                                                                                                  strict=True)])
+    order = sql.SQL(", ").join(map(sql.Identifier, keys))
+    where = sql.SQL("")
+    if after is not None:
+        lits = sql.SQL(", ").join(sql.SQL("{}::tid").format(sql.Literal(v)) if k == "ctid" else sql.Literal(v)
+                                  for k, v in zip(keys, after, strict=True))
+        where = sql.SQL("WHERE ({}) > ({})").format(order, lits)
+    q = sql.SQL("COPY (SELECT row_to_json(x)::text FROM (SELECT {} FROM {} {} ORDER BY {} LIMIT {}) x) "
+                "TO STDOUT {}").format(select, sql.Identifier(table.schema, table.name), where, order,
+                                       sql.Literal(limit), _COPY_RAW)
+    buf = bytearray()
+    with conn.cursor().copy(q) as copy:
+        for chunk in copy:
+            buf += chunk
+    types = table.arrow_types()
+    if not buf:
+        return pa.array([], pa.struct([pa.field(c, types[c]) for c in names])), None
+    schema = pa.schema([pa.field(c, pa.string()) for c in names + knames])
+    parsed = pj.read_json(pa.BufferReader(bytes(buf)), read_options=pj.ReadOptions(block_size=1 << 26),
+                          parse_options=pj.ParseOptions(explicit_schema=schema))
+    arrays = [cast_text(parsed.column(c).combine_chunks(), types[c]) for c in names]
+    struct = pa.StructArray.from_arrays(arrays, fields=[pa.field(c, a.type) for c, a in zip(names, arrays,
+                                                                                            strict=True)])
+    last = [parsed.column(k)[-1].as_py() for k in knames]
+    return struct, last
