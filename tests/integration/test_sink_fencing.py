@@ -315,3 +315,24 @@ def test_write_errors_are_one_line(kafka, topic_factory, unique, tmp_path, pg_ur
                         r".*boolean.*", lines[0]), lines
     with psycopg.connect(pg_url) as c:
         assert c.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,)
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres", "sqlite"])
+def test_offset_update_is_conditional_in_every_backend(backend, tmp_path, request, unique):
+    """Each backend stores an offset only where it still is the one the run holds (None: no row yet)."""
+    from integrations.sinks.table import open_backend
+
+    url = {"duckdb": f"duckdb:///{tmp_path}/wh.duckdb", "sqlite": f"sqlite:///{tmp_path}/wh.sqlite"}.get(backend) \
+        or request.getfixturevalue("pg_url")
+    cfg = TableSinkConfig(type="table_sink", name=f"fc-{unique}", topics=["t"], connection_url=url)
+    b = open_backend(cfg)
+    try:
+        b.apply([], "insert", ("t", 0, 10), None)
+        with pytest.raises(SinkFenced, match=rf"another run of fc-{unique} moved its offsets for t\[0\] from none to 10"):
+            b.apply([], "insert", ("t", 0, 20), None)
+        b.apply([], "insert", ("t", 0, 20), 10)
+        with pytest.raises(SinkFenced, match=r"for t\[0\] from 10 to 20; nothing written"):
+            b.apply([], "insert", ("t", 0, 30), 10)
+        assert b.stored_offsets() == {("t", 0): 20}
+    finally:
+        b.close()
