@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from integrations.errors import HeadraceError
+from integrations.errors import HeadraceError, KafkaUnavailable
 from integrations.offsets import OffsetStore
 from integrations.runtime.errors import TransientError
 
@@ -78,7 +78,10 @@ class Transactions:
         except KafkaException as e:
             if is_fenced(e):
                 raise self._fenced(e) from e
-            raise
+            raise KafkaUnavailable(f"connector {self.connector}: Kafka did not initialise the transactions of "
+                                   f"{self.tid} ({e.args[0].str()}); check that the transaction state log "
+                                   "is available (and, with ACLs, Write on transactional ids headrace-source-*)"
+                                   ) from e
 
     def begin(self) -> None:
         """Open the batch's transaction (no-op when one is open)."""
@@ -108,7 +111,8 @@ class Transactions:
                     raise self._fenced(e) from e
                 if err.fatal():
                     self.open = False
-                    raise
+                    raise HeadraceError(f"connector {self.connector}: the transactional producer failed for "
+                                        f"good ({err.str()}); nothing of the batch is visible") from e
                 if err.txn_requires_abort() or attempt == 3:
                     self.abort()
                     raise TransientError(f"connector {self.connector}: the batch's transaction was aborted "
