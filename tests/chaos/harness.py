@@ -287,14 +287,14 @@ def one_line_failure(run: Run, code: int | None = None) -> None:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, while_alive: Run | None = None) -> bool:
-    """Poll ``cond`` every 20 ms; False when ``while_alive`` exited first; AssertionError on timeout."""
+    """Poll ``cond`` every 50 ms; False when ``while_alive`` exited first; AssertionError on timeout."""
     deadline = time.monotonic() + timeout
     while not cond():
         if while_alive is not None and while_alive.code is not None:
             return cond()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(0.05)
     return True
 
 
@@ -368,7 +368,7 @@ class Chaos:
             done.append(r)
             if r.code == 0:
                 return done
-        raise AssertionError(f"{label}: no run completed: {r.describe()}")
+        raise AssertionError(f"{label}: no run completed: " + "\n".join(x.describe() for x in done))
 
     def record(self, *tallies: Tally) -> None:
         self.tallies.extend(tallies)

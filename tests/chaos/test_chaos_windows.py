@@ -16,6 +16,7 @@ import time
 
 from tests.chaos.connectors import parquet_sink
 from tests.chaos.harness import (
+    FULL,
     SCALE,
     Run,
     one_line_failure,
@@ -38,7 +39,7 @@ print(res.rows)
 """
 
 
-@pending("concurrent window rebuilds (integrations/sinks/windows.py)")
+@pending("the Parquet sink beside a rebuild: RecursionError in ParquetSink._close/_add (parquet.py:322)")
 def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     n = SCALE.rows
     topic = chaos.topic(f"chaos-win-{unique}")
@@ -46,7 +47,7 @@ def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     t0 = int(D0.timestamp() * 1000)
     produce_numbered(chaos.kafka, topic, range(1, n + 1), timestamp=lambda i: t0 + int((i - 1) * step))
     lake = chaos.folder / "lake"
-    per_run = -(-n // 3 // 5)  # five streaming runs per partition's records
+    per_run = -(-n // 3 // (5 if FULL else 3))  # several streaming runs to drain each partition
     cfg = chaos.connector(parquet_sink(f"chaos-win-{unique}", topic, lake, partitioner="time",
                                        flush_size=max(SCALE.batch // 4, 500), max_records_per_run=per_run))
     streams: list[Run] = []
@@ -67,7 +68,9 @@ def test_window_rebuilds_beside_streaming_runs(chaos, unique):
             time.sleep(0.05)
         if stream.code == 0 and stream.result().get("rows") == 0 and not sum(stream.result()["lag_after"].values()):
             break
-        assert len(streams) < 40, f"streaming never caught up: {stream.describe()}"
+        if stream.code != 0:  # lost a race with a rebuild: one line, then the next run goes on
+            one_line_failure(stream, code=1)
+        assert len(streams) < 20, f"streaming never caught up: {stream.describe()}"
     if rebuild is not None:
         rebuild.wait(300)
     got = tally("parquet dataset", parquet_ids(lake), n)
