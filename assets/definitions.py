@@ -67,7 +67,11 @@ def __getattr__(name: str) -> dg.Definitions:
     """``defs`` (what workspace.yaml loads): the repository's connectors, built on first access only, so
     importing this module (the Component does) never loads the repository's own connector folder."""
     if name == "defs":
+        from assets.ops_jobs import ops_definitions
+
         global defs
-        defs = build_definitions()
+        configs = load_folder(default_connectors_dir())
+        # the operations jobs (status, pause/resume, offsets) for this project's connectors
+        defs = dg.Definitions.merge(build_definitions(configs=configs), ops_definitions(configs))
         return defs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

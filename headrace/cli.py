@@ -75,17 +75,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offsets(args: argparse.Namespace) -> int:
-    from integrations.offsets import OffsetStore
-
-    store = OffsetStore(KafkaSettings.from_env())
-    if args.action == "reset":
-        print(json.dumps({"reset": store.reset(args.name)}))
-    else:
-        print(json.dumps(store.read(args.name), indent=2))
-    return 0
-
-
 def _dagster_home(_args: argparse.Namespace) -> int:
     """Make $DAGSTER_HOME exist and hold the project's dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or headrace_home() / "dagster")
@@ -228,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("name", help="connector name, or a path to its YAML file")
     r.add_argument("--dir", default=str(default_connectors_dir()))
     r.set_defaults(func=_run)
-    o = sub.add_parser("offsets", help="show or reset a source connector's stored offsets")
-    o.add_argument("action", choices=["show", "reset"])
-    o.add_argument("name")
-    o.set_defaults(func=_offsets)
+    from headrace.ops_cli import add_commands
+
+    add_commands(sub)  # status, pause, resume, offsets show|reset|set (headrace/ops_cli.py)
     d = sub.add_parser("demo", help="seed the shop database and run every demo connector through Dagster")
     d.set_defaults(func=_demo)
     h = sub.add_parser("dagster-home", help="prepare $DAGSTER_HOME with the project's dagster.yaml")
