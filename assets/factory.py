@@ -31,6 +31,7 @@ from assets.keys import (
 )
 from assets.metadata import sink_metadata, source_metadata
 from assets.orphan_guard import die_with_run_worker
+from assets.stop_bridge import stoppable
 from integrations.config import (
     FileSourceConfig,
     ParquetSinkConfig,
@@ -115,6 +116,7 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
         for topic, deps in deps_by_topic.items()
     ]
     keys = [s.key for s in topic_specs]
+    key_of = dict(zip(deps_by_topic, keys, strict=True))  # fixed at build: a translator may rename keys
 
     @dg.multi_asset(
         name=f"{clean(config.name)}_source", specs=topic_specs, check_specs=_dlq_checks(keys, config),
@@ -124,7 +126,7 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
     def _source(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
         die_with_run_worker()
         settings = kafka.settings()
-        result = run_source(config, settings)
+        result = stoppable(context, run_source, config, settings)
         context.log.info(f"{config.name}: moved {result.rows} rows in {result.seconds:.1f}s "
                          f"({ {t: s.rows for t, s in result.by_topic().items()} }), "
                          f"dead-lettered {result.dead_lettered}")
@@ -140,8 +142,8 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
             meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
             if isinstance(config, FileSourceConfig):
                 meta["files_ingested"] = dg.MetadataValue.json(files.get(topic, []))
-            yield dg.MaterializeResult(asset_key=topic_key(topic), metadata=meta)
-            yield _dlq_result(topic_key(topic), config, result.dead_lettered)
+            yield dg.MaterializeResult(asset_key=key_of[topic], metadata=meta)
+            yield _dlq_result(key_of[topic], config, result.dead_lettered)
 
     job = dg.define_asset_job(f"{clean(config.name)}_job", selection=dg.AssetSelection.assets(*keys),
                               tags={CONNECTOR_TAG: config.name}, description=f"One micro-batch of {config.name}")
@@ -214,9 +216,22 @@ def _sink_results(config: ParquetSinkConfig | TableSinkConfig, assets: list[Sink
 
 
 def time_partitions(config: ParquetSinkConfig) -> dg.TimeWindowPartitionsDefinition | None:
-    """Daily or hourly Dagster partitions for a time-partitioned Parquet sink with a start date."""
+    """Daily or hourly Dagster partitions for a time-partitioned Parquet sink with a start date.
+
+    Dagster's keys and windows follow the sink's ``timezone`` across DST: a spring-forward night has no
+    hourly key for the skipped hour, a fall-back night has ``…-02:00`` and ``…-02:00+0100``, and days
+    are 23 or 25 hours long. A rebuild of a partition rewrites the span of its folders (see
+    ``Partitioner.window_folders``), so both 02:00 keys rewrite the one ``hour=02`` folder whole.
+    """
     if not isinstance(config, ParquetSinkConfig) or config.partitioner != "time" or not config.partition_start_date:
         return None
+    from integrations.errors import ConfigError, HeadraceError
+    from integrations.sinks.parquet_partitioners import Partitioner
+
+    try:
+        Partitioner(config).check_periods()
+    except HeadraceError as e:
+        raise ConfigError(f"connector {config.name}: partition_start_date needs rebuildable folders: {e}") from None
     if config.partition_duration == "hourly":
         return dg.HourlyPartitionsDefinition(start_date=f"{config.partition_start_date}-00:00", timezone=config.timezone)
     return dg.DailyPartitionsDefinition(start_date=config.partition_start_date, timezone=config.timezone)
@@ -239,7 +254,7 @@ def sink_defs(config: ParquetSinkConfig | TableSinkConfig) -> ConnectorDefs:
         def _sink(context: dg.AssetExecutionContext, kafka: KafkaResource) -> Iterator:
             die_with_run_worker()
             tag = context.run.tags.get(RANGES_TAG)
-            result = run_sink(config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
+            result = stoppable(context, run_sink, config, kafka.settings(), ranges=ranges_from_tag(tag) if tag else None)
             context.log.info(f"{config.name}: wrote {result.rows} rows ({len(result.stats.files)} file(s))")
             yield from _sink_results(config, assets, result)
 
@@ -309,7 +324,10 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
         die_with_run_worker()
         window = context.partition_time_window
         res = rebuild_window(config, window.start, window.end, kafka.settings())
-        context.log.info(f"{config.name}: rebuilt [{window.start}, {window.end}) with {res.rows} rows")
+        span = [t.astimezone(window.start.tzinfo).isoformat() for t in res.window]
+        context.log.info(f"{config.name}: rebuilt [{window.start}, {window.end}) as [{span[0]}, {span[1]}) "
+                         f"(the whole folders) with {res.rows} rows; kept {len(res.carried)} streamed file(s)")
+        shared = _partition_keys(partitions, res.window)
         fs, root = open_root(config)[:2]
         paths, files = replaced_by_asset(owners, res.paths, res.files, (fs, root))
         for p in paths.pop(None, []):
@@ -320,6 +338,8 @@ def _partitioned_parquet_defs(config: ParquetSinkConfig, specs: list[dg.AssetSpe
             yield dg.MaterializeResult(asset_key=a.key, metadata={
                 "rows": dg.MetadataValue.int(rows),
                 "window": dg.MetadataValue.text(f"[{window.start.isoformat()}, {window.end.isoformat()})"),
+                "rebuilt_window": dg.MetadataValue.text(f"[{span[0]}, {span[1]})"),
+                "partitions_rewritten": dg.MetadataValue.json(shared),
                 "offsets": dg.MetadataValue.json({f"{r.topic}[{r.partition}]": [r.start, r.end] for r in res.ranges
                                                   if r.topic in a.sources}),
                 "paths_replaced": dg.MetadataValue.json(paths.get(a.key, [])),
@@ -377,25 +397,46 @@ def replaced_by_asset(owners: FolderOwners, paths: list[str], files: list[str], 
     return out_paths, out_files
 
 
+def _partition_keys(partitions: dg.TimeWindowPartitionsDefinition,
+                    span: tuple[dt.datetime, dt.datetime] | None) -> list[str]:
+    """Keys of the partitions whose windows overlap ``[start, end)`` (aware datetimes), in order."""
+    if span is None:
+        return []
+    start, end = span
+    day = dt.timedelta(days=2)  # a partition starting before ``start`` can still overlap it
+    keys = partitions.get_partition_keys_in_time_window(dg.TimeWindow(start - day, end))
+    out = []
+    for k in keys:
+        w = partitions.time_window_for_partition_key(k)
+        if w.start.timestamp() < end.timestamp() and w.end.timestamp() > start.timestamp():
+            out.append(k)
+    return out
+
+
 def touched_partitions(config: ParquetSinkConfig, partitions: dg.TimeWindowPartitionsDefinition,
                        files: list[str], owner: Callable[[str, str], dg.AssetKey | None]
                        ) -> dict[dg.AssetKey | None, set[str]]:
     """Dagster partition keys of the time partitions that written files belong to, per owning asset.
 
+    A file's folder stands for the span of instants whose records go there (``folder_window``), and
+    every partition overlapping that span is touched: the fall-back night's ``hour=02`` is both
+    ``…-02:00`` and ``…-02:00+0100``, a daily folder is each of its hourly partitions.
     ``owner(file, topic folder)`` names the asset a file belongs to (None: no asset owns it)."""
     from integrations.sinks.parquet_partitioners import Partitioner
 
-    fmt = Partitioner(config).fmt
-    depth = fmt.count("/") + 1
+    part = Partitioner(config)
+    depth = part.fmt.count("/") + 1
+    keys_of: dict[str, list[str]] = {}
     out: dict[dg.AssetKey | None, set[str]] = {}
     for f in files:
         parts = f.replace("\\", "/").split("/")
         rel, folder = "/".join(parts[-1 - depth:-1]), parts[-2 - depth]
-        try:
-            local = dt.datetime.strptime(rel, fmt)
-        except ValueError:
-            continue
-        out.setdefault(owner(f, folder), set()).add(local.strftime(partitions.fmt))
+        if rel not in keys_of:
+            span = part.folder_window(rel)
+            keys_of[rel] = [] if span is None else _partition_keys(partitions, tuple(
+                dt.datetime.fromtimestamp(ms / 1000, dt.UTC) for ms in span))
+        if keys_of[rel]:
+            out.setdefault(owner(f, folder), set()).update(keys_of[rel])
     return out
 
 
