@@ -11,6 +11,7 @@ The scale comes from ``HEADRACE_CHAOS``: ``full`` (``make chaos``) follows issue
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -309,11 +310,15 @@ class Chaos:
     env: dict[str, str]
     runs: list[Run] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
     tallies: list[Tally] = field(default_factory=list)
     kills: int = 0
     rng: random.Random = field(default_factory=lambda: random.Random(os.environ.get("HEADRACE_CHAOS_SEED")))
 
     def connector(self, config: dict[str, Any]) -> Path:
+        """Write a connector's YAML file; a sink's consumer group is deleted afterwards."""
+        if config["type"].endswith("_sink"):
+            self.groups.append(config.get("group_id") or f"headrace-{config['name']}")
         return write_connector(self.folder / "connectors", config)
 
     def topic(self, name: str, partitions: int = 3) -> str:
@@ -397,6 +402,11 @@ class Chaos:
             r.stop()
         if self.topics:
             self.kafka.delete_topics(self.topics)
+        if self.groups:
+            admin = self.kafka.admin()
+            for fut in admin.delete_consumer_groups(self.groups, request_timeout=10).values():
+                with contextlib.suppress(Exception):  # a group that never committed does not exist
+                    fut.result(timeout=10)
 
 
 def partition_total(kafka: KafkaSettings, topic: str) -> int:

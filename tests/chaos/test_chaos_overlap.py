@@ -15,6 +15,7 @@ import pytest
 
 from tests.chaos.connectors import parquet_sink, sql_source, table_sink
 from tests.chaos.harness import (
+    FULL,
     SCALE,
     Run,
     one_line_failure,
@@ -87,13 +88,14 @@ def test_two_runs_started_together(chaos, harness_db, pg_url, unique, kind):
     a, b = chaos.start(cfg, "run-a"), chaos.start(cfg, "run-b")
     a.wait(600)
     b.wait(600)
-    last = chaos.run(cfg, "run-after")  # whatever a failed run left is done by the next one
+    # the winner planned (or read) everything; the full variant also checks that the next run still works
+    last = chaos.run(cfg, "run-after") if FULL else None
     tallies = final(n)
     chaos.record(*tallies)
     assert 0 in (a.code, b.code), f"neither run completed: {a.describe()} / {b.describe()}"
     _lost_or_won(a)
     _lost_or_won(b)
-    assert last.code == 0, last.describe()
+    assert last is None or last.code == 0, last.describe()
     _check(tallies, kind)
 
 
@@ -114,10 +116,10 @@ def test_paused_run_resumes_after_another_completed(chaos, harness_db, pg_url, u
     finally:
         stale.send(signal.SIGCONT)
     stale.wait(300)
-    last = chaos.run(cfg, "run-after")
+    last = chaos.run(cfg, "run-after") if FULL else None  # the other run did everything
     tallies = final(n)
     chaos.record(*tallies)
     assert other.code == 0, other.describe()
     one_line_failure(stale, code=1)  # the stale run fails loudly: another run moved the offsets
-    assert last.code == 0, last.describe()
+    assert last is None or last.code == 0, last.describe()
     _check(tallies, kind)
