@@ -189,16 +189,17 @@ def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | No
     names = list(table.columns)
     knames = [f"__hr_k{i}" for i in range(len(keys))]
     select = sql.SQL(", ").join(
-        [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) for c in names]
-        + [sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(kn)) for k, kn in zip(keys, knames,
+        [sql.SQL("src.{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) for c in names]
+        + [sql.SQL("src.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(kn)) for k, kn in zip(keys, knames,
                                                                                                   strict=True)])
-    order = sql.SQL(", ").join(map(sql.Identifier, keys))
+    # qualified: the output columns (text) carry the same names, and ORDER BY would pick those
+    order = sql.SQL(", ").join(sql.SQL("src.{}").format(sql.Identifier(k)) for k in keys)
     where = sql.SQL("")
     if after is not None:
         lits = sql.SQL(", ").join(sql.SQL("{}::tid").format(sql.Literal(v)) if k == "ctid" else sql.Literal(v)
                                   for k, v in zip(keys, after, strict=True))
         where = sql.SQL("WHERE ({}) > ({})").format(order, lits)
-    q = sql.SQL("COPY (SELECT row_to_json(x)::text FROM (SELECT {} FROM {} {} ORDER BY {} LIMIT {}) x) "
+    q = sql.SQL("COPY (SELECT row_to_json(x)::text FROM (SELECT {} FROM {} AS src {} ORDER BY {} LIMIT {}) x) "
                 "TO STDOUT {}").format(select, sql.Identifier(table.schema, table.name), where, order,
                                        sql.Literal(limit), _COPY_RAW)
     buf = bytearray()
