@@ -195,6 +195,10 @@ class ParquetSink(Sink):
         seg = self._segs.get(key)
         if seg is None or seg.count == 0:
             return None
+        first = self._head_at(key, seg.tables[0], seg.offsets[0].to_numpy(), seg.times[0] if seg.times else None,
+                              seg.routes[0], 0)
+        if self._claim_at(first) in (None, _LEGACY):  # the usual case: nothing published here yet
+            return None
         table, offsets, times, routed = self._materialize(seg, topic)
         offs = offsets.to_numpy()
         pos = 0
