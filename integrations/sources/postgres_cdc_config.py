@@ -93,6 +93,10 @@ else:
         max_rows_per_run: ClassVar[None] = None
         #: keys come from each table's primary key (set per batch by the source)
         key_columns: ClassVar[list[str]] = []
+        #: what the Dagster layer reads of SQL-like sources (no custom query, tables found by regexes)
+        query: ClassVar[None] = None
+        tables: ClassVar[list[str]] = []
+        schema_pattern: ClassVar[None] = None
 
         _url = field_validator("connection_url")(classmethod(lambda cls, v: _check_url_path(v)))
 
@@ -129,6 +133,18 @@ else:
         def publication(self) -> str:
             """The publication's name."""
             return self.publication_name or "headrace_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+
+        @property
+        def source_names(self) -> list[str]:
+            """``schema.table`` of the captured tables (a catalog read; the plain ``table_include`` names when
+            the database is down)."""
+            from integrations.sources.postgres_cdc_checks import captured_tables
+
+            return captured_tables(self)
+
+        def topic_problem(self, table: str) -> str | None:
+            """Why ``table``'s topic is not a legal Kafka topic name after the routers (None: it is)."""
+            return _illegal_topic(self.topic_for(table), self.transforms, f"table {table!r}")
 
         def topic_for(self, table: Any = "") -> str:
             """``<topic_prefix>.<schema>.<table>`` (``table`` is ``schema.table``; no schema: public)."""

@@ -97,8 +97,9 @@ def advance_slot(conn: psycopg.Connection, slot: str, lsn: int) -> None:
 
 
 def current_lsn(conn: psycopg.Connection) -> int:
-    """The server's current WAL insert position."""
-    return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0])
+    """The server's WAL flush position: logical decoding reads up to it, so a run's bound never passes
+    a commit it could not decode (with synchronous_commit off, the write position can be ahead)."""
+    return int(conn.execute("SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0])
 
 
 def list_tables(conn: psycopg.Connection, include: list[str], exclude: list[str],

@@ -1,0 +1,61 @@
+"""Cheap checks of a CDC connector for sensors and asset checks: the slot's pending WAL, never a decode.
+
+``pg_replication_slots`` and ``pg_current_wal_insert_lsn()`` are catalog reads: a sensor may call them every
+few seconds. Pending WAL is not pending changes of the captured tables (other tables and databases
+write WAL too), so a sensor that fires on it may start a run that finds nothing: that run still
+stores the position (with ``heartbeat_interval``) and frees that WAL.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from integrations.config import resolve_env
+from integrations.sources import postgres_cdc_pg as pg
+from integrations.sources.postgres_cdc_config import PostgresCdcConfig
+
+
+def slot_status(config: PostgresCdcConfig) -> dict[str, Any]:
+    """``{exists, confirmed_lsn, current_lsn, lag_bytes, retained_bytes, wal_status, active}`` of the slot."""
+    conn = pg.connect(resolve_env(config.connection_url))
+    try:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn::text, pg_current_wal_insert_lsn()::text, "
+            "(pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint, (pg_current_wal_insert_lsn() - restart_lsn)::bigint, "
+            "wal_status, active FROM pg_replication_slots WHERE slot_name = %s", (config.slot,)).fetchone()
+        if row is None:
+            current = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+            return {"exists": False, "slot": config.slot, "current_lsn": current}
+        return {"exists": True, "slot": config.slot, "confirmed_lsn": row[0], "current_lsn": row[1],
+                "lag_bytes": int(row[2] or 0), "retained_bytes": int(row[3] or 0), "wal_status": row[4],
+                "active": bool(row[5])}
+    finally:
+        conn.close()
+
+
+def cdc_fingerprint(config: PostgresCdcConfig, min_bytes: int = 1) -> str | None:
+    """The slot's confirmed and current positions when WAL is pending (a run is worth it), else None.
+
+    A missing slot also asks for a run: the run creates it, or fails loudly when it was lost."""
+    s = slot_status(config)
+    if not s["exists"]:
+        return f"no-slot:{s['current_lsn']}"
+    if s["lag_bytes"] < min_bytes:
+        return None
+    return f"{s['confirmed_lsn']}..{s['current_lsn']}"
+
+
+def captured_tables(config: PostgresCdcConfig) -> list[str]:
+    """``schema.table`` of every table the connector captures now (catalog only).
+
+    When the database cannot be reached: the ``table_include`` entries that are plain names."""
+    try:
+        conn = pg.connect(resolve_env(config.connection_url))
+        try:
+            return [t.qualified for t in pg.list_tables(conn, config.table_include, config.table_exclude)]
+        finally:
+            conn.close()
+    except Exception:  # noqa: BLE001 - definitions may load while the database is down
+        plain = [re.sub(r"\\(.)", r"\1", r) for r in config.table_include]
+        return [p for p in plain if re.fullmatch(r"[\w$]+(\.[\w$]+)?", p)]
