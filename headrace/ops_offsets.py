@@ -40,6 +40,12 @@ from integrations.registry import is_source
 TIMEOUT = 30.0
 
 
+def _fence_producer(kafka: KafkaSettings, transactional_id: str) -> Any:
+    """A transactional producer holding a connector's fence (``init_transactions`` is the caller's)."""
+    return kafka.producer(**{"transactional.id": transactional_id, "transaction.timeout.ms": 60_000,
+                             "message.timeout.ms": min(kafka.message_timeout_ms, 60_000), "linger.ms": 0})
+
+
 class OffsetsMoved(HeadraceError):
     """The offsets changed between reading and writing them (another writer); nothing was changed."""
 
@@ -186,8 +192,11 @@ def _partition_json(config: Any, text: str) -> str:
     if not isinstance(part, dict):
         raise ConfigError(f"source partition {text!r} must be a JSON object, e.g. {{\"table\": \"orders\"}}")
     if isinstance(config, SqlSourceConfig):
-        known = [{"query": "query"}] if config.query else [{"table": t} for t in config.source_names]
-        if part not in known and not ("table" in part and len(part) == 1 and not config.query):
+        from integrations.sources.sql import list_tables
+
+        names = ["query"] if config.query else sorted({*config.source_names, *list_tables(config)})
+        known = [{"query": "query"}] if config.query else [{"table": t} for t in names]
+        if part not in known:
             raise ConfigError(f"connector {config.name}: unknown source partition {text} (known: "
                               + ", ".join(orjson.dumps(k).decode() for k in known) + ")")
     if isinstance(config, FileSourceConfig) and set(part) != {"file"}:
@@ -257,7 +266,7 @@ def _write_source(config: Any, kafka: KafkaSettings, new: dict[str, dict[str, An
 
     store = OffsetStore(kafka)
     store.ensure()
-    p = kafka.producer(**{"transactional.id": transactional_id(config.name), "linger.ms": 0})
+    p = _fence_producer(kafka, transactional_id(config.name))
     p.init_transactions(TIMEOUT)  # fences any run of the connector still holding the producer
     try:
         p.begin_transaction()
@@ -272,8 +281,7 @@ def _write_parquet_sink(config: Any, kafka: KafkaSettings, new: dict[tuple[str, 
                         before: dict[tuple[str, int], int | None]) -> None:
     from integrations.sinks.fencing import fence_id
 
-    p = kafka.producer(**{"transactional.id": fence_id(config.name, getattr(config, "task_id", None)),
-                          "linger.ms": 0})
+    p = _fence_producer(kafka, fence_id(config.name, getattr(config, "task_id", None)))
     p.init_transactions(TIMEOUT)  # fences a run still writing: its next publish finds the offset moved
     consumer = kafka.consumer(group_id=config.consumer_group)
     try:
