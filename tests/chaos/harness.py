@@ -33,7 +33,8 @@ import pyarrow.json as pj
 import pytest
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from integrations.kafka.cluster import KafkaSettings
 
@@ -410,10 +411,17 @@ class Chaos:
 
 
 def partition_total(kafka: KafkaSettings, topic: str) -> int:
-    """Records a read_committed reader can reach in ``topic`` (sum of last stable offsets; 0 if missing)."""
+    """Records written to ``topic`` so far, open transactions included (sum of the high watermarks, as a
+    read_uncommitted reader sees them; 0 if missing). A kill keyed to it lands anywhere inside an
+    ``exactly_once`` source's transaction, not only right after a commit."""
     try:
-        return sum(high for _low, high in kafka.watermarks(topic).values())
-    except Exception:  # noqa: BLE001 - a probe while the topic is being created
+        parts = kafka.partitions(topic)
+        if not parts:
+            return 0
+        futures = kafka.admin().list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+                                             isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=10)
+        return sum(f.result(timeout=15).offset for f in futures.values())
+    except Exception:  # noqa: BLE001 - a probe while the topic is being created, or a broker restarting
         return 0
 
 
