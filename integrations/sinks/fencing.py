@@ -65,6 +65,9 @@ def fenced_message(connector: str, topic: str, partition: int, expected: int | N
     if expected is not None and current is not None and current < expected:
         return (f"offsets of {connector} for {topic}[{partition}] moved back from {expected} to {current} "
                 f"(reset by hand?); refusing to write over them; {tail}")
+    if current == expected:  # fenced at commit by a newer run that has not committed yet
+        return (f"another run of {connector} took over {topic}[{partition}] at offset {show(expected)} (it fenced "
+                f"this run's producer); {tail}")
     return (f"another run of {connector} moved its offsets for {topic}[{partition}] from {show(expected)} to "
             f"{show(current)}; {tail}")
 

@@ -31,7 +31,8 @@ from tests.integration.sink_race import (
     wait_for,
 )
 
-FENCED = re.compile(r"^error: another run of (\S+) moved its offsets for \S+\[\d+\] from \S+ to \S+; .+$")
+FENCED = re.compile(r"^error: another run of (\S+) (moved its offsets for \S+\[\d+\] from \S+ to \S+|took over "
+                    r"\S+\[\d+\] at offset \S+ \(it fenced this run's producer\)); .+$")
 
 
 def _fenced_or_ok(rc: int, lines: list[str], name: str) -> bool:
@@ -336,3 +337,25 @@ def test_offset_update_is_conditional_in_every_backend(backend, tmp_path, reques
         assert b.stored_offsets() == {("t", 0): 20}
     finally:
         b.close()
+
+
+def test_two_parquet_runs_started_together_write_each_record_once(kafka, topic_factory, unique, tmp_path):
+    topic = topic_factory("fence-p2", partitions=2)
+    n = 20_000
+    produce_ids(kafka, topic, 0, n, partitions=2)
+    root = tmp_path / "lake"
+    name = f"fp2-{unique}"
+    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
+                                     "flush_size": 500})
+    procs = [spawn(cfg), spawn(cfg)]
+    try:
+        results = [finish(p) for p in procs]
+    finally:
+        reap(*procs)
+    fenced = [_fenced_or_ok(rc, lines, name) for rc, lines in results]
+    print("fenced:", fenced, [r[1] for r in results])
+    run_cli("run", str(cfg), check=True)  # whatever a fenced run left is completed
+    assert parquet_counts(root, topic) == (n, n, 0, n - 1)
+    assert overlaps(root, topic) == []
+    assert not list(root.rglob("*.tmp"))
+    assert kafka.committed(f"headrace-{name}", topic) == {0: n // 2, 1: n // 2}
