@@ -464,8 +464,11 @@ class ParquetSink(Sink):
             if head:
                 if self._committer is not None:
                     self._committer.check(source, partition)
-                if not replace and self.fs.get_file_info(final).type == pafs.FileType.File:
-                    return self._existing(final, seg_end, head)
+                found = None if replace else self._claim_at(final)
+                if found is not None and found != _LEGACY:  # claimed (a file from before claims is replaced)
+                    if found != seg_end:
+                        raise _Reclaim(found)
+                    return False
             pq.write_table(table, final, filesystem=self.fs, compression=self.compression)
             return True
         tmp = f"{folder}/.{final.rsplit('/', 1)[1]}.{self.tag}-{uuid.uuid4().hex}.tmp"
