@@ -177,8 +177,9 @@ class PostgresCdcSource(Source):
         while True:
             blob = pg.peek(self.conn, self.slot, upto, cfg.batch_max_events, tables)
             rows = parse_changes(blob)
-            complete = rows.num_rows < cfg.batch_max_events  # a peek stops early only past nchanges rows
             events, end_all = _new_events(rows, state)
+            # a peek stops early only past nchanges rows, or it reached the bound: no second decode then
+            complete = rows.num_rows < cfg.batch_max_events or (end_all is not None and end_all >= upto)
             stored = int(state.get("lsn_flush") or 0)
             flush_all = max(upto if complete else 0, end_all or 0, stored)
             if events.num_rows == 0:

@@ -17,8 +17,6 @@ from psycopg import sql
 from integrations.errors import HeadraceError
 from integrations.sources.postgres_cdc_decode import arrow_type, cast_text
 
-_COPY_RAW = sql.SQL("(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')")  # lines as they are (JSON has no raw \x01)
-
 
 class CdcError(HeadraceError):
     """The change stream cannot go on safely (lost slot or position, wrong plugin, missing privileges)."""
@@ -168,18 +166,23 @@ def _add_tables(tables: list[TableInfo]) -> str:
 
 def peek(conn: psycopg.Connection, slot: str, upto: int, nchanges: int, tables: list[TableInfo]) -> bytes:
     """wal2json v2 documents pending in the slot up to ``upto`` (about ``nchanges`` rows, whole transactions),
-    one per line, each with ``"_l"``: the LSN the server reports for it. The slot does not move."""
+    one per line, each with ``"_l"``: the LSN the server reports for it. The slot does not move.
+
+    The lines come back as one ``bytea`` value (one protocol message, no per-row client work); a single
+    transaction larger than 1 GB of JSON cannot be read this way (PostgreSQL's value size limit)."""
     opts = ["format-version", "2", "include-xids", "1", "include-timestamp", "1", "include-types", "0",
             "include-transaction", "1", "include-lsn", "0", "add-tables", _add_tables(tables)]
-    q = sql.SQL("COPY (SELECT '{{\"_l\":' || (lsn - '0/0'::pg_lsn)::text || ',' || substr(data, 2) "
-                "FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})) TO STDOUT {}").format(
-        sql.Literal(slot), sql.Literal(lsn_text(upto)), sql.Literal(nchanges),
-        sql.SQL(", ").join(map(sql.Literal, opts)), _COPY_RAW)
-    buf = bytearray()
-    with conn.cursor().copy(q) as copy:
-        for chunk in copy:
-            buf += chunk
-    return bytes(buf)
+    q = sql.SQL("SELECT convert_to(array_to_string(ARRAY(SELECT '{{\"_l\":' || (lsn - '0/0'::pg_lsn)::text || ',' "
+                "|| substr(data, 2) FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})), E'\\n'), 'UTF8')"
+                ).format(sql.Literal(slot), sql.Literal(lsn_text(upto)), sql.Literal(nchanges),
+                         sql.SQL(", ").join(map(sql.Literal, opts)))
+    return _one_bytes(conn, q)
+
+
+def _one_bytes(conn: psycopg.Connection, q: sql.Composable) -> bytes:
+    with conn.cursor(binary=True) as cur:
+        row = cur.execute(q).fetchone()
+    return b"" if row is None or row[0] is None else bytes(row[0])
 
 
 def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | None, limit: int
@@ -200,13 +203,10 @@ def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | No
         lits = sql.SQL(", ").join(sql.SQL("{}::tid").format(sql.Literal(v)) if k == "ctid" else sql.Literal(v)
                                   for k, v in zip(keys, after, strict=True))
         where = sql.SQL("WHERE ({}) > ({})").format(order, lits)
-    q = sql.SQL("COPY (SELECT row_to_json(x)::text FROM (SELECT {} FROM {} AS src {} ORDER BY {} LIMIT {}) x) "
-                "TO STDOUT {}").format(select, sql.Identifier(table.schema, table.name), where, order,
-                                       sql.Literal(limit), _COPY_RAW)
-    buf = bytearray()
-    with conn.cursor().copy(q) as copy:
-        for chunk in copy:
-            buf += chunk
+    q = sql.SQL("SELECT convert_to(array_to_string(ARRAY(SELECT row_to_json(y)::text FROM (SELECT {} FROM {} AS src "
+                "{} ORDER BY {} LIMIT {}) y), E'\\n'), 'UTF8')").format(
+        select, sql.Identifier(table.schema, table.name), where, order, sql.Literal(limit))
+    buf = _one_bytes(conn, q)
     types = table.arrow_types()
     if not buf:
         return pa.array([], pa.struct([pa.field(c, types[c]) for c in names])), None
