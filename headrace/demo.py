@@ -6,10 +6,14 @@ Run again with no new source rows, it moves nothing and the dataset is unchanged
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
 import random
 import sqlite3
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from integrations.config import default_connectors_dir, load_folder, resolve_path
@@ -86,6 +90,36 @@ def _table_rows(url: str, table: str) -> str:
         return ""
 
 
+@contextlib.contextmanager
+def quiet_output(log_path: Path) -> Iterator[None]:
+    """Send Dagster's event stream (its console logger writes to ``sys.stderr``), Python warnings,
+    every log record, and whatever writes to file descriptor 2 (librdkafka clients made without the
+    ``headrace.kafka.client`` logger, e.g. local Kafka's start-up probes, whose "coordinator load in
+    progress" lines a fresh broker causes) to ``log_path`` instead of the terminal, for the block."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    console = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    with log_path.open("w", encoding="utf-8") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for h in console:
+            root.removeHandler(h)
+        root.addHandler(handler)
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        os.dup2(stream.fileno(), 2)  # librdkafka clients made without our logger write to fd 2 directly
+        try:
+            with contextlib.redirect_stderr(stream):
+                yield
+        finally:
+            stream.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            root.removeHandler(handler)
+            for h in console:
+                root.addHandler(h)
+
+
 def run_demo() -> int:
     """Seed, start Kafka, materialize everything, print what moved and where the files are."""
     home = headrace_home()
@@ -97,27 +131,33 @@ def run_demo() -> int:
     (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     customers, orders = seed_shop(home / "demo" / "shop.db")
     print(f"shop database: {home / 'demo' / 'shop.db'} ({customers} customers, {orders} orders)")
-    if not KafkaSettings.from_env().is_external:
-        print(LocalKafka().up())
+    log_path = home / "logs" / "demo.log"
+    try:
+        with quiet_output(log_path):
+            if not KafkaSettings.from_env().is_external:
+                print(LocalKafka().up(), flush=True)
+            print("materializing every demo asset through Dagster ...", flush=True)
+            import dagster as dg
 
-    import dagster as dg
+            from assets.definitions import build_definitions
 
-    from assets.definitions import build_definitions
-
-    folder = default_connectors_dir()
-    defs = build_definitions(folder)
-    configs = load_folder(folder)
-    job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance)
-    if not result.success:
-        print("demo run failed; see the Dagster logs above")
-        return 1
+            folder = default_connectors_dir()
+            defs = build_definitions(folder)
+            configs = load_folder(folder)
+            job = defs.resolve_implicit_global_asset_job_def()
+            with dg.DagsterInstance.get() as instance:
+                result = job.execute_in_process(  # a step's error is raised: the CLI reports it in one line
+                    instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}})
+    except BaseException:
+        print(f"Dagster's event log of this run: {log_path}")
+        raise
     where = data_locations(configs)
     print("\nrows moved, per asset (and where the data is):")
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         rows = mat.metadata["rows"].value
         print(f"  {'/'.join(mat.asset_key.path):45s} {rows:>8} rows  → {where.get(mat.asset_key, '?')}")
-    print(f"\nDagster UI with this history: make dev  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(f"\nDagster's event log of this run (DEBUG): {log_path}")
+    print(f"Dagster UI with this history: run `make dev`, then open http://127.0.0.1:3000 "
+          f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return 0
