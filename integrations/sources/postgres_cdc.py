@@ -123,7 +123,7 @@ class PostgresCdcSource(Source):
             pg.advance_slot(self.conn, self.slot, int(state["lsn_flush"]))
         return state
 
-    def _advance(self, lsn: int) -> None:
+    def _advance_slot(self, lsn: int) -> None:
         info = pg.slot_info(self.conn, self.slot)
         if info is not None and lsn > info.confirmed:
             pg.advance_slot(self.conn, self.slot, lsn)
@@ -190,7 +190,7 @@ class PostgresCdcSource(Source):
                     state.update(lsn_flush=flush_all, ts_sec=time.time())
                     last_beat = time.time()
                     yield SourceBatch(partition, cfg.topic_for("heartbeat"), pa.table({}), dict(state))
-                    self._advance(flush_all)
+                    self._advance_slot(flush_all)
                     self.last_run["lsn_to"] = flush_all
                 if complete or end_all is None:
                     return
@@ -213,7 +213,7 @@ class PostgresCdcSource(Source):
                              lsn_flush=max(flush, int(state.get("lsn_flush") or 0)),
                              txId=chunk.column("xid")[-1].as_py(), ts_sec=time.time())
                 yield from self._produce(partition, chunk, by_name, dict(state))
-                self._advance(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
+                self._advance_slot(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
                 self.last_run["lsn_to"] = state["lsn_flush"]
             if budget is not None:
                 budget -= take
