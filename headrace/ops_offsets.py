@@ -5,12 +5,13 @@ Where offsets live, and how a change goes through the connector's fence so a run
 still writing (a second deployment, a stalled step) can never publish over it:
 
 - **Sources**: the offsets topic (:class:`OffsetStore`). The change is written in a transaction of the
-  connector's transactional producer (``headrace-source-<name>``); its ``init_transactions`` fences
-  any older run, which then fails at its next offset write.
+  connector's transactional producer (``headrace-source-<name>``); its ``init_transactions`` (taken
+  before the offsets are read) fences any older run and aborts its open transaction; that run then
+  fails at its next offset write.
 - **Parquet sinks**: the consumer group's committed offsets, committed with
   ``send_offsets_to_transaction`` by the connector's transactional producer
-  (``headrace-sink-<name>``): ``init_transactions`` fences a running run, whose next publish then
-  finds the group's offset moved (``SinkFenced``).
+  (``headrace-sink-<name>``), initialised before the offsets are read: a running run is fenced (its
+  open offset transaction aborted) and its next publish finds the group's offset moved (``SinkFenced``).
 - **Table sinks**: the offsets table in the target database, updated with the backends' own
   conditional update (``next_offset = <what was read>``), so a run holding the old offset is fenced
   at its next transaction. The consumer group's offsets (what sensors watch) are set to match.
@@ -261,46 +262,30 @@ def source_targets(config: Any, kafka: KafkaSettings, to: str, timestamp: str | 
 
 # --- writing, through the connector's fence ----------------------------------------------------------
 
-def _write_source(config: Any, kafka: KafkaSettings, new: dict[str, dict[str, Any] | None]) -> None:
-    from integrations.runtime.source_fence import transactional_id
+def _fenced(config: Any, kafka: KafkaSettings) -> Any:
+    """The connector's fence producer, initialised: any run still holding the fence is fenced and its
+    open transaction (records, offsets) aborted, so offsets read after this are final until we write."""
+    if is_source(config):
+        from integrations.runtime.source_fence import transactional_id
 
-    store = OffsetStore(kafka)
-    store.ensure()
-    p = _fence_producer(kafka, transactional_id(config.name))
-    p.init_transactions(TIMEOUT)  # fences any run of the connector still holding the producer
+        tid = transactional_id(config.name)
+    else:
+        from integrations.sinks.fencing import fence_id
+
+        tid = fence_id(config.name, getattr(config, "task_id", None))
+    p = _fence_producer(kafka, tid)
+    p.init_transactions(TIMEOUT)
+    return p
+
+
+def _in_transaction(p: Any, write: Any) -> None:
+    p.begin_transaction()
     try:
-        p.begin_transaction()
-        store.produce_into(p, config.name, new)
+        write()
         p.commit_transaction(TIMEOUT)
     except BaseException:
         p.abort_transaction(TIMEOUT)
         raise
-
-
-def _write_parquet_sink(config: Any, kafka: KafkaSettings, new: dict[tuple[str, int], int],
-                        before: dict[tuple[str, int], int | None]) -> None:
-    from integrations.sinks.fencing import fence_id
-
-    p = _fence_producer(kafka, fence_id(config.name, getattr(config, "task_id", None)))
-    p.init_transactions(TIMEOUT)  # fences a run still writing: its next publish finds the offset moved
-    consumer = kafka.consumer(group_id=config.consumer_group)
-    try:
-        now = sink_offsets(config, kafka)
-        moved = [k for k in new if now.get(k) != before.get(k)]
-        if moved:
-            t, part = moved[0]
-            raise OffsetsMoved(f"connector {config.name}: the offset of {tp_name(t, part)} moved from "
-                               f"{before.get(moved[0])} to {now.get(moved[0])} meanwhile; nothing changed")
-        p.begin_transaction()
-        try:
-            p.send_offsets_to_transaction([TopicPartition(t, part, o) for (t, part), o in new.items()],
-                                          consumer.consumer_group_metadata(), TIMEOUT)
-            p.commit_transaction(TIMEOUT)
-        except BaseException:
-            p.abort_transaction(TIMEOUT)
-            raise
-    finally:
-        consumer.close()
 
 
 def _write_table_sink(config: Any, kafka: KafkaSettings, new: dict[tuple[str, int], int],
@@ -329,20 +314,28 @@ def apply(config: Any, kafka: KafkaSettings, new: dict[Any, Any]) -> OffsetsChan
     ``{(topic, partition): offset}``) through its fence; return before and after."""
     kind = kind_of(config)
     if kind == "source":
-        before = OffsetStore(kafka).read(config.name)
+        p = _fenced(config, kafka)  # before reading: a paused run's open transaction is aborted first
+        store = OffsetStore(kafka)
+        store.ensure()
+        before = store.read(config.name)
         changed = [k for k, v in new.items() if before.get(k) != v]
         if changed:
-            _write_source(config, kafka, {k: new[k] for k in changed})
-        after = OffsetStore(kafka).read(config.name)
-        return OffsetsChange(config.name, kind, before, after, changed)
+            _in_transaction(p, lambda: store.produce_into(p, config.name, {k: new[k] for k in changed}))
+        return OffsetsChange(config.name, kind, before, store.read(config.name), changed)
+    p = _fenced(config, kafka) if kind == "parquet_sink" else None
     raw = sink_offsets(config, kafka)
     changed_tp = [k for k, v in new.items() if raw.get(k) != v]
     todo = {k: new[k] for k in changed_tp}
-    if todo:
-        if kind == "table_sink":
-            _write_table_sink(config, kafka, todo, raw)
-        else:
-            _write_parquet_sink(config, kafka, todo, raw)
+    if todo and kind == "table_sink":
+        _write_table_sink(config, kafka, todo, raw)
+    elif todo:
+        consumer = kafka.consumer(group_id=config.consumer_group)
+        try:
+            _in_transaction(p, lambda: p.send_offsets_to_transaction(
+                [TopicPartition(t, part, o) for (t, part), o in todo.items()],
+                consumer.consumer_group_metadata(), TIMEOUT))
+        finally:
+            consumer.close()
     after = sink_offsets(config, kafka)
     return OffsetsChange(config.name, kind, {tp_name(*k): v for k, v in raw.items()},
                          {tp_name(*k): v for k, v in after.items()}, [tp_name(*k) for k in changed_tp])

@@ -6,6 +6,8 @@ run of the connector is in flight in the Dagster instance. Real Kafka, databases
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from integrations.runtime.source_runner import run_source
 from tests.conftest import run_cli
 from tests.helpers import read_dataset, read_topic, write_connector
 from tests.integration.sink_helpers import produce
+from tests.integration.sink_race import connector, finish, produce_ids, reap, spawn, wait_for
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
@@ -205,3 +208,31 @@ def test_refused_while_a_run_is_in_flight(kafka, topic_factory, tmp_path, unique
         instance.report_run_failed(run)
     out = _cli(tmp_path, "offsets", "reset", str(path), "--to-latest")
     assert out.splitlines()[1:] == [f"  {topic}[0]: none -> 3"]
+
+
+def test_offsets_set_fences_a_paused_parquet_run(kafka, topic_factory, tmp_path, unique):
+    """A ``headrace run`` outside Dagster, paused (SIGSTOP) after its first file: ``offsets set`` takes the
+    connector's fence; resumed, the run fails with the fenced line and never commits over the new offset."""
+    topic = topic_factory("ops-fence")
+    produce_ids(kafka, topic, 0, 30_000)
+    root = tmp_path / "lake"
+    name = f"ops-fence-{unique}"
+    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
+                                     "flush_size": 300})
+    a = spawn(cfg)
+    try:
+        wait_for(lambda: any(root.rglob("*.parquet")) or a.poll() is not None)
+        os.kill(a.pid, signal.SIGSTOP)
+        assert a.poll() is None, "the run finished before it could be paused"
+        out = _cli(tmp_path, "offsets", "set", str(cfg), "--partition", "0", "--offset", "29000", "--json")
+        assert json.loads(out)["after"] == {f"{topic}[0]": 29_000}
+        os.kill(a.pid, signal.SIGCONT)
+        rc, lines = finish(a)
+    finally:
+        if a.poll() is None:
+            os.kill(a.pid, signal.SIGCONT)
+        reap(a)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith(f"error: another run of {name} "), (rc, lines)
+    assert kafka.committed(f"headrace-{name}", topic) == {0: 29_000}  # the fenced run committed nothing more
+    assert run_sink(load_connector(cfg), kafka).rows == 1000  # the next run reads exactly from the new offset
+    assert kafka.committed(f"headrace-{name}", topic) == {0: 30_000}
