@@ -160,7 +160,7 @@ class PostgresCdcSource(Source):
                                             lsn=int(state.get("lsn_flush") or 0), last=final)
             snap = {**snap, "after": last}
             state["snapshot"] = snap
-            self._count("r", len(rows))
+            self._count("r", len(rows), state)
             yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
         state["snapshot"] = None
         # the snapshot is complete: stored before any streamed event
@@ -212,7 +212,9 @@ class PostgresCdcSource(Source):
                 state.update(lsn=int(chunk.column("_l")[-1].as_py()), lsn_commit=end,
                              lsn_flush=max(flush, int(state.get("lsn_flush") or 0)),
                              txId=chunk.column("xid")[-1].as_py(), ts_sec=time.time())
-                yield from self._produce(partition, chunk, by_name, dict(state))
+                offset = dict(state)
+                yield from self._produce(partition, chunk, by_name, offset)
+                state["events"] = offset.get("events")
                 self._advance_slot(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
                 self.last_run["lsn_to"] = state["lsn_flush"]
             if budget is not None:
@@ -243,7 +245,7 @@ class PostgresCdcSource(Source):
                                         layout=layout)
             topic = cfg.topic_for(name)
             for op, n in zip(*np.unique(ops, return_counts=True), strict=True):
-                self._count(str(op), int(n))
+                self._count(str(op), int(n), offset)
             for op, lo, hi in _runs(ops):
                 part_key = None if key is None or op == "t" else key.slice(lo, hi - lo)
                 out.append(Outgoing(partition, topic, value.slice(lo, hi - lo), None, part_key))
@@ -255,9 +257,14 @@ class PostgresCdcSource(Source):
             out.append(SourceBatch(partition, cfg.topic_for("heartbeat"), pa.table({}), offset))
         yield from out
 
-    def _count(self, op: str, n: int) -> None:
+    def _count(self, op: str, n: int, state: dict[str, Any]) -> None:
+        """Count events per op: in this poll (``last_run``) and, cumulated, in the offset to store (so a
+        run's counts are the difference of its offsets before and after, replays not counted twice)."""
         ev = self.last_run.setdefault("events", {})
         ev[op] = ev.get(op, 0) + n
+        total = dict(state.get("events") or {})
+        total[op] = total.get(op, 0) + n
+        state["events"] = total
 
 
 def _new_events(rows: pa.Table, state: dict[str, Any]) -> tuple[pa.Table, int | None]:

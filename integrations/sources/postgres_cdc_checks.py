@@ -59,3 +59,23 @@ def captured_tables(config: PostgresCdcConfig) -> list[str]:
     except Exception:  # noqa: BLE001 - definitions may load while the database is down
         plain = [re.sub(r"\\(.)", r"\1", r) for r in config.table_include]
         return [p for p in plain if re.fullmatch(r"[\w$]+(\.[\w$]+)?", p)]
+
+
+def run_metadata(config: PostgresCdcConfig, before: dict[str, Any] | None, after: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    """What a run did, from its offsets before and after: the LSN range, events per op, and the slot's
+    lag now (``lag_bytes``: WAL past the confirmed position; ``retained_bytes``: WAL the slot keeps)."""
+    before, after = before or {}, after or {}
+    b_ev, a_ev = before.get("events") or {}, after.get("events") or {}
+    out: dict[str, Any] = {
+        "lsn_range": [pg.lsn_text(int(before.get("lsn_flush") or 0)), pg.lsn_text(int(after.get("lsn_flush") or 0))],
+        "events_per_op": {op: n - b_ev.get(op, 0) for op, n in sorted(a_ev.items()) if n - b_ev.get(op, 0)},
+    }
+    try:
+        s = slot_status(config)
+        if s["exists"]:
+            out["slot_lag_bytes"] = s["lag_bytes"]
+            out["slot_retained_bytes"] = s["retained_bytes"]
+    except Exception as e:  # noqa: BLE001 - metadata must not fail a run that moved its data
+        out["slot_status_error"] = type(e).__name__
+    return out

@@ -48,3 +48,31 @@ def test_heartbeat_frees_wal_of_other_tables(cdc: Cdc) -> None:
     cdc.run(heartbeat_interval=1)
     assert [v["op"] for _k, v in __import__("tests.integration.cdc_helpers", fromlist=["x"]).envelopes(
         cdc.kafka, cdc.topic("orders"))] == ["c"]
+
+
+def test_materialization_metadata(cdc: Cdc) -> None:
+    cdc.sql("CREATE TABLE orders (id int PRIMARY KEY, v text)", "INSERT INTO orders VALUES (1, 'a'), (2, 'b')")
+    config = cdc.config(table_include=[r"public\.orders"])
+    cdc.topics.update(f"{cdc.prefix}.public.{t}" for t in ("orders", "snapshot", "heartbeat"))
+    defs = build_definitions(configs=[config])
+    job = defs.resolve_implicit_global_asset_job_def()
+
+    def metadata() -> dict:
+        with dg.instance_for_test() as instance:
+            res = job.execute_in_process(instance=instance)
+            assert res.success
+            mats = [e.event_specific_data.materialization for e in res.all_events
+                    if e.event_type_value == "ASSET_MATERIALIZATION"]
+            assert len(mats) == 1
+            return {k: v.value for k, v in mats[0].metadata.items()}
+
+    first = metadata()  # the snapshot
+    assert first["events_per_op"] == {"r": 2} and first["rows"] == 2
+    cdc.sql("UPDATE orders SET v = 'c' WHERE id = 1", "DELETE FROM orders WHERE id = 2",
+            "INSERT INTO orders VALUES (3, 'd')")
+    second = metadata()
+    assert second["events_per_op"] == {"c": 1, "d": 1, "u": 1}
+    assert second["rows"] == 4  # + the tombstone
+    lo, hi = second["lsn_range"]
+    assert lo == first["lsn_range"][1] and hi != lo
+    assert isinstance(second["slot_lag_bytes"], int) and second["slot_retained_bytes"] >= second["slot_lag_bytes"]
