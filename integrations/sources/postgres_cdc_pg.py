@@ -185,6 +185,17 @@ def _one_bytes(conn: psycopg.Connection, q: sql.Composable) -> bytes:
     return b"" if row is None or row[0] is None else bytes(row[0])
 
 
+def _as_text(column: str, pg_type: str) -> sql.Composable:
+    """A column as wal2json prints it: the type's output function (``char(n)`` keeps its padding, which
+    a cast to text drops), ``bytea`` as hex without ``\\x``."""
+    ident = sql.SQL("src.{}").format(sql.Identifier(column))
+    if pg_type == "bytea":
+        return sql.SQL("encode({}, 'hex')").format(ident)
+    if pg_type.startswith("character(") or pg_type == "character":
+        return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE concat({}) END").format(ident, ident)
+    return sql.SQL("{}::text").format(ident)
+
+
 def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | None, limit: int
                ) -> tuple[pa.StructArray, list[str] | None]:
     """The next ``limit`` rows of a snapshot in key order (primary key; ``ctid`` without one), typed,
@@ -193,7 +204,7 @@ def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | No
     names = list(table.columns)
     knames = [f"__hr_k{i}" for i in range(len(keys))]
     select = sql.SQL(", ").join(
-        [sql.SQL("src.{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) for c in names]
+        [sql.SQL("{} AS {}").format(_as_text(c, table.columns[c]), sql.Identifier(c)) for c in names]
         + [sql.SQL("src.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(kn)) for k, kn in zip(keys, knames,
                                                                                                   strict=True)])
     # qualified: the output columns (text) carry the same names, and ORDER BY would pick those
