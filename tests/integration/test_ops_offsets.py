@@ -18,12 +18,15 @@ import psycopg
 from dagster._core.storage.dagster_run import DagsterRun
 
 from integrations.config import load_connector
+from integrations.offsets import OffsetStore
 from integrations.runtime.sink_runner import run_sink
 from integrations.runtime.source_runner import run_source
 from tests.conftest import run_cli
 from tests.helpers import read_dataset, read_topic, write_connector
 from tests.integration.sink_helpers import produce
 from tests.integration.sink_race import connector, finish, produce_ids, reap, spawn, wait_for
+from tests.integration.source_helpers import finish as finish_source
+from tests.integration.source_helpers import numbered_table, source_file, start_run, wait_for_growth
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
@@ -34,8 +37,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {"HEADRACE_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster")}
 
 
-def _cli(tmp_path: Path, *args: str) -> str:
-    proc = run_cli(*args, env=_env(tmp_path))
+def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = run_cli(*args, env={**_env(tmp_path), **(env or {})})
     assert proc.returncode == 0, f"headrace {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -236,3 +239,31 @@ def test_offsets_set_fences_a_paused_parquet_run(kafka, topic_factory, tmp_path,
     assert kafka.committed(f"headrace-{name}", topic) == {0: 29_000}  # the fenced run committed nothing more
     assert run_sink(load_connector(cfg), kafka).rows == 1000  # the next run reads exactly from the new offset
     assert kafka.committed(f"headrace-{name}", topic) == {0: 30_000}
+
+
+def test_offsets_set_fences_a_paused_source_run(pg_url, kafka, topic_factory, unique, tmp_path):
+    """A source run outside Dagster, paused mid-table: ``offsets set`` takes the source's transactional id
+    (aborting the paused run's open offset transaction); resumed, the run fails with the fenced line and
+    stores nothing more; the next run reads exactly the rows after the new offset."""
+    rows, batch = 100_000, 5_000
+    table, name = f"opsf_{unique}", f"opsf-{unique}"
+    numbered_table(pg_url, table, rows)
+    prefix, offsets = topic_factory("opsf", create=False), topic_factory("opsf-offs", create=False)
+    path = source_file(tmp_path / "c", name, pg_url, table, prefix, batch_max_rows=batch)
+    part = orjson.dumps({"table": table}).decode()
+    stale = start_run(path, offsets)
+    assert wait_for_growth(kafka, prefix + table, 0, stale)
+    os.killpg(stale.pid, signal.SIGSTOP)
+    try:
+        out = _cli(tmp_path, "offsets", "set", str(path), "--partition", part, "--offset", '{"incrementing": 90000}',
+                   "--json", env={"HEADRACE_OFFSETS_TOPIC": offsets})
+        assert json.loads(out)["after"] == {part: {"incrementing": 90_000}}
+    finally:
+        os.killpg(stale.pid, signal.SIGCONT)
+    code, _out, err = finish_source(stale)
+    assert code == 1 and f"another run of {name} started" in err and "fenced this one" in err, err
+    assert OffsetStore(kafka, offsets).read(name) == {part: {"incrementing": 90_000}}  # nothing stored after it
+    code, out, err = finish_source(start_run(path, offsets))
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 10_000  # ids 90001..100000
+    assert OffsetStore(kafka, offsets).read(name)[part]["incrementing"] == rows
