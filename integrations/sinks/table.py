@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from integrations.config import TableSinkConfig, resolve_env
+from integrations.config import TableSinkConfig, resolve_url
 from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, message_offsets
 from integrations.sinks.fencing import OffsetsBackwards, SinkFenced, backwards_message, one_line
 from integrations.transforms.batch import is_primitive
@@ -40,7 +40,7 @@ KAFKA_PK = ["__connect_topic", "__connect_partition", "__connect_offset"]
 
 def open_backend(config: TableSinkConfig) -> TableBackend:
     """The backend for the connection URL (secrets resolved only here)."""
-    url = resolve_env(config.connection_url)
+    url = resolve_url(config.connection_url)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "duckdb":
         from integrations.sinks.table_duckdb import DuckDBBackend

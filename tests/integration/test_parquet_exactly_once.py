@@ -81,7 +81,7 @@ def test_window_rebuild_replaces_one_day_idempotently(kafka, topic_factory, uniq
     assert [(r.partition, r.start, r.end) for r in ranges] == [(0, 20, 40), (1, 20, 40)]
     day = tmp_path / topic / "year=2024/month=05/day=02"
     day.mkdir(parents=True)
-    pq.write_table(_stale(), day / "stale.parquet")
+    pq.write_table(_stale(), day / f"{topic}+0+{25:020d}.parquet")  # a crashed run's file of offset 25
     res = rebuild_window(cfg, D0 + dt.timedelta(days=1), D0 + dt.timedelta(days=2), kafka)
     assert res.rows == 40 and res.paths == [f"{topic}/year=2024/month=05/day=02"]
     first = file_rows(str(tmp_path), topic)
@@ -100,9 +100,10 @@ def test_window_rebuild_replaces_one_day_idempotently(kafka, topic_factory, uniq
 
 
 def _stale():
+    """A stale file of a crashed run that held the record of offset 25 (a rebuild verifies it re-read it)."""
     import pyarrow as pa
 
-    return pa.table({"id": [999]})
+    return pa.table({"id": [999]}).replace_schema_metadata({"headrace.end_offset": "26"})
 
 
 def test_500_days_bounded_memory(kafka, topic_factory, unique, tmp_path):
@@ -140,7 +141,7 @@ def test_window_rebuild_on_s3(kafka, topic_factory, unique, moto_s3):
     fs = pafs.S3FileSystem(**moto_s3)
     day = f"headrace-test/w/{topic}/year=2024/month=05/day=03"
     fs.create_dir(day)
-    with fs.open_output_stream(f"{day}/stale.parquet") as f:
+    with fs.open_output_stream(f"{day}/{topic}+0+{25:020d}.parquet") as f:
         pq.write_table(_stale(), f)
     for _ in range(2):
         res = rebuild_window(cfg, D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=3), kafka)
