@@ -115,7 +115,7 @@ class PostgresCdcSource(Source):
             start = pg.create_slot(self.conn, self.slot)
             log.info("connector %s created replication slot %s at %s", cfg.name, self.slot, pg.lsn_text(start))
             snap = {"table": 0, "after": None} if cfg.snapshot_mode != "never" else None
-            return {"lsn_flush": start, "snapshot": snap}
+            return {"lsn_flush": start, "snapshot": snap, "events": state.get("events") or {}}
         if not stored:  # an existing slot adopted: stream from its confirmed position
             snap = {"table": 0, "after": None} if cfg.snapshot_mode in ("initial", "when_needed") else None
             return {"lsn_flush": info.confirmed, "snapshot": snap}

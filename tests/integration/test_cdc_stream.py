@@ -119,3 +119,18 @@ def test_slot_dropped_behind_its_back_fails_loudly(cdc: Cdc) -> None:
     cdc.run(snapshot_mode="when_needed")
     ops = [(k["id"], v["op"]) for k, v in envelopes(cdc.kafka, cdc.topic("t")) if v is not None]
     assert ops == [(1, "c"), (1, "r"), (2, "r")]
+
+
+def test_max_events_per_run_splits_a_transaction_across_runs(cdc: Cdc) -> None:
+    cdc.sql("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    cdc.overrides.update(snapshot_mode="never", batch_max_events=100, max_events_per_run=250)
+    cdc.run()
+    cdc.sql("INSERT INTO t SELECT g, 0 FROM generate_series(1, 1000) g",  # one transaction of 1,000
+            "UPDATE t SET v = 1 WHERE id <= 120", "DELETE FROM t WHERE id > 990")
+    moved = []
+    for _ in range(8):
+        moved.append(cdc.run().rows)
+    assert moved[:4] == [250, 250, 250, 250] and sum(moved) == 1000 + 120 + 10 + 10
+    records = envelopes(cdc.kafka, cdc.topic("t"))
+    seqs = ops_by_key(records)
+    assert seqs == {i: ["c", "u"] if i <= 120 else ["c", "d", "-"] if i > 990 else ["c"] for i in range(1, 1001)}
