@@ -176,7 +176,8 @@ def produce_numbered(kafka: KafkaSettings, topic: str, ids: Iterable[int], parti
     """Produce one JSON record per id, round-robin over partitions, checking every delivery.
 
     With ``keys`` (upsert data), record ``i`` has key and ``id`` ``(i - 1) % keys + 1`` and ``n = i``:
-    every key appears several times and the latest record of key ``k`` has the largest ``n``. With
+    every key appears several times, always in the same partition (Kafka orders records per
+    partition only), and the latest record of key ``k`` has the largest ``n``. With
     ``timestamp``, record ``i`` gets that Kafka timestamp (epoch ms)."""
     failed: list[str] = []
 
@@ -189,6 +190,7 @@ def produce_numbered(kafka: KafkaSettings, topic: str, ids: Iterable[int], parti
         kw: dict[str, Any] = {"partition": i % partitions}
         if keys:
             k = (i - 1) % keys + 1
+            kw["partition"] = k % partitions  # one partition per key, as a keyed producer does: order per key
             kw["key"] = b'{"id":%d}' % k
             kw["value"] = b'{"id":%d,"n":%d,"v":"row %d"}' % (k, i, i)
         else:
