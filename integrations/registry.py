@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.config import (
-    FileSourceConfig,
-    ParquetSinkConfig,
-    PostgresCdcConfig,
-    SqlSourceConfig,
-    TableSinkConfig,
-)
+from integrations.config import FileSourceConfig, ParquetSinkConfig, SqlSourceConfig, TableSinkConfig
+from integrations.sources.postgres_cdc_config import PostgresCdcConfig
 
 
 def source_class(config: Any) -> type:

@@ -17,9 +17,14 @@ if "integrations.config" not in sys.modules or not hasattr(sys.modules["integrat
     # imported before integrations.config: let it load (it imports this module back, completely),
     # then re-export what that import defined
     del sys.modules[__name__]
+    import importlib
+
     import integrations.config as _config  # noqa: E402
 
-    PostgresCdcConfig = _config.PostgresCdcConfig  # type: ignore[attr-defined]
+    # integrations.config imported this module back (then it holds the class); if it does not, import
+    # this module again now that integrations.config is loaded
+    PostgresCdcConfig = getattr(_config, "PostgresCdcConfig", None) or importlib.import_module(  # type: ignore[assignment]
+        __name__).PostgresCdcConfig
 else:
     from integrations.config import _ConnectorBase, _illegal_topic
     from integrations.paths import check_url_path as _check_url_path
