@@ -193,8 +193,8 @@ def envelopes(rows: pa.Table, *, prefix: str, db: str, schema: str, table: str,
     value = pa.table({"before": before, "after": after, "source": src, "op": ops, "ts_ms": now})
     key = None
     if pk:
-        ident_struct, _ = pivot(ident, names, types)
-        key = pa.table({k: pc.coalesce(after.field(names.index(k)), ident_struct.field(names.index(k))) for k in pk})
+        ident_key, _ = pivot(ident, pk, types)
+        key = pa.table({k: pc.coalesce(after.field(names.index(k)), ident_key.field(i)) for i, k in enumerate(pk)})
     return value, key, np.asarray(ops.to_numpy(zero_copy_only=False), dtype=object)
 
 
@@ -207,13 +207,15 @@ def split_key_changes(rows: pa.Table, names: list[str], types: dict[str, pa.Data
     is_upd = pc.equal(action, "U")
     if not pc.any(is_upd).as_py():
         return rows
+    # the key columns only (text, as wal2json wrote them: equal text is an equal key)
+    text = {k: pa.string() for k in pk}
     new, _ = pivot(pc.if_else(is_upd, rows.column("columns").combine_chunks(),
-                              pa.nulls(rows.num_rows, rows.schema.field("columns").type)), names, types)
+                              pa.nulls(rows.num_rows, rows.schema.field("columns").type)), pk, text)
     old, _ = pivot(pc.if_else(is_upd, rows.column("identity").combine_chunks(),
-                              pa.nulls(rows.num_rows, rows.schema.field("identity").type)), names, types)
+                              pa.nulls(rows.num_rows, rows.schema.field("identity").type)), pk, text)
     changed = np.zeros(rows.num_rows, dtype=bool)
-    for k in pk:
-        a, b = new.field(names.index(k)), old.field(names.index(k))
+    for i, _k in enumerate(pk):
+        a, b = new.field(i), old.field(i)
         diff = pc.fill_null(pc.not_equal(a, b), False).to_numpy(zero_copy_only=False)
         changed |= diff & is_upd.to_numpy(zero_copy_only=False)
     if not changed.any():
