@@ -113,8 +113,11 @@ class DagsterServices:
                 entry = next((e for e in entries if e["name"] == self.location), None)
                 if entry and entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]:
                     err = entry["locationOrLoadError"]
-                    assert err["__typename"] == "RepositoryLocation", f"code location failed to load: {err}"
-                    return
+                    if err["__typename"] == "RepositoryLocation":
+                        return
+                    # the webserver asked before the code server had loaded the code: ask it to load again
+                    self.graphql("mutation($n: String!) { reloadRepositoryLocation(repositoryLocationName: $n) "
+                                 "{ __typename } }", {"n": self.location}, timeout=60)
                 last = f"location entries {entries}"
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as e:
                 last = repr(e)
