@@ -58,7 +58,7 @@ SOURCE_RUN = """import dagster as dg
 from assets.definitions import defs
 with dg.DagsterInstance.get() as instance:
     assert defs.resolve_job_def("shop_source_job").execute_in_process(instance=instance).success"""
-GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } kinds } }"
+GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } dependedByKeys { path } kinds } }"
 
 # the drawn graph: each node's label, text and box, each edge's first and last point (SVG user units)
 DRAWN = """() => {
@@ -121,23 +121,26 @@ def _wait(what: str, fn, timeout: float, every: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _kind(lines: list[str]) -> str:
-    return next((k for k in ("SQL", "Kafka", "Parquet", "DuckDB") if k in lines), "?")
+def _drawn_ident(node: dict, kinds: set[str]) -> tuple[str, tuple[str, ...]]:
+    """A drawn node as (label, its kind tags): the kinds among ``kinds`` that it shows as a line."""
+    shown = {line.lower() for line in node["lines"]}
+    return node["label"], tuple(sorted(k for k in kinds if k.lower() in shown))
 
 
-def _edges_drawn(drawn: dict) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """Each drawn edge as ((label, kind) of the node it leaves, (label, kind) of the node it enters):
-    it starts at the right side of one node box and ends (before its arrowhead) at the left of another."""
+def _edges_drawn(drawn: dict, kinds: set[str]) -> list[tuple[tuple, tuple]]:
+    """Each drawn edge as (the node it leaves, the node it enters), nodes as ``_drawn_ident`` gives them:
+    an edge starts at the right side of one node box and ends (before its arrowhead) at the left of
+    another."""
 
-    def node_at(point: list[float] | None, side: str) -> tuple[str, str] | None:
+    def node_at(point: list[float] | None, side: str) -> tuple:
         if not point:
-            return None
+            return "?", ()
         x, y = point
         for n in drawn["nodes"]:
             edge_x = n["x"] + n["w"] if side == "right" else n["x"]
             if abs(x - edge_x) <= 12 and n["y"] <= y <= n["y"] + n["h"]:
-                return n["label"], _kind(n["lines"])
-        return None
+                return _drawn_ident(n, kinds)
+        return "?", (f"no node at {side} end {point}",)
 
     return sorted((node_at(a, "right"), node_at(b, "left")) for a, b in drawn["edges"])
 
@@ -207,38 +210,49 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
             try:
                 page = browser.new_page()
 
-                # 1. the lineage around the orders topic: the source table, the topic, the three sinks
+                # 1. the lineage around the orders topic. First the graph as the UI reads it, through its
+                # GraphQL endpoint, from the page: every demo edge source table → topic → dataset
                 page.goto(f"{dev.url}/assets/kafka/{label}?view=lineage")
-                page.wait_for_function("() => document.querySelectorAll('svg foreignObject [data-tooltip]')"
-                                       ".length >= 5 && document.querySelectorAll("
-                                       "'svg path[marker-end^=\"url(#arrow\"]').length >= 4", timeout=60_000)
-                graph = page.locator("svg foreignObject")
-                expect(graph.filter(has_text="Loading")).to_have_count(0, timeout=30_000)
-                drawn = page.evaluate(DRAWN)
-                nodes = sorted((n["label"], _kind(n["lines"])) for n in drawn["nodes"])
-                assert nodes == sorted([("orders", "SQL"), (label, "Kafka"), (label, "Parquet"),
-                                        (label, "Parquet"), ("orders", "DuckDB")]), drawn["nodes"]
-                for name in ("orders", label):
-                    for el in page.locator(f'svg foreignObject [data-tooltip="{name}"]').all():
-                        expect(el).to_be_visible()
-                assert _edges_drawn(drawn) == sorted([
-                    (("orders", "SQL"), (label, "Kafka")), ((label, "Kafka"), (label, "Parquet")),
-                    ((label, "Kafka"), (label, "Parquet")), ((label, "Kafka"), ("orders", "DuckDB"))]), drawn
-                page.screenshot(path=str(shots / "lineage.png"))
-                phase("lineage")
-
-                # the same graph as the UI reads it, through its GraphQL endpoint, from the page
                 answer = page.evaluate(PAGE_GRAPHQL, GRAPH)
                 assert not answer.get("errors"), answer
-                deps = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
-                        for n in answer["data"]["assetNodes"]}
-                for table in ("customers", "orders"):
+                assets = {"/".join(n["assetKey"]["path"]): n for n in answer["data"]["assetNodes"]}
+
+                def links(key: str, field: str) -> list[str]:
+                    return sorted("/".join(d["path"]) for d in assets[key][field])
+
+                for table, lake in (("customers", "shop_customers_lake"), ("orders", "shop_orders_lake")):
                     t = prefix.replace("-", "_").replace(".", "_") + table
-                    assert deps[f"kafka/{t}"] == {f"source/sqlite_shop/{table}"}
-                    assert deps[f"parquet/shop_customers_lake/{t}" if table == "customers"
-                                else f"parquet/shop_orders_lake/{t}"] == {f"kafka/{t}"}
-                assert deps["warehouse/duckdb_warehouse/orders"] == {f"kafka/{label}"}
-                assert deps[f"parquet/shop_orders_daily/{label}"] == {f"kafka/{label}"}
+                    assert links(f"kafka/{t}", "dependencyKeys") == [f"source/sqlite_shop/{table}"]
+                    assert f"parquet/{lake}/{t}" in links(f"kafka/{t}", "dependedByKeys")
+                topic_key = f"kafka/{label}"
+                upstream, downstream = links(topic_key, "dependencyKeys"), links(topic_key, "dependedByKeys")
+                assert {"warehouse/duckdb_warehouse/orders", f"parquet/shop_orders_daily/{label}"} <= set(downstream)
+
+                # then the drawing: the topic's neighbours are visible nodes (label and kind tags), and each
+                # drawn edge joins the right two of them
+                def ident(key: str) -> tuple[str, tuple[str, ...]]:
+                    return assets[key]["assetKey"]["path"][-1], tuple(sorted(assets[key]["kinds"]))
+
+                want_nodes = sorted(ident(k) for k in [topic_key, *upstream, *downstream])
+                want_edges = sorted([(ident(u), ident(topic_key)) for u in upstream]
+                                    + [(ident(topic_key), ident(d)) for d in downstream])
+                page.wait_for_function(
+                    "([n, e]) => document.querySelectorAll('svg foreignObject [data-tooltip]').length >= n && "
+                    "document.querySelectorAll('svg path[marker-end^=\"url(#arrow\"]').length >= e",
+                    arg=[len(want_nodes), len(want_edges)], timeout=60_000)
+                expect(page.locator("svg foreignObject").filter(has_text="Loading")).to_have_count(0, timeout=30_000)
+                drawn = page.evaluate(DRAWN)
+                kinds = {k for n in assets.values() for k in n["kinds"]}
+                nodes = sorted(_drawn_ident(n, kinds) for n in drawn["nodes"])
+                assert nodes == want_nodes, drawn["nodes"]
+                assert ("orders", ("sql",)) in nodes and (label, ("kafka",)) in nodes
+                assert nodes.count((label, ("parquet",))) == 2  # the demo's lake and the daily dataset
+                for name in {n[0] for n in nodes}:
+                    for el in page.locator(f'svg foreignObject [data-tooltip="{name}"]').all():
+                        expect(el).to_be_visible()
+                assert _edges_drawn(drawn, kinds) == want_edges, drawn
+                page.screenshot(path=str(shots / "lineage.png"))
+                phase("lineage")
 
                 # 2. the backfill completes; its partitions are materialized
                 def finished() -> dict | None:
