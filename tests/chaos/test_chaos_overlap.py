@@ -10,6 +10,7 @@ Exactly-once modes end with every record exactly once; a run that lost the race 
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 
@@ -35,8 +36,9 @@ from tests.chaos.harness import (
 _QUIET = pending("the CLI to hide librdkafka's log lines of a fenced producer (docs/errors.md: one line)")
 #: source: at-least-once (a fenced run's batch in flight may repeat); source_eos: ``exactly_once: true``
 KINDS = [pytest.param("source", marks=_QUIET), pytest.param("source_eos", marks=_QUIET), "parquet",
-         pytest.param("table", marks=pending("table sink fencing"))]
+         "table"]
 SMALL_BATCH = max(SCALE.batch // 4, 500)  # many writes per run, so a paused run always has work left
+BLOCKED_AFTER = 120 if FULL else 30  # seconds the other run may take before it counts as blocked
 
 
 def _setup(chaos, kind: str, unique: str, pg_url: str, harness_db, rows: int):
@@ -101,25 +103,45 @@ def test_two_runs_started_together(chaos, harness_db, pg_url, unique, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_paused_run_resumes_after_another_completed(chaos, harness_db, pg_url, unique, kind):
+    """The paused run wakes up after another run completed, and fails with one line.
+
+    One documented exception (docs/fencing.md, table sinks): a run paused *inside* its database
+    transaction holds the offsets row, so the other run waits for it instead of completing; after
+    ``BLOCKED_AFTER`` seconds the paused run is resumed, and whichever commits second is fenced."""
     n, half = SCALE.small, SCALE.small // 2
     cfg, progress, topic, final = _setup(chaos, kind, unique, pg_url, harness_db, half)
     stale = chaos.start(cfg, "paused")
     assert wait_for(lambda: progress() > 0, 300, "the first write", while_alive=stale), stale.describe()
     assert stale.send(signal.SIGSTOP), f"the run ended before it could be paused: {stale.describe()}"
+    blocked = False
     try:
         # more data arrives while it sleeps
         if kind.startswith("source"):
             seed_table(harness_db, f"src_{unique}", n - half, start=half + 1)
         else:
             produce_numbered(chaos.kafka, topic, range(half + 1, n + 1))
-        other = chaos.run(cfg, "other")
+        other = chaos.start(cfg, "other")
+        try:
+            other.wait(BLOCKED_AFTER)
+        except subprocess.TimeoutExpired:
+            blocked = True  # waiting for a lock the paused run holds
     finally:
         stale.send(signal.SIGCONT)
+    other.wait(300)
     stale.wait(300)
-    last = chaos.run(cfg, "run-after") if FULL else None  # the other run did everything
+    # the rest, when the blocked case left some (and in the full variant always: the next run works)
+    last = chaos.run(cfg, "run-after") if FULL or blocked else None
     tallies = final(n)
+    for t in tallies:
+        t.note = "the other run waited for the paused one's transaction" if blocked else t.note
     chaos.record(*tallies)
-    assert other.code == 0, other.describe()
-    one_line_failure(stale, code=1)  # the stale run fails loudly: another run moved the offsets
+    if blocked:
+        assert kind == "table", f"{kind}: the other run waited for the paused run: {other.describe()}"
+        for r in (stale, other):
+            _lost_or_won(r)
+        assert 0 in (stale.code, other.code), f"neither run completed: {stale.describe()} / {other.describe()}"
+    else:
+        assert other.code == 0, other.describe()
+        one_line_failure(stale, code=1)  # the stale run fails loudly: another run moved the offsets
     assert last is None or last.code == 0, last.describe()
     _check(tallies, kind)

@@ -39,7 +39,7 @@ print(res.rows)
 """
 
 
-@pending("the Parquet sink beside a rebuild: RecursionError in ParquetSink._close/_add (parquet.py:322)")
+@pending("a streaming Parquet run beside a rebuild: RecursionError in ParquetSink._close/_add")
 def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     n = SCALE.rows
     topic = chaos.topic(f"chaos-win-{unique}")
