@@ -31,7 +31,7 @@ from integrations.runtime.source_delivery import Outgoing
 from integrations.sources import postgres_cdc_pg as pg
 from integrations.sources.base import Source, SourceBatch
 from integrations.sources.postgres_cdc_config import PostgresCdcConfig
-from integrations.sources.postgres_cdc_decode import envelopes, parse_changes, snapshot_envelopes
+from integrations.sources.postgres_cdc_decode import envelopes, parse_changes, pivot, snapshot_envelopes
 from integrations.sources.postgres_cdc_pg import CdcError, TableInfo
 
 log = logging.getLogger("headrace.source.cdc")
@@ -145,7 +145,7 @@ class PostgresCdcSource(Source):
         snap = dict(state["snapshot"])
         if "tables" not in snap:
             snap["tables"] = [t.qualified for t in tables]
-        by_name = {t.qualified: t for t in tables}
+        by_name = {t.qualified: t for t in tables}  # a requested table that is not captured is skipped
         names = snap["tables"]
         while snap["table"] < len(names):
             table = by_name.get(names[snap["table"]])
@@ -171,6 +171,9 @@ class PostgresCdcSource(Source):
         cfg = self.config
         tables = self._tables()
         by_name = {t.qualified: t for t in tables}
+        signal = cfg.signal_data_collection
+        if signal and signal not in by_name:
+            tables = tables + pg.list_tables(self.conn, [_re_escape(signal)], [])
         upto = pg.current_lsn(self.conn)  # the run's bound: changes committed later wait for the next run
         budget = cfg.max_events_per_run
         last_beat = float(state.get("ts_sec") or 0)
@@ -212,11 +215,16 @@ class PostgresCdcSource(Source):
                 state.update(lsn=int(chunk.column("_l")[-1].as_py()), lsn_commit=end,
                              lsn_flush=max(flush, int(state.get("lsn_flush") or 0)),
                              txId=chunk.column("xid")[-1].as_py(), ts_sec=time.time())
+                requested = _snapshot_signals(chunk, signal) if signal else []
+                if requested:
+                    state["snapshot"] = {"tables": requested, "table": 0, "after": None}
                 offset = dict(state)
                 yield from self._produce(partition, chunk, by_name, offset)
                 state["events"] = offset.get("events")
                 self._advance_slot(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
                 self.last_run["lsn_to"] = state["lsn_flush"]
+                if requested:  # stored with the chunk: a crash resumes the snapshot before streaming on
+                    yield from self._snapshot(partition, state)
             if budget is not None:
                 budget -= take
                 if budget <= 0:
@@ -232,6 +240,8 @@ class PostgresCdcSource(Source):
         qual = pc.binary_join_element_wise(chunk.column("schema"), chunk.column("table"), ".")
         out: list[SourceBatch] = []
         for name in pc.unique(qual).to_pylist():
+            if name == cfg.signal_data_collection:  # signals steer the connector; they are not produced
+                continue
             rows = chunk.filter(pc.equal(qual, name))
             table = by_name.get(name)
             schema, tname = name.split(".", 1)
@@ -296,6 +306,29 @@ def _runs(ops: np.ndarray) -> list[tuple[str, int, int]]:
     stops = np.append(starts[1:], n)
     return [("d" if kind[s] == 1 else "t" if kind[s] == 2 else "cu", int(s), int(e)) for s, e in zip(starts, stops,
                                                                                                      strict=True)]
+
+
+def _snapshot_signals(chunk: pa.Table, signal: str) -> list[str]:
+    """Tables named by ``execute-snapshot`` rows inserted into the signal table in this chunk (Debezium's
+    signal format: columns ``id``, ``type``, ``data`` = ``{"data-collections": ["schema.table", …]}``)."""
+    import orjson
+
+    qual = pc.binary_join_element_wise(chunk.column("schema"), chunk.column("table"), ".")
+    rows = chunk.filter(pc.and_(pc.equal(qual, signal), pc.equal(chunk.column("action"), "I")))
+    if rows.num_rows == 0:
+        return []
+    struct, _ = pivot(rows.column("columns").combine_chunks(), ["type", "data"], {"type": pa.string(),
+                                                                                   "data": pa.string()})
+    out: list[str] = []
+    for kind, data in zip(struct.field(0).to_pylist(), struct.field(1).to_pylist(), strict=True):  # a few rows
+        if kind == "execute-snapshot" and data:
+            try:
+                names = orjson.loads(data).get("data-collections") or []
+            except orjson.JSONDecodeError:
+                log.warning("signal %s: data %r is not JSON; ignored", signal, data)
+                continue
+            out += [n if "." in n else f"public.{n}" for n in names if n not in out]
+    return out
 
 
 def _names(rows: pa.Table) -> list[str]:

@@ -83,6 +83,12 @@ else:
             float, Field(ge=0, description="Seconds; > 0: a run that finds no change of the captured tables "
                                            "still stores the WAL position and advances the slot (0: off)")
         ] = 0.0
+        signal_data_collection: Annotated[
+            str | None,
+            Field(description="schema.table of a signal table (columns id, type, data): inserting "
+                              "('<id>', 'execute-snapshot', '{\"data-collections\": [\"public.orders\"]}') "
+                              "re-snapshots those tables while streaming goes on (Debezium's signals)"),
+        ] = None
         slot_drop_on_stop: Annotated[
             bool, Field(description="Drop the slot when the connector closes (the WAL it held is released and "
                                     "the position is lost): for tests and throwaway connectors")

@@ -216,3 +216,30 @@ def test_kill9_during_snapshot_resumes_mid_table(cdc: Cdc, tmp_path: Path) -> No
     url = f"duckdb:///{tmp_path}/replica.duckdb"
     run_sink(_sink(cdc, url, topic), cdc.kafka)
     assert _replica(url) == _source(cdc)
+
+
+def test_signal_resnapshots_one_table_while_streaming(cdc: Cdc, tmp_path: Path) -> None:
+    cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)",
+            "CREATE TABLE other (id int PRIMARY KEY)",
+            "CREATE TABLE signals (id text PRIMARY KEY, type text, data text)",
+            "INSERT INTO items SELECT g, 'n' || g, g FROM generate_series(1, 3000) g")
+    cdc.overrides.update(table_include=[r"public\.(items|other)"], signal_data_collection="public.signals",
+                         snapshot_fetch_size=700, batch_max_events=500)
+    cdc.run()  # the initial snapshot: 3,000 reads
+    cdc.sql("UPDATE items SET name = 'before-signal' WHERE id <= 100", "INSERT INTO other VALUES (1)",
+            """INSERT INTO signals VALUES ('s1', 'execute-snapshot', '{"data-collections": ["public.items"]}')""",
+            "UPDATE items SET name = 'after-signal' WHERE id > 2900", "DELETE FROM items WHERE id <= 10")
+    cdc.run()
+    topic = cdc.topic("items")
+    ops = [(k["id"], v["op"]) for k, v in envelopes(cdc.kafka, topic) if v is not None]
+    reads = [i for i, op in ops if op == "r"]
+    # the re-snapshot runs once the chunk holding the signal is stored: it reads the table as it is then
+    # (the deletes, committed before the run, are gone)
+    assert len(reads) == 3000 + 2990 and sorted(reads[3000:]) == list(range(11, 3001))
+    assert len(set(reads[3000:])) == len(reads[3000:])  # each row once per snapshot
+    assert sum(1 for _i, op in ops if op == "u") == 200 and sum(1 for _i, op in ops if op == "d") == 10
+    assert [v["op"] for _k, v in envelopes(cdc.kafka, cdc.topic("other"))] == ["c"]
+    assert cdc.kafka.partitions(cdc.topic("signals")) in ([], None, {})  # signals are not produced
+    url = f"duckdb:///{tmp_path}/replica.duckdb"
+    run_sink(_sink(cdc, url, topic), cdc.kafka)
+    assert _replica(url) == _source(cdc)
