@@ -39,6 +39,7 @@ from integrations.offsets import OffsetStore
 from integrations.registry import is_source
 
 TIMEOUT = 30.0
+LOCK_TIMEOUT = 10.0  # seconds a table sink's change waits for a run's open transaction
 
 
 def _fence_producer(kafka: KafkaSettings, transactional_id: str) -> Any:
@@ -294,12 +295,25 @@ def _write_table_sink(config: Any, kafka: KafkaSettings, new: dict[tuple[str, in
     from integrations.sinks.table import open_backend
 
     backend = open_backend(config)
+    conn = getattr(backend, "conn", None)
+    if type(conn).__module__.startswith("psycopg"):  # never wait forever on a paused run's offsets row
+        with conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
+        conn.commit()
     try:
         for (topic, part), offset in new.items():
+            locked = False
             try:  # the backends' conditional update: only where the offset still is what was read
                 backend.apply([], config.insert_mode, (topic, part, offset), before.get((topic, part)))
             except SinkFenced as e:
                 raise OffsetsMoved(f"connector {config.name}: {e}; stopped before {tp_name(topic, part)}") from None
+            except HeadraceError as e:
+                if type(e.__cause__).__name__ != "LockNotAvailable":
+                    raise
+                locked = True
+            if locked:  # raised here, outside the handler: not a database failure, so no driver context
+                raise OffsetsMoved(f"connector {config.name}: a run still holds its offset of {tp_name(topic, part)} "
+                                   f"in an open transaction (waited {LOCK_TIMEOUT:.0f}s); nothing changed there")
     finally:
         backend.close()
     consumer = kafka.consumer(group_id=config.consumer_group)  # the group mirrors progress (sensors read it)

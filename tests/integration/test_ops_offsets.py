@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -267,3 +268,49 @@ def test_offsets_set_fences_a_paused_source_run(pg_url, kafka, topic_factory, un
     assert code == 0, err
     assert json.loads(out)["rows"] == 10_000  # ids 90001..100000
     assert OffsetStore(kafka, offsets).read(name)[part]["incrementing"] == rows
+
+
+def test_offsets_set_on_a_paused_table_run_never_hangs(kafka, topic_factory, tmp_path, unique, pg_url):
+    """A PostgreSQL table sink run paused (SIGSTOP) mid-stream: ``offsets set`` either waits at most the lock
+    timeout for the run's open transaction and refuses (the run then finishes normally), or moves the offset
+    (the run, resumed, is fenced at its next transaction). Either way exactly one of them wins."""
+    topic = topic_factory("ops-tp")
+    produce_ids(kafka, topic, 0, 30_000)
+    name, table = f"ops-tp-{unique}", f"ops_tp_{unique}"
+    cfg = connector(tmp_path / "c", {"type": "table_sink", "name": name, "topics": [topic], "connection_url": pg_url,
+                                     "auto_create": True, "table_name_format": table, "batch_size": 300,
+                                     "insert_mode": "upsert", "pk_mode": "record_value", "pk_fields": ["id"]})
+
+    def stored() -> int | None:
+        with psycopg.connect(pg_url) as c:
+            if not c.execute("SELECT 1 FROM pg_tables WHERE tablename = 'headrace_sink_offsets'").fetchone():
+                return None
+            row = c.execute("SELECT next_offset FROM headrace_sink_offsets WHERE connector = %s", [name]).fetchone()
+            return None if row is None else row[0]
+
+    a = spawn(cfg)
+    try:
+        wait_for(lambda: stored() is not None or a.poll() is not None, every=0.01)
+        os.kill(a.pid, signal.SIGSTOP)
+        assert a.poll() is None, "the run finished before it could be paused"
+        started = time.monotonic()
+        proc = run_cli("offsets", "set", str(cfg), "--partition", "0", "--offset", "100", env=_env(tmp_path))
+        waited = time.monotonic() - started
+        os.kill(a.pid, signal.SIGCONT)
+        rc, lines = finish(a)
+    finally:
+        if a.poll() is None:
+            os.kill(a.pid, signal.SIGCONT)
+        reap(a)
+    if proc.returncode == 0:  # the run was between transactions: it is fenced at its next one
+        assert proc.stdout.splitlines()[1].endswith(" -> 100"), proc.stdout
+        assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: "), (rc, lines)
+        assert "moved back" in lines[0] or "another run" in lines[0], lines
+        assert stored() == 100
+    else:  # the run held the row in an open transaction: refused after the lock timeout, nothing changed
+        assert proc.returncode == 1 and proc.stderr == (
+            f"error: connector {name}: a run still holds its offset of {topic}[0] in an open transaction "
+            "(waited 10s); nothing changed there\n"), proc.stderr
+        assert waited < 60
+        assert rc == 0, lines
+        assert stored() == 30_000
