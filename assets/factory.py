@@ -90,7 +90,7 @@ def source_inputs(config: SqlSourceConfig | FileSourceConfig) -> list[tuple[str,
                             description=f"Spooling folder {config.input_path} ({config.format}) read by {config.name}")
         return [("files", spec)]
     names = config.source_names
-    if config.table_include:
+    if config.table_include and config.type == "sql_source":  # postgres_cdc lists its own (source_names)
         try:
             from integrations.sources.sql import list_tables
 
@@ -140,6 +140,11 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
             ends = {p: hi for p, (_lo, hi) in settings.watermarks(topic).items()}
             meta = source_metadata(stats, result.seconds, ends)
             meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
+            if config.type == "postgres_cdc":  # LSN range, events per op, slot lag
+                from integrations.sources.postgres_cdc_checks import run_metadata
+
+                meta.update({k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in
+                             run_metadata(config, stats.offset_before, stats.offset_after).items()})
             if isinstance(config, FileSourceConfig):
                 meta["files_ingested"] = dg.MetadataValue.json(files.get(topic, []))
             yield dg.MaterializeResult(asset_key=key_of[topic], metadata=meta)

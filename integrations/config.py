@@ -532,8 +532,11 @@ class FileSourceConfig(_ConnectorBase):
         return self.topic
 
 
-ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfig | FileSourceConfig, Field(discriminator="type")]
-CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink", "file_source")
+from integrations.sources.postgres_cdc_config import PostgresCdcConfig  # noqa: E402 (needs _ConnectorBase)
+
+ConnectorConfig = Annotated[SqlSourceConfig | ParquetSinkConfig | TableSinkConfig | FileSourceConfig | PostgresCdcConfig,
+                            Field(discriminator="type")]
+CONNECTOR_TYPES = ("sql_source", "parquet_sink", "table_sink", "file_source", "postgres_cdc")
 
 
 #: what moved to integrations.loading (reading files and folders); still importable from here

@@ -61,6 +61,10 @@ def _as_utc(v: Any) -> dt.datetime | None:
 
 def source_fingerprint(config: SqlSourceConfig, kafka: KafkaSettings) -> str | None:
     """A fingerprint of what is new, or None when the stored offsets already cover every table's maximum."""
+    if getattr(config, "type", "") == "postgres_cdc":  # CDC: the slot's pending WAL (integrations/sources)
+        from integrations.sources.postgres_cdc_checks import cdc_fingerprint
+
+        return cdc_fingerprint(config)
     maxima = sql_source_maxima(config)
     if config.mode == "bulk":
         return digest(maxima)  # bulk re-reads the table on every poll, as in Kafka Connect

@@ -57,7 +57,8 @@ def _transformed(chain: TransformChain, batch: SourceBatch) -> list[SourceBatch]
     if not len(chain):
         return [batch]
     stamp = int(time.time() * 1000) if "timestamp" in chain.needs else None
-    out = chain.apply(RecordBatch.of(batch.records, topic=batch.topic, timestamp=stamp))
+    out = chain.apply(RecordBatch.of(batch.records, key=getattr(batch, "key", None), topic=batch.topic,
+                                     timestamp=stamp))  # a source's own keys (Outgoing.key: CDC) reach the chain
     parts = out.split_by_topic() or {batch.topic: out}
     return [Outgoing(batch.partition, topic, part.value, batch.offset, part.key, dict(part.headers), part.timestamp)
             for topic, part in parts.items()]

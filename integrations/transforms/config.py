@@ -316,11 +316,13 @@ class PythonTransformConfig(_Transform):
     )
 
 
+from integrations.transforms.unwrap import ExtractNewRecordStateConfig  # noqa: E402 (needs _Transform)
+
 TransformConfig = Annotated[
     CastConfig | DropHeadersConfig | ExtractFieldConfig | FilterConfig | FlattenConfig | HeaderFromConfig
     | HoistFieldConfig | InsertFieldConfig | InsertHeaderConfig | MaskFieldConfig | RegexRouterConfig
     | ReplaceFieldConfig | SetSchemaMetadataConfig | TimestampConverterConfig | TimestampRouterConfig
-    | ValueToKeyConfig | PythonTransformConfig,
+    | ValueToKeyConfig | PythonTransformConfig | ExtractNewRecordStateConfig,
     Field(discriminator="type"),
 ]
 

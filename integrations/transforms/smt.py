@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from integrations.transforms import unwrap as _unwrap
 from integrations.transforms.batch import (
     PRIMITIVE_COLUMN,
     TIMESTAMP_TYPE,
@@ -567,5 +568,6 @@ BUILDERS: dict[type, Callable[..., Step]] = {
     SetSchemaMetadataConfig: set_schema_metadata, TimestampConverterConfig: timestamp_converter,
     TimestampRouterConfig: timestamp_router, ValueToKeyConfig: value_to_key, PythonTransformConfig: python_function,
 }
+BUILDERS[_unwrap.ExtractNewRecordStateConfig] = _unwrap.build  # Debezium's unwrap SMT (integrations/transforms/unwrap.py)
 
 __all__ = ["BUILDERS", "PRIMITIVE_COLUMN", "Step", "flatten_table", "load_function"]
