@@ -1,4 +1,5 @@
-"""The ``headrace`` command: validate connectors, manage local Kafka, run a connector, run the demo.
+"""The ``headrace`` command: validate connectors, manage local Kafka, run a connector, operate connectors
+(``status``, ``pause``/``resume``, ``offsets``; headrace/ops_cli.py), run the demo.
 
 Exit codes (docs/errors.md): 0 success; 1 a runtime failure (Kafka or a database unreachable, a write
 or delivery error); 2 a configuration error (invalid connector file, unknown connector, bad
