@@ -20,16 +20,20 @@ the topic-partition and both offsets. See docs/fencing.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
 from typing import Protocol
 
+import pyarrow.fs as pafs
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 
+#: temporary names of the Parquet sink: ``.<file name>.<fence tag>-<uuid>.tmp`` (untagged before fencing)
+TMP_RE = re.compile(r"\.(?P<name>[A-Za-z0-9._-]+\+\d+\+\d{20}\.parquet)\.(?:(?P<tag>[0-9a-f]{8})-)?[0-9a-f]{32}\.tmp")
 #: librdkafka's and the broker's codes for "a newer producer with this transactional.id exists"
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
@@ -55,6 +59,31 @@ def fence_id(connector: str, task: int | str | None = None) -> str:
 def fence_tag(connector: str, task: int | str | None = None) -> str:
     """8 hex characters naming a connector's (task's) fence in its temporary file names."""
     return hashlib.sha1(fence_id(connector, task).encode()).hexdigest()[:8]
+
+
+def remove_stale_tmp(fs: pafs.FileSystem, bases: list[str], tag: str, routing: bool, before: float) -> list[str]:
+    """Delete the temporary files of fence ``tag`` (``.<name>.<tag>-<uuid>.tmp``, and untagged ones of
+    older versions unless ``routing``, where a folder may be shared) under ``bases`` last modified
+    before ``before``: files of killed runs. Returns the paths deleted.
+
+    Called right after the run took the fence, so every other run of the connector is already fenced
+    and can never publish; the age rule only spares a fenced run that is still writing a confusing
+    "file not found". Hidden folders (a window rebuild's staging) are not entered."""
+    removed = []
+    for base in bases:
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            m = TMP_RE.fullmatch(info.base_name)
+            if m is None or info.type != pafs.FileType.File:
+                continue
+            folders = info.path[len(base):].split("/")[1:-1]
+            if any(f.startswith(".") for f in folders) or m["tag"] not in (tag, None):
+                continue
+            if (m["tag"] is None and routing) or info.mtime is None or info.mtime.timestamp() >= before:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_file(info.path)
+                removed.append(info.path)
+    return removed
 
 
 def fenced_message(connector: str, topic: str, partition: int, expected: int | None, current: int | None,

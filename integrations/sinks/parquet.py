@@ -4,34 +4,33 @@ Files are ``<root>/<topic>/<encoded partition>/<topic>+<n>+<start offset, 20 dig
 encoded partition is ``partition=<n>`` (default), ``<field>=<value>`` (field) or a ``path_format`` of
 the record time (time), see ``parquet_partitioners``.
 
-Records of one Kafka partition are cut into *segments* of consecutive offsets. A segment closes when it
-holds ``flush_size`` records, when a record is ``rotate_interval`` (record time) past the segment's
-first record, when the batch schema changes, and at the end of each run's planned range (so idle
-partitions never keep open files). Closing writes one file per encoded partition in the segment,
-named by the offset of its first record, then the runtime commits the offset after the segment.
+Records of one Kafka partition are cut into *segments* of consecutive offsets, closed at ``flush_size``
+records, ``rotate_interval`` (record time), a schema change and the end of each run's range. Closing
+writes one file per encoded partition, named by the offset of its first record, then the runtime
+commits the offset after the segment.
 
-Why this is exactly-once, with crashes and with overlapping runs (docs/fencing.md has the long form):
-a segment's first file records the segment's end (``headrace.segment_end``) and so *claims* it. Files
-are published with ``link(2)``, never replacing a file. Before publishing a segment's first file the
-run checks, through its committer, that the committed offset is still the one it holds; after all
-files of the segment are published it commits the segment's end (fenced: a transactional producer
-per connector). A run whose segment's first file already exists (a crashed or fenced run published it
-without committing) adopts that claim: it publishes the segment's missing files (the same records),
-cutting its own segment at the claimed end or reading on to it (``read_until``), and commits it. So
-segments never overlap, and every committed offset is the end of a segment whose files all exist.
+Exactly-once with crashes and overlapping runs (docs/fencing.md has the long form): a segment's first
+file records the segment's end (``headrace.segment_end``) and so *claims* it. Files are published with
+``link(2)``, never replacing a file. Before publishing a segment's first file the run checks, through
+its committer, that the committed offset is still the one it holds; once all files are published it
+commits the segment's end (fenced: a transactional producer per connector). A run whose segment's first
+file already exists (a crashed or fenced run published it) adopts that claim: it publishes the missing
+files (the same records), cutting its segment at the claimed end or reading on to it (``read_until``).
+A window rebuild run before the connector committed writes files past the committed offset, cut
+elsewhere: a streaming run replaces or deletes those that hold records of its own files
+(``_existing``, ``_drop_overlapped``). So files never overlap, and every committed offset is the end of
+a segment whose files all exist.
 
 Local files are written under a temporary name (``.<name>.<fence tag>-<uuid>.tmp``) and linked into
-place; on object storage a PUT is itself atomic (the object appears only when complete), so the file is
-written to its final key after an existence check (the one remaining window, see docs/fencing.md).
+place; on object storage a PUT is itself atomic, so the file is written to its final key after an
+existence check (the one remaining window, see docs/fencing.md).
 
 Routing (RegexRouter, TimestampRouter): a record goes to ``<root>/<routed topic>/...`` in a file named
-``<routed topic>+<n>+<start offset>``. The routed topic is one more part of the encoded partition, so
-the argument above holds unchanged; segments, and the offsets returned, stay per source partition.
-Two source topics routed to one topic could produce the same file name, so that is refused: within a
-run by remembering each routed topic's source, across runs by the source topic a routed file records
-in its metadata (``headrace.source_topic``), checked before a file would be overwritten.
+``<routed topic>+<n>+<start offset>``; segments and offsets stay per source partition. Two source topics
+routed to one topic could produce the same file name, so that is refused: within a run by remembering
+each routed topic's source, across runs by the source topic a routed file records in its metadata
+(``headrace.source_topic``), checked before a file would be overwritten.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -53,15 +52,13 @@ from integrations.arrow_types import parquet_writable
 from integrations.config import TOPIC_RE, ParquetSinkConfig
 from integrations.errors import ConfigError, HeadraceError
 from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, routes
-from integrations.sinks.fencing import Committer, fence_tag, one_line
+from integrations.sinks.fencing import Committer, fence_tag, one_line, remove_stale_tmp
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
 
 SOURCE_TOPIC_KEY = b"headrace.source_topic"
 END_OFFSET_KEY = b"headrace.end_offset"
 SEGMENT_END_KEY = b"headrace.segment_end"
 _LEGACY = -1  # a published first file without SEGMENT_END_KEY (written before segments were claimed)
-#: temporary names: ``.<file name>.<fence tag>-<uuid>.tmp`` (untagged before fencing existed)
-_TMP_RE = re.compile(r"\.(?P<name>[A-Za-z0-9._-]+\+\d+\+\d{20}\.parquet)\.(?:(?P<tag>[0-9a-f]{8})-)?[0-9a-f]{32}\.tmp")
 #: link(2) errors of filesystems without hard links (FAT, some network and FUSE mounts)
 _NO_LINK = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
 
@@ -152,6 +149,8 @@ class ParquetSink(Sink):
         self._read_to: dict[tuple[str, int], int] = {}  # where read_until asked the runtime to read on to
         self.tag = fence_tag(config.name, getattr(config, "task_id", None))
         self.fence = "group" if window is None else None  # a window rebuild stages into a private folder
+        # time folders may hold a rebuild's files past the committed offset (``_drop_overlapped``)
+        self.resolve = window is None and config.partitioner == "time"
 
     # -- the Sink contract -------------------------------------------------------------------------
 
@@ -213,30 +212,11 @@ class ParquetSink(Sink):
         return None
 
     def remove_leftovers(self, before: float) -> list[str]:
-        """Delete this connector's temporary files (``.<name>.<fence tag>-<uuid>.tmp``, and untagged ones
-        of older versions under its topics' folders) last modified before ``before``: files of killed runs.
-
-        Called right after the run took the fence, so every other run of the connector is already
-        fenced and can never publish; the age rule only spares a fenced run that is still writing a
-        confusing "file not found". Hidden folders (a window rebuild's staging) are not entered."""
+        """Delete this connector's temporary files of killed runs (``fencing.remove_stale_tmp``)."""
         if not self.atomic_rename:
             return []  # object stores: files are PUT whole to their final key, nothing is staged
         bases = [self.root] if self.routing else [f"{self.root}/{t}" for t in self.config.topics]
-        removed = []
-        for base in bases:
-            for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-                m = _TMP_RE.fullmatch(info.base_name)
-                if m is None or info.type != pafs.FileType.File:
-                    continue
-                folders = info.path[len(base):].split("/")[1:-1]
-                if any(f.startswith(".") for f in folders) or m["tag"] not in (self.tag, None):
-                    continue
-                if (m["tag"] is None and self.routing) or info.mtime is None or info.mtime.timestamp() >= before:
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.delete_file(info.path)
-                    removed.append(info.path)
-        return removed
+        return remove_stale_tmp(self.fs, bases, self.tag, self.routing, before)
 
     # -- segments ------------------------------------------------------------------------------------
 
@@ -442,7 +422,9 @@ class ParquetSink(Sink):
                 meta[SEGMENT_END_KEY] = str(seg_end).encode()
             if meta:
                 table = table.replace_schema_metadata(meta)
-            published = self._put_file(table, folder, final, source, partition, seg_end, head, replace)
+            published = self._put_file(table, folder, final, source, partition, seg_end, head, replace, end)
+            if self.resolve and end is not None:
+                self._drop_overlapped(folder, final, source, partition, start, end)
         except (OSError, pa.ArrowException) as e:
             if self._committer is not None:  # a fenced run says so, not what failed under it
                 with contextlib.suppress(KafkaException):
@@ -458,7 +440,7 @@ class ParquetSink(Sink):
             self._after_write(final)
 
     def _put_file(self, table: pa.Table, folder: str, final: str, source: str, partition: int,
-                  seg_end: int | None, head: bool, replace: bool) -> bool:
+                  seg_end: int | None, head: bool, replace: bool, end: int | None = None) -> bool:
         """Write ``final``; False when an identical segment's file was already there (nothing written)."""
         if not self.atomic_rename:  # object storage: a PUT appears whole; no conditional PUT in pyarrow
             if head:
@@ -482,24 +464,51 @@ class ParquetSink(Sink):
             try:
                 os.link(tmp, final)  # never replaces: a stale run cannot overwrite a file another run published
             except FileExistsError:
-                return self._existing(final, seg_end, head, tmp)
+                return self._existing(final, seg_end, head, tmp, end)
             except OSError as e:
                 if e.errno not in _NO_LINK:
                     raise
                 if self.fs.get_file_info(final).type == pafs.FileType.File:  # no hard links here: check, then rename
-                    return self._existing(final, seg_end, head, tmp)
+                    return self._existing(final, seg_end, head, tmp, end)
                 self.fs.move(tmp, final)
             return True
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def _existing(self, final: str, seg_end: int | None, head: bool, tmp: str | None = None) -> bool:
-        """``final`` exists. A later file of the segment is the same file: skip it. The first file claims
-        the segment: the same end, skip; a file from before claims existed, replace it; another end,
-        ``_Reclaim`` (the caller adopts it)."""
+    def _drop_overlapped(self, folder: str, final: str, source: str, partition: int, start: int, end: int) -> None:
+        """Delete the other files of ``folder`` starting in ``[start, end)`` with records of ``source[partition]``.
+
+        Only a window rebuild run before the connector committed these offsets writes such files: their
+        records in ``[start, end)`` are in ``final`` now, later ones are this run's (or the next run's)
+        to write, so none is lost. A streaming run's own files never overlap (claims are adopted whole).
+        A file starting before ``start`` is never deleted: its first records may be committed ones."""
+        for info in self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            m = FILE_RE.fullmatch(info.base_name)
+            if m is None or info.path == final or int(m["partition"]) != partition or not start < int(m["start"]) < end:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if file_origin(self.fs, info.path)[0] == source:
+                    self.fs.delete_file(info.path)
+
+    def _existing(self, final: str, seg_end: int | None, head: bool, tmp: str | None = None,
+                  end: int | None = None) -> bool:
+        """``final`` exists. A later file of the segment with this file's end (``headrace.end_offset``) is
+        the same file (a crashed or fenced run of the same claim wrote it): skip it; with another end it
+        is not this segment's (a window rebuild's, cut elsewhere): replace it. The first file claims the
+        segment: the same end, skip; a file from before claims existed (or a rebuild's), replace it;
+        another end, ``_Reclaim`` (the caller adopts it)."""
         if not head:
-            return False
+            if tmp is None or end is None:
+                return False
+            try:
+                have = file_origin(self.fs, final)
+            except FileNotFoundError:
+                have = None
+            if have is not None and have[3] == end:
+                return False
+            self.fs.move(tmp, final)  # gone again (a rebuild's swap), or other records: ours go there
+            return True
         found = self._claim_at(final)
         if found == _LEGACY and tmp is not None:
             self.fs.move(tmp, final)
