@@ -385,9 +385,13 @@ def _wrap(schema: Any) -> dict[str, Any]:
 
 
 class AvroConverter(Converter):
-    """Confluent's AvroConverter: Arrow batches ↔ Schema Registry framed Avro."""
+    """Confluent's AvroConverter: Arrow batches ↔ Schema Registry framed Avro.
+
+    A tombstone (a null-typed ``__value__``) is a Kafka null and registers no schema; a null of a typed
+    primitive is written as the union's null branch, so that it decodes back to a null field."""
 
     class_name = "io.confluent.connect.avro.AvroConverter"
+    encodes_typed_nulls = True
 
     def __init__(self, url: str, client_config: dict[str, str] | None = None, is_key: bool = False,
                  auto_register: bool = True, client: Any = None, field: str = "value") -> None:

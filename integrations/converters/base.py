@@ -7,8 +7,10 @@ name their subjects after it (``<topic>-value``).
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,11 +28,53 @@ def is_primitive(table: pa.Table) -> bool:
     return table.num_columns == 1 and table.column_names[0] == PRIMITIVE_COLUMN
 
 
+def null_values_stay_null(encode: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an ``encode_values`` so that a null value is a Kafka null (``None``), whatever the format.
+
+    A null row of a primitive value (a ``__value__`` table) is a record without a value. A null-typed
+    column (no schema: the CDC source's tombstones) is a Kafka null in every converter, as Kafka
+    Connect's converters write a null value without a schema; log compaction and sinks
+    (``delete_enabled``) read only a Kafka null as a tombstone. A null of a typed column is a Kafka null
+    too (json, string, bytes), except for a converter with ``encodes_typed_nulls``: json_schema writes
+    ``{"schema":{…"optional":true},"payload":null}`` for it, as Connect's JsonConverter; Avro keeps
+    the union's null branch (a sink decodes it back to a null field). Only the other rows reach ``encode``; a
+    batch of nothing but null values never reaches it (so Avro registers no ``null`` schema under the
+    topic's subject, which would clash with the real one)."""
+
+    @functools.wraps(encode)
+    def encode_values(self: Converter, table: pa.Table, topic: str = "") -> pa.Array | pa.ChunkedArray:
+        if not (table.num_rows and is_primitive(table) and table.column(0).null_count):
+            return encode(self, table, topic)
+        if self.encodes_typed_nulls and not pa.types.is_null(table.schema.field(0).type):
+            return encode(self, table, topic)
+        valid = np.asarray(table.column(0).is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if not valid.any():
+            return pa.nulls(table.num_rows, pa.binary())
+        encoded = encode(self, table.filter(pa.array(valid)), topic)
+        pos = np.cumsum(valid) - 1  # row i → its place among the encoded (non-null) rows
+        return encoded.take(pa.array(pos, pa.int64(), mask=~valid))
+
+    encode_values.__null_values_stay_null__ = True  # type: ignore[attr-defined]
+    return encode_values
+
+
 class Converter(ABC):
-    """Arrow batch ↔ Kafka message bytes."""
+    """Arrow batch ↔ Kafka message bytes.
+
+    Every subclass's ``encode_values`` is wrapped by :func:`null_values_stay_null`: a null value row
+    becomes a Kafka null in every format."""
 
     #: The Kafka Connect class this converter stands in for (the DLQ's ``class.name`` header).
     class_name: str = "Converter"
+    #: True when a null of a typed primitive value is written in the format (an envelope, Avro's null
+    #: branch), not as a Kafka null; a null-typed value (a tombstone) is a Kafka null all the same.
+    encodes_typed_nulls: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("encode_values")
+        if own is not None and not getattr(own, "__null_values_stay_null__", False):
+            cls.encode_values = null_values_stay_null(own)  # type: ignore[method-assign]
 
     @abstractmethod
     def encode_values(self, table: pa.Table, topic: str) -> pa.Array | pa.ChunkedArray:

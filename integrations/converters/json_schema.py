@@ -259,9 +259,13 @@ def _from_payload_leaf(a: pa.Array, t: pa.DataType | None) -> pa.Array:
 
 
 class JsonSchemaConverter(Converter):
-    """``{schema, payload}`` envelopes, byte-compatible with Kafka Connect's JsonConverter."""
+    """``{schema, payload}`` envelopes, byte-compatible with Kafka Connect's JsonConverter.
+
+    A null value without a schema (a tombstone: a null-typed ``__value__``) is a Kafka null, not an
+    envelope; a null of a typed primitive keeps its envelope with ``"payload":null``, as Connect's."""
 
     class_name = "org.apache.kafka.connect.json.JsonConverter"
+    encodes_typed_nulls = True
 
     def __init__(self, decimal_format: str = "base64", schema_name: str | None = None, field: str = VALUE) -> None:
         self.decimal_format = decimal_format
