@@ -169,7 +169,8 @@ def test_retry_backoff_is_exponential_capped_and_bounded():
     assert sleeps == [0.3, 0.6, 1.0, 1.0]
     with pytest.raises(ValueError):  # bad data is never retried
         h.retry(lambda: (_ for _ in ()).throw(ValueError("bad")), "x")
-    no_retry = ErrorHandler(ErrorSettings(), "c", sleep=fake_sleep)
+    # a lost connection is retried by default (connection_retry_timeout, 300 s); 0 leaves errors_retry_timeout
+    no_retry = ErrorHandler(ErrorSettings(connection_retry_timeout=0), "c", sleep=fake_sleep)
     with pytest.raises(ConnectionError):
         no_retry.retry(lambda: (_ for _ in ()).throw(ConnectionError("refused")), "x")
 

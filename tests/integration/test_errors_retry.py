@@ -97,66 +97,9 @@ def test_source_waits_out_an_unreachable_database(pg_url, kafka, topic_factory, 
     assert stored[orjson.dumps({"query": "query"}).decode()]["incrementing"] == 50
 
 
-def _terminate_source_backend(pg_url: str, table: str, stop: threading.Event) -> list[int]:
-    """Kill (pg_terminate_backend) the first other session seen reading ``table``; return its pid."""
-    eng = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    killed: list[int] = []
-    try:
-        with eng.connect() as c:
-            while not stop.is_set() and not killed:
-                pids = c.execute(sa.text(
-                    "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active' "
-                    "AND query ILIKE :q"), {"q": f"%{table}%"}).scalars().all()
-                for pid in pids:
-                    if c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar():
-                        killed.append(pid)
-                time.sleep(0.01)
-    finally:
-        eng.dispose()
-    return killed
-
-
-def test_source_resumes_after_its_connection_is_terminated(pg_url, kafka, topic_factory, unique, caplog):
-    """Reliability matrix row 11: pg_terminate_backend on the source's session in the middle of a run.
-
-    The run retries on a new connection from the last stored offset: every row arrives, and the only
-    duplicates are records produced but not yet stored when the connection died (at most one batch)."""
-    rows, batch = 300_000, 20_000
-    table = f"killed_{unique}"
-    eng = sa.create_engine(pg_url)
-    with eng.begin() as c:
-        c.execute(sa.text(f'CREATE TABLE "{table}" (id bigint PRIMARY KEY, v text)'))
-        c.execute(sa.text(f"INSERT INTO \"{table}\" SELECT g, repeat('x', 50) || g FROM generate_series(1, {rows}) g"))
-    topic, offsets = topic_factory("killed", create=False), topic_factory("offsets")
-    cfg = SqlSourceConfig(name=f"killed-{unique}", type="sql_source", connection_url=pg_url, mode="incrementing",
-                          incrementing_column="id", tables=[table], topic_prefix=topic, batch_max_rows=batch,
-                          errors_retry_timeout=60, errors_retry_delay_max=1)
-    stop = threading.Event()
-    killed: list[int] = []
-    killer = threading.Thread(target=lambda: killed.extend(_terminate_source_backend(pg_url, table, stop)))
-    killer.start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="headrace.errors"):
-            res = run_source(cfg, kafka, offsets)
-    finally:
-        stop.set()
-        killer.join()
-        with eng.begin() as c:
-            c.execute(sa.text(f'DROP TABLE "{table}"'))
-        eng.dispose()
-    assert len(killed) == 1, "the source's session was never seen active"
-    assert any("retry 1" in r.getMessage() for r in caplog.records)
-    c = kafka.consumer(group_id=f"killed-reader-{unique}")
-    c.assign([TopicPartition(topic + table, 0, 0)])
-    ids: list[int] = []
-    _, high = c.get_watermark_offsets(TopicPartition(topic + table, 0), timeout=10)
-    while len(ids) < high:
-        for m in c.consume(num_messages=50_000, timeout=2):
-            if m.error() is None:
-                ids.append(orjson.loads(m.value())["id"])
-    c.close()
-    assert sorted(set(ids)) == list(range(1, rows + 1))  # no gap
-    assert len(ids) - rows <= batch  # duplicates only from the batch in flight
-    assert res.rows == rows  # rows whose offsets were stored: each counted once
-    stored = OffsetStore(kafka, offsets).read(cfg.name)
-    assert stored[orjson.dumps({"table": table}).decode()]["incrementing"] == rows
+# Reliability matrix row 11 (pg_terminate_backend on the source's session in the middle of a run) is
+# tests/integration/test_db_retry.py::test_a_terminated_session_is_reconnected_by_default. The test that
+# was here killed "the first session seen active reading the table" and failed about 1 run in 5 under
+# load: the ADBC driver reads a whole COPY result at once (the session is active ~0.1-0.3 s, then idle)
+# and the pooled SQLAlchemy session's bound query lasts milliseconds, so the kill sometimes landed just
+# after a query ended; the pool's pre-ping replaced the dead session silently and no retry happened.
