@@ -351,7 +351,8 @@ class Chaos:
 
         ``progress`` counts output (records, rows, files) towards ``total``. Kill ``k`` lands where
         ``progress()`` first reaches a target drawn uniformly from the next ``1/(kills - k)`` of what is
-        left, so every kill interrupts real work, at a random record, batch phase and moment."""
+        left, plus a random pause of up to 0.1 s, so every kill interrupts real work, at a random
+        record, batch phase and moment."""
         done: list[Run] = []
         for k in range(kills):
             before = progress()
@@ -362,6 +363,9 @@ class Chaos:
             first = progress()
             target = first + self.rng.uniform(0, max(total - first, 0) / (kills - k))
             wait_for(lambda t=target: progress() >= t, timeout, f"{label} reaching {target:.0f}", while_alive=r)
+            # output grows in steps (a whole produce request, a file, a transaction): a random pause moves
+            # the kill off the step, anywhere in the next batch's phases
+            time.sleep(self.rng.uniform(0, 0.1))
             signals = sig[min(k, len(sig) - 1)]
             if r.send(signals[0]):
                 self.kills += 1
