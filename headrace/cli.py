@@ -63,15 +63,17 @@ def _run(args: argparse.Namespace) -> int:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
     args.config = config  # for the one-line report of a failure
-    with stopping.installed():
-        if is_source(config):
-            res = run_source(config)
-            out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
-                   "seconds": round(res.seconds, 3), "topics": {t: s.rows for t, s in res.by_topic().items()}}
-        else:
-            res = run_sink(config)
-            out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
-                   "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
+    # installed for the rest of the process, not restored: a second SIGTERM while the run winds down
+    # (or after it printed its stop line) must change nothing, never kill the process half-way
+    stopping.install()
+    if is_source(config):
+        res = run_source(config)
+        out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
+               "seconds": round(res.seconds, 3), "topics": {t: s.rows for t, s in res.by_topic().items()}}
+    else:
+        res = run_sink(config)
+        out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
+               "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
     print(json.dumps(out))
     return 0
 
@@ -147,6 +149,12 @@ def report_failure(e: BaseException, config: object | None = None) -> int:
     who = f"connector {config.name}: " if getattr(config, "name", None) else ""
     if isinstance(e, StopRequested):
         print(f"stopped: {e}", file=sys.stderr)
+        # Python's shutdown puts default signal actions back, and closing the Kafka clients takes a
+        # moment: a repeated SIGTERM/SIGINT then would kill the process. Ignored ones stay ignored.
+        import signal
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
         return e.exit_code
     if isinstance(e, KeyboardInterrupt):  # outside a run (a run turns SIGINT into StopRequested)
         print("stopped: interrupted (SIGINT)", file=sys.stderr)
@@ -205,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``headrace`` console script."""
     logging.basicConfig(level=os.environ.get("HEADRACE_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s")
     # librdkafka repeats every failed connection attempt; the engine reports the outcome in one line
-    logging.getLogger("headrace.kafka.client").setLevel(os.environ.get("HEADRACE_KAFKA_LOG_LEVEL", "CRITICAL"))
+    # (a fenced transactional producer also logs FATAL lines: the run's own error says it in one line)
+    kafka_level = os.environ.get("HEADRACE_KAFKA_LOG_LEVEL")
+    logging.getLogger("headrace.kafka.client").setLevel(kafka_level or logging.CRITICAL + 10)
     parser = argparse.ArgumentParser(prog="headrace", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kafka", help="local single-node Kafka (KRaft)")

@@ -361,7 +361,9 @@ class Chaos:
             if not wait_for(lambda b=before: progress() > b, timeout, f"{label}'s first output", while_alive=r):
                 break  # the run ended before writing anything new: nothing left to interrupt
             first = progress()
-            target = first + self.rng.uniform(0, max(total - first, 0) / (kills - k))
+            # at most 80% of the way to the end: a signal that lands after the last batch interrupts nothing
+            # (the run exits 0, or is killed by the default action while Python shuts down)
+            target = first + self.rng.uniform(0, 0.8 * max(total - first, 0) / (kills - k))
             wait_for(lambda t=target: progress() >= t, timeout, f"{label} reaching {target:.0f}", while_alive=r)
             # output grows in steps (a whole produce request, a file, a transaction): a random pause moves
             # the kill off the step, anywhere in the next batch's phases

@@ -23,7 +23,6 @@ from tests.chaos.harness import (
     parquet_files,
     parquet_ids,
     partition_total,
-    pending,
     produce_numbered,
     seed_table,
     table_rows,
@@ -33,10 +32,8 @@ from tests.chaos.harness import (
     wait_for,
 )
 
-_QUIET = pending("the CLI to hide librdkafka's log lines of a fenced producer (docs/errors.md: one line)")
 #: source: at-least-once (a fenced run's batch in flight may repeat); source_eos: ``exactly_once: true``
-KINDS = [pytest.param("source", marks=_QUIET), pytest.param("source_eos", marks=_QUIET), "parquet",
-         "table"]
+KINDS = ["source", "source_eos", "parquet", "table"]
 SMALL_BATCH = max(SCALE.batch // 4, 500)  # many writes per run, so a paused run always has work left
 BLOCKED_AFTER = 120 if FULL else 30  # seconds the other run may take before it counts as blocked
 

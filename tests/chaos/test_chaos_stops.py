@@ -11,7 +11,6 @@ from tests.chaos.harness import (
     SCALE,
     one_line_failure,
     partition_total,
-    pending,
     seed_table,
     table_tally,
     tally,
@@ -19,12 +18,13 @@ from tests.chaos.harness import (
 )
 
 
-@pending("a second SIGTERM not killing a stopping run (docs/errors.md: exit 143, one line)")
 def test_sigterm_twice_during_a_source_run(chaos, harness_db, pg_url, unique):
     n, table, prefix = SCALE.rows, f"src_{unique}", f"chaos-term-{unique}-"
     seed_table(harness_db, table, n)
     topic = chaos.topic(prefix + table)
-    cfg = chaos.connector(sql_source(f"chaos-term-{unique}", pg_url, table, prefix))
+    # many small batches: a stop must land in the middle of the work, not after the last batch
+    cfg = chaos.connector(sql_source(f"chaos-term-{unique}", pg_url, table, prefix,
+                                     batch_max_rows=max(SCALE.batch // 6, 500)))
     progress = lambda: partition_total(chaos.kafka, topic)  # noqa: E731
     runs = chaos.kill_during(cfg, progress, n, 2, "sigterm", sig=((signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM,)))
     got = tally("topic (read_committed)", topic_ids(chaos.kafka, topic), n)
