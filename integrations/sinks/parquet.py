@@ -276,42 +276,64 @@ class ParquetSink(Sink):
 
     def _close(self, key: tuple[str, int], final: bool = False) -> int | None:
         """Publish the buffered segment of ``key`` (or, when another run already published a segment
-        starting here, adopt its end: publish the part up to it, or keep buffering until it)."""
-        seg = self._segs.get(key)
-        if seg is None or seg.count == 0:
-            return None
-        topic, _ = key
-        table, offsets, times, routed = self._materialize(seg, topic)
-        pending = self._claims.pop(key, None)
-        if pending is not None:  # every record below the claimed end is buffered (or was filtered out)
-            return self._publish(key, table, offsets, times, routed, pending)
-        head = self._head_at(key, table, offsets.to_numpy(), times, routed, 0)
-        found = self._claim_at(head)
+        starting here, adopt its end: publish the part up to it, or keep buffering until it).
+
+        Iterative: a segment cut at an adopted end leaves its rest buffered as the next segment (with
+        ``final``, closed in the next pass), so any number of published segments never nests calls.
+        A head file without a claim (``_LEGACY``: from before claims, or a window rebuild's) is replaced,
+        never adopted: its missing end must not be read as an end before the buffered records."""
+        durable = None
         while True:
-            end = seg.last_offset + 1
-            if found is not None and found > end:
-                if final and found <= self._read_to.get(key, -1):  # the run read on to it (``read_until``)
-                    return self._publish(key, table, offsets, times, routed, found)
-                if final:
-                    raise HeadraceError(
-                        f"connector {self.config.name}: {head} holds a segment of {topic}[{key[1]}] up to offset "
-                        f"{found}, past this run's end {end}; the runtime must read on to it (read_until)")
-                self._claims[key] = found  # keep buffering until the claimed end
-                return None
-            if found is not None and found < end:  # publish the claimed part; the rest starts a new segment
-                cut = int(np.searchsorted(offsets.to_numpy(), found))
-                durable = self._publish(key, table.slice(0, cut), offsets.slice(0, cut),
-                                        None if times is None else times.slice(0, cut),
-                                        None if routed is None else routed.slice(0, cut), found)
-                rest = self._add(key, table.slice(cut), offsets.slice(cut), None if times is None else times.slice(cut),
-                                 None if routed is None else routed.slice(cut))
-                if final:  # the run's range ends here: the rest is a segment of its own
-                    rest = self._close(key, final=True) or rest
-                return rest if rest is not None else durable
-            try:
-                return self._publish(key, table, offsets, times, routed, end, replace_head=found == _LEGACY)
-            except _Reclaim as r:  # another run published this segment's first file meanwhile
-                found = r.end
+            seg = self._segs.get(key)
+            if seg is None or seg.count == 0:
+                return durable
+            topic, _ = key
+            table, offsets, times, routed = self._materialize(seg, topic)
+            pending = self._claims.pop(key, None)
+            if pending is not None:  # every record below the claimed end is buffered (or was filtered out)
+                return self._publish(key, table, offsets, times, routed, pending)
+            offs = offsets.to_numpy()
+            head = self._head_at(key, table, offs, times, routed, 0)
+            found = self._claim_at(head)
+            while True:
+                end = seg.last_offset + 1
+                if found is not None and found > end:
+                    if final and found <= self._read_to.get(key, -1):  # the run read on to it (``read_until``)
+                        return self._publish(key, table, offsets, times, routed, found)
+                    if final:
+                        raise HeadraceError(
+                            f"connector {self.config.name}: {head} holds a segment of {topic}[{key[1]}] up to offset "
+                            f"{found}, past this run's end {end}; the runtime must read on to it (read_until)")
+                    self._claims[key] = found  # keep buffering until the claimed end
+                    return durable
+                if found is not None and found != _LEGACY and found < end:  # publish the claimed part
+                    cut = int(np.searchsorted(offs, found))
+                    if cut == 0:  # a claim never ends at or before its own first offset
+                        raise HeadraceError(
+                            f"connector {self.config.name}: {head} claims a segment of {topic}[{key[1]}] ending at "
+                            f"offset {found}, not after its first offset {int(offs[0])}; the file is damaged")
+                    durable = self._publish(key, table.slice(0, cut), offsets.slice(0, cut),
+                                            None if times is None else times.slice(0, cut),
+                                            None if routed is None else routed.slice(0, cut), found)
+                    self._keep(key, table.slice(cut), offsets.slice(cut), None if times is None else times.slice(cut),
+                               None if routed is None else routed.slice(cut))
+                    break  # the rest is the next segment: closed in the next pass when the run's range ends
+                try:
+                    return self._publish(key, table, offsets, times, routed, end, replace_head=found == _LEGACY)
+                except _Reclaim as r:  # another run published this segment's first file meanwhile
+                    found = r.end
+            if not final:
+                return durable
+
+    def _keep(self, key: tuple[str, int], table: pa.Table, offsets: pa.Array, times: pa.Array | None,
+              routed: pa.Array | None) -> None:
+        """Buffer the rest of a segment cut at an adopted end as the next segment, as it is: it is a tail of
+        a segment within ``flush_size`` and ``rotate_interval``, so no cut falls inside it."""
+        seg = self._segs[key] = _Segment()
+        if table.num_rows:
+            seg.schema = table.schema
+            seg.first_time = times[0].value if times is not None else None
+            self._append(seg, table, offsets, times, routed, 0, table.num_rows)
 
     def _materialize(self, seg: _Segment, topic: str) -> tuple[pa.Table, pa.Array, pa.Array | None, pa.Array | None]:
         """The segment's records, offsets, times and routed topics as single arrays."""

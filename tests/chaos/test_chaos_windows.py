@@ -39,7 +39,8 @@ print(res.rows)
 """
 
 
-@pending("a streaming Parquet run beside a rebuild: RecursionError in ParquetSink._close/_add")
+@pending("an intermittent SystemError in the first streaming run beside a rebuild (a TypeError left pending, "
+         "surfacing at Message.error() in sink_drain); the RecursionError in ParquetSink._close/_add is fixed")
 def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     n = SCALE.rows
     topic = chaos.topic(f"chaos-win-{unique}")
