@@ -123,7 +123,9 @@ def _take_fence(config, kafka: KafkaSettings, consumer, sink: Sink, ranges: list
                 ) -> tuple[list[TopicPartitionRange], FencedCommitter]:
     """Fence older runs of the connector (task), then plan again from the group's offsets read after the
     fence (no older run can move them any more), and remove temporary files of killed runs."""
-    committer = FencedCommitter(kafka, consumer, config.name, getattr(config, "task_id", None))
+    committer = FencedCommitter(kafka, consumer, config.name, getattr(config, "task_id", None),
+                                retry_timeout=config.errors_retry_timeout,
+                                retry_delay_max=min(config.errors_retry_delay_max, 5.0))
     try:
         committed = {(t, p): o for t in config.topics for p, o in kafka.committed(config.consumer_group, t).items()}
         committer.start(committed)

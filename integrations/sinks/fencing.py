@@ -16,14 +16,23 @@ a retried step that wakes up, two deployments) must never both publish, so every
 Offsets never move backwards: a commit below the offset the run holds is refused with
 :class:`OffsetsBackwards`. A fenced run fails with :class:`SinkFenced`, one line naming the connector,
 the topic-partition and both offsets. See docs/fencing.md.
+
+Every Kafka call of the fence (offset lookups, ``init_transactions``, begin/commit/abort, offsets sent
+to a transaction) rides out a broker restart or a coordinator move: transient errors are retried with
+backoff for at least ``timeout`` seconds (longer when ``errors_retry_timeout`` says so); a transaction
+that must be aborted is aborted and redone after the offset check. Fenced and fatal errors are never
+retried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import pyarrow.fs as pafs
@@ -31,15 +40,40 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
+from integrations.runtime import stopping
+from integrations.runtime.errors import TransientError
+
+log = logging.getLogger("headrace.sink")
 
 #: temporary names of the Parquet sink: ``.<file name>.<fence tag>-<uuid>.tmp`` (untagged before fencing)
 TMP_RE = re.compile(r"\.(?P<name>[A-Za-z0-9._-]+\+\d+\+\d{20}\.parquet)\.(?:(?P<tag>[0-9a-f]{8})-)?[0-9a-f]{32}\.tmp")
 #: librdkafka's and the broker's codes for "a newer producer with this transactional.id exists"
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+#: a coordinator moving or loading, a broker unreachable, timeouts: retried (librdkafka does not mark
+#: all of them retriable, e.g. NOT_COORDINATOR from a committed-offset lookup)
+_TRANSIENT_CODES = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.CONCURRENT_TRANSACTIONS, KafkaError._WAIT_COORD})
+
+
+def _fenced(err: KafkaError) -> bool:
+    return err.code() in _FENCED_CODES
+
+
+def _retriable(err: KafkaError) -> bool:
+    """Worth calling again as is (not fenced, not fatal, no abort needed)."""
+    if _fenced(err) or err.fatal() or err.txn_requires_abort():
+        return False
+    return err.code() in _TRANSIENT_CODES or err.retriable()
 
 
 class SinkFenced(HeadraceError):
     """Another run of the same connector (or task) took over; this run published nothing more."""
+
+
+class _Stuck(TransientError):
+    """A producer call that did not return; its producer was given up."""
 
 
 class OffsetsBackwards(HeadraceError):
@@ -151,29 +185,106 @@ class FencedCommitter:
     offset elsewhere, or a producer fenced by a newer run, raises :class:`SinkFenced`."""
 
     def __init__(self, kafka: KafkaSettings, consumer, connector: str, task: int | str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, retry_timeout: float = 0.0, retry_delay_max: float = 5.0) -> None:
         self.connector = connector
         self.consumer = consumer
         self.timeout = timeout
+        #: how long transient errors of one fence call are retried (-1: until they pass or a stop)
+        self.retry_timeout = -1.0 if retry_timeout < 0 else max(timeout, retry_timeout)
+        self.retry_delay_max = retry_delay_max
         self.fence_id = fence_id(connector, task)
         self.expected: dict[tuple[str, int], int | None] = {}
+        self._kafka = kafka
+        self.producer = None
+        self._take()  # fences every older instance of this connector (task)
+        self.acquired = time.time()  # wall clock: compared with temporary files' mtimes
+
+    def _take(self) -> None:
+        """A new transactional producer and its ``init_transactions`` (retriable errors: call it again)."""
         tx_timeout = 60_000
-        self.producer = kafka.producer(**{
+        kafka = self._kafka
+        p = kafka.producer(**{
             "transactional.id": self.fence_id, "transaction.timeout.ms": tx_timeout,
             "message.timeout.ms": min(kafka.message_timeout_ms, tx_timeout), "linger.ms": 0,
             # right after a commit the coordinator answers CONCURRENT_TRANSACTIONS while it writes the
             # markers; librdkafka retries after retry.backoff.ms (100 ms by default: 100 ms per commit)
             "retry.backoff.ms": 5})
-        self.producer.init_transactions(timeout)  # fences every older instance of this connector (task)
-        self.acquired = time.time()  # wall clock: compared with temporary files' mtimes
+        what = "taking the fence (init_transactions)"
+        self._retry(lambda: self._call(lambda: p.init_transactions(self.timeout), what), what)
+        self.producer = p
 
     def start(self, committed: dict[tuple[str, int], int | None]) -> None:
         """Record the offsets the run starts from (read after the fence was taken)."""
         self.expected = dict(committed)
 
+    # -- retries -----------------------------------------------------------------------------------
+    def _wait(self, seconds: float) -> None:
+        """Sleep between attempts; a stop request ends the wait (and the run) at once."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not stopping.requested():
+            time.sleep(min(left, 0.1))
+        stopping.check(f"connector {self.connector}")
+
+    def _backoff(self, started: float, attempt: int, delay: float, what: str, e: KafkaException) -> float:
+        """Wait before the next attempt, or raise :class:`TransientError` once the retry time is spent."""
+        err = e.args[0]
+        if self.retry_timeout >= 0 and time.monotonic() - started + delay > self.retry_timeout:
+            raise TransientError(
+                f"connector {self.connector}: {what} still failing after {attempt} attempts over "
+                f"{self.retry_timeout:g}s: {err.name()}: {one_line(err.str())}") from e
+        log.warning("connector %s: %s failed (%s: %s); retry %d in %.1fs", self.connector, what, err.name(),
+                    one_line(err.str()), attempt, delay)
+        self._wait(delay)
+        return min(delay * 2, self.retry_delay_max)
+
+    def _retry(self, fn: Callable[[], object], what: str):
+        """Call ``fn``, calling it again after transient Kafka errors (with backoff, within the retry
+        time); fenced, fatal and abort-requiring errors are raised at once, for the caller to handle."""
+        started, delay, attempt = time.monotonic(), 0.1, 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except KafkaException as e:
+                if not e.args or not isinstance(e.args[0], KafkaError) or not _retriable(e.args[0]):
+                    raise
+                delay = self._backoff(started, attempt, delay, what, e)
+
+    def _call(self, fn: Callable[[], object], what: str):
+        """Run a transactional producer call in a helper thread and wait ``timeout`` + 30 s for it.
+
+        librdkafka's transactional calls can block past their timeout (seen: ``send_offsets_to_transaction``
+        after the transaction coordinator restarted in the middle of a commit). A call that does not
+        return is given up with its producer, which is never used again, and the run fails with a
+        transient error: the run's retry takes the fence again with a new producer, which fences the
+        stuck one, and continues from the committed offsets (adopting what was published)."""
+        box: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as e:  # noqa: BLE001 — re-raised in the caller's thread
+                box["error"] = e
+
+        t = threading.Thread(target=run, name=f"headrace-fence-{self.connector}", daemon=True)
+        t.start()
+        t.join(self.timeout + 30)
+        if t.is_alive():
+            self.producer = None
+            raise _Stuck(f"connector {self.connector}: {what} did not return within "
+                                 f"{self.timeout + 30:g}s; its producer is given up (the next one fences it)")
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box.get("result")
+
+    # -- the fence ---------------------------------------------------------------------------------
     def _current(self, topic: str, partition: int) -> int | None:
-        got = self.consumer.committed([TopicPartition(topic, partition)], timeout=self.timeout)[0]
-        return got.offset if got.offset >= 0 else None
+        def lookup() -> int | None:
+            got = self.consumer.committed([TopicPartition(topic, partition)], timeout=self.timeout)[0]
+            if got.error is not None:  # a per-partition error (the coordinator moving) is not an offset
+                raise KafkaException(got.error)
+            return got.offset if got.offset >= 0 else None
+        return self._retry(lookup, f"reading the committed offset of {topic}[{partition}]")
 
     def check(self, topic: str, partition: int) -> None:
         """Raise :class:`SinkFenced` unless the group's offset is still the one this run holds."""
@@ -185,7 +296,8 @@ class FencedCommitter:
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         """Commit ``offset`` in a transaction, after checking nobody moved the group's offset; refuse
-        to move it backwards."""
+        to move it backwards. Transient errors are retried; a transaction that must be aborted is
+        aborted, the offset checked again and the transaction redone."""
         key = (topic, partition)
         want = self.expected.get(key)
         if want is not None and offset <= want:
@@ -193,21 +305,56 @@ class FencedCommitter:
                 raise OffsetsBackwards(backwards_message(self.connector, topic, partition, want, offset))
             return
         self.check(topic, partition)
-        p = self.producer
-        try:
-            p.begin_transaction()
-            p.send_offsets_to_transaction([TopicPartition(topic, partition, offset)],
-                                          self.consumer.consumer_group_metadata(), self.timeout)
-            p.commit_transaction(self.timeout)
-        except KafkaException as e:
-            err = e.args[0]
-            if err.code() in _FENCED_CODES:
-                raise SinkFenced(fenced_message(
-                    self.connector, topic, partition, want, self._current(topic, partition),
-                    f"a newer run fenced this one before it committed {offset}")) from None
-            if err.txn_requires_abort():
-                p.abort_transaction(self.timeout)
-            raise
+        tps = [TopicPartition(topic, partition, offset)]
+        what = f"committing {topic}[{partition}] offset {offset}"
+        meta = self.consumer.consumer_group_metadata()
+        started, delay, attempt, renewed = time.monotonic(), 0.1, 0, 0
+        while True:
+            attempt += 1
+            p = self.producer
+            try:
+                self._retry(lambda: self._call(p.begin_transaction, what), f"{what} (begin_transaction)")  # noqa: B023
+                self._retry(lambda: self._call(lambda: p.send_offsets_to_transaction(  # noqa: B023
+                    tps, meta, self.timeout), what), f"{what} (send_offsets_to_transaction)")
+                # a retriable commit_transaction error (a timeout) leaves the commit going on: call it again
+                self._retry(lambda: self._call(lambda: p.commit_transaction(self.timeout), what),  # noqa: B023
+                            f"{what} (commit_transaction)")
+                break
+            except _Stuck:
+                # librdkafka lost track of the transaction (seen after a coordinator restart): take the
+                # fence again with a new producer, which fences the stuck one and completes or aborts its
+                # transaction; then the group's offset is this run's (redo), or the end this commit
+                # wanted (the stuck commit landed), or another run's (fenced)
+                renewed += 1
+                if renewed > 2:
+                    raise
+                log.warning("connector %s: %s: a producer call hung; taking the fence again", self.connector, what)
+                self._take()
+                now = self._current(topic, partition)
+                if now == offset:
+                    break
+                if now != want:
+                    raise SinkFenced(fenced_message(self.connector, topic, partition, want, now)) from None
+            except KafkaException as e:
+                err = e.args[0]
+                if _fenced(err):
+                    raise SinkFenced(fenced_message(
+                        self.connector, topic, partition, want, self._current(topic, partition),
+                        f"a newer run fenced this one before it committed {offset}")) from None
+                if err.fatal() or not err.txn_requires_abort():
+                    raise
+                # nothing of this transaction was committed: abort it, check the fence again, redo it
+                try:
+                    self._retry(lambda: self._call(lambda: p.abort_transaction(self.timeout), what),  # noqa: B023
+                                f"{what} (abort_transaction)")
+                except KafkaException as a:
+                    if _fenced(a.args[0]):
+                        raise SinkFenced(fenced_message(
+                            self.connector, topic, partition, want, self._current(topic, partition),
+                            f"a newer run fenced this one before it committed {offset}")) from None
+                    raise
+                delay = self._backoff(started, attempt, delay, what, e)
+                self.check(topic, partition)
         self.expected[key] = offset
 
     def close(self) -> None:

@@ -51,6 +51,7 @@ from confluent_kafka import KafkaException
 from integrations.arrow_types import parquet_writable
 from integrations.config import TOPIC_RE, ParquetSinkConfig
 from integrations.errors import ConfigError, HeadraceError
+from integrations.runtime.errors import TransientError
 from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, routes
 from integrations.sinks.fencing import Committer, fence_tag, one_line, remove_stale_tmp
 from integrations.sinks.parquet_partitioners import Partitioner, open_root, record_times
@@ -449,7 +450,7 @@ class ParquetSink(Sink):
                 self._drop_overlapped(folder, final, source, partition, start, end)
         except (OSError, pa.ArrowException) as e:
             if self._committer is not None:  # a fenced run says so, not what failed under it
-                with contextlib.suppress(KafkaException):
+                with contextlib.suppress(KafkaException, TransientError):  # Kafka down too: the write error
                     self._committer.check(source, partition)
             last = "?" if end is None else end - 1
             raise SinkWriteError(f"connector {self.config.name}: writing {source}[{partition}] offsets {start}..{last} "
