@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import repeat
+from operator import is_not
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -139,8 +141,9 @@ def _group_fast(msgs: list, pending: set, ends: dict, wants_messages: bool, many
     first = m0.offset()
     if msgs[-1].offset() - first != n - 1 or first < 0:
         return None
-    errs = list(map(_error, msgs))
-    if errs.count(None) != n:
+    # identity, not ``errs.count(None)``: confluent-kafka's KafkaError == None leaves a TypeError set in C
+    # and the next call raises SystemError (any batch holding an error event, e.g. a partition EOF)
+    if any(map(is_not, map(_error, msgs), repeat(None))):
         return None
     if many and (list(map(_partition, msgs)).count(key[1]) != n or list(map(_topic, msgs)).count(key[0]) != n):
         return None

@@ -21,7 +21,6 @@ from tests.chaos.harness import (
     Run,
     one_line_failure,
     parquet_ids,
-    pending,
     produce_numbered,
     tally,
     topic_ids,
@@ -39,8 +38,6 @@ print(res.rows)
 """
 
 
-@pending("an intermittent SystemError in the first streaming run beside a rebuild (a TypeError left pending, "
-         "surfacing at Message.error() in sink_drain); the RecursionError in ParquetSink._close/_add is fixed")
 def test_window_rebuilds_beside_streaming_runs(chaos, unique):
     n = SCALE.rows
     topic = chaos.topic(f"chaos-win-{unique}")
