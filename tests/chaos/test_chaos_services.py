@@ -25,7 +25,6 @@ from tests.chaos.harness import (
     parquet_files,
     parquet_ids,
     partition_total,
-    pending,
     produce_numbered,
     seed_table,
     table_rows,
@@ -94,7 +93,6 @@ def _bounce(broker: Broker, runs: list[Run], reached: Callable[[], bool], log: l
     return t
 
 
-@pending("the Parquet sink's transactional offset commit riding out a broker restart (it fails with a traceback)")
 def test_broker_killed_and_restarted_mid_run(chaos, broker, harness_db, pg_url, unique):
     """A SQL source run and a Parquet sink run work at once when the broker dies (kill -9) and returns.
     Both must ride it out (exit 0): the source loses nothing and repeats at most the batches in flight;
