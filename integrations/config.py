@@ -93,6 +93,16 @@ def _illegal_topic(topic: str, transforms: list[Any], what: str) -> str | None:
             "rename it with a RegexRouter transform or change the name")
 
 
+
+def check_regexes(patterns: list[str]) -> list[str]:
+    """``patterns`` when each compiles as a regular expression; else a ValueError naming the bad one."""
+    for r in patterns:
+        try:
+            re.compile(r)
+        except re.error as e:
+            raise ValueError(f"{r!r} is not a valid regular expression: {e}") from None
+    return patterns
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
@@ -173,15 +183,7 @@ class SqlSourceConfig(_ConnectorBase):
     _ts_initial_yaml = field_validator("timestamp_initial", mode="before")(classmethod(lambda cls, v: _yaml_date(v)))
     _ts_initial = field_validator("timestamp_initial")(classmethod(lambda cls, v: _check_instant(v)))
 
-    @field_validator("table_include", "table_exclude")
-    @classmethod
-    def _regexes(cls, v: list[str]) -> list[str]:
-        for r in v:
-            try:
-                re.compile(r)
-            except re.error as e:
-                raise ValueError(f"{r!r} is not a valid regular expression: {e}") from None
-        return v
+    _regexes = field_validator("table_include", "table_exclude")(classmethod(lambda cls, v: check_regexes(v)))
 
     @field_validator("db_timezone")
     @classmethod

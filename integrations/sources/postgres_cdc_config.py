@@ -26,7 +26,7 @@ if "integrations.config" not in sys.modules or not hasattr(sys.modules["integrat
     PostgresCdcConfig = getattr(_config, "PostgresCdcConfig", None) or importlib.import_module(  # type: ignore[assignment]
         __name__).PostgresCdcConfig
 else:
-    from integrations.config import _ConnectorBase, _illegal_topic
+    from integrations.config import _ConnectorBase, _illegal_topic, check_regexes
     from integrations.paths import check_url_path as _check_url_path
 
     SnapshotMode = Literal["initial", "never", "initial_only", "when_needed"]
@@ -111,15 +111,7 @@ else:
 
         _url = field_validator("connection_url")(classmethod(lambda cls, v: _check_url_path(v)))
 
-        @field_validator("table_include", "table_exclude")
-        @classmethod
-        def _regexes(cls, v: list[str]) -> list[str]:
-            for r in v:
-                try:
-                    re.compile(r)
-                except re.error as e:
-                    raise ValueError(f"{r!r} is not a valid regular expression: {e}") from None
-            return v
+        _regexes = field_validator("table_include", "table_exclude")(classmethod(lambda cls, v: check_regexes(v)))
 
         @field_validator("connection_url")
         @classmethod
