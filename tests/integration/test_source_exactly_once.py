@@ -34,16 +34,20 @@ def test_kill_9_at_random_moments_leaves_each_row_exactly_once(pg_url, kafka, to
     path = source_file(tmp_path, name, pg_url, table, prefix, batch_max_rows=batch, topic_partitions=3,
                        exactly_once=True)
     rng = random.Random(unique)
+    store = OffsetStore(kafka, offsets)
+    pkey = orjson.dumps({"table": table}).decode()
     killed, runs = 0, 0
-    while True:
+    # kill -9 runs at random moments until one finishes the table; at ~200k rows/s a run can finish
+    # the rest before the next kill lands, so the loop ends on the stored offset, not on a kill count
+    while (store.read(name).get(pkey) or {}).get("incrementing") != rows:
         runs += 1
-        assert runs <= kills + 5, "the source never finished"
+        assert runs <= kills + 10, f"the source never finished ({killed} kills)"
         proc = start_run(path, offsets)
         if killed < kills and wait_for_growth(kafka, topic, uncommitted_end(kafka, topic), proc):
             # a random moment after this run's first records reached the topic: mid-transaction,
             # between transactions, during a commit
             try:
-                proc.wait(rng.uniform(0, 0.8))
+                proc.wait(rng.uniform(0, 0.4))
             except subprocess.TimeoutExpired:  # still running: kill it now
                 os.killpg(proc.pid, signal.SIGKILL)
                 finish(proc)
@@ -51,19 +55,16 @@ def test_kill_9_at_random_moments_leaves_each_row_exactly_once(pg_url, kafka, to
                 continue
         code, out, err = finish(proc)
         assert code == 0, err
-        if killed >= kills:
-            break
-    assert killed == kills
+    assert killed >= 1, "no kill landed before the source finished"
     committed = read_ids(kafka, topic, "read_committed")
     assert gaps_and_duplicates(committed, rows) == (0, 0)
     assert len(committed) == rows
     uncommitted = read_ids(kafka, topic, "read_uncommitted")
     missing, aborted_dups = gaps_and_duplicates(uncommitted, rows)
     assert missing == 0
-    print(f"read_uncommitted sees {aborted_dups} aborted duplicate(s) after {kills} kills")  # reported
-    assert aborted_dups <= kills * batch  # at most the transaction open at each kill
-    stored = OffsetStore(kafka, offsets).read(name)
-    assert stored[orjson.dumps({"table": table}).decode()]["incrementing"] == rows
+    print(f"read_uncommitted sees {aborted_dups} aborted duplicate(s) after {killed} kills")  # reported
+    assert aborted_dups <= killed * batch  # at most the transaction open at each kill
+    assert store.read(name)[pkey]["incrementing"] == rows
     assert len(kafka.partitions(topic)) == 3
 
 
