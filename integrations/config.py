@@ -107,6 +107,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+class ContinuousConfig(_Model):
+    """Continuous mode: one long-lived run that polls in a loop and ends at its time budget."""
+
+    max_run_seconds: Annotated[float, Field(gt=0, description="The run ends cleanly after this long")] = 600.0
+    idle_sleep_seconds: Annotated[float, Field(gt=0, description="Sleep between polls that found nothing")] = 0.5
+
+
 class _ConnectorBase(ErrorSettings, _Model):
     name: Annotated[str, Field(pattern=NAME_RE, description="Unique connector name")]
     key_converter: ConverterConfig = ConverterConfig(type="json")
@@ -119,6 +126,17 @@ class _ConnectorBase(ErrorSettings, _Model):
         list[TransformConfig],
         Field(description="Kafka Connect SMTs applied in order to every batch; see docs/transforms.md"),
     ] = []
+    tasks_max: Annotated[
+        int, Field(ge=1, le=256, description="Tasks the connector splits into (Kafka Connect's tasks.max): "
+                                            "sinks divide topic partitions, sources tables or key ranges")
+    ] = 1
+    owners: Annotated[list[str], Field(description="Dagster asset owners (emails or team:name)")] = []
+    tags: Annotated[dict[str, str], Field(description="Dagster asset tags")] = {}
+    continuous: Annotated[
+        ContinuousConfig | None,
+        Field(description="Run as a long-lived Dagster run polling in a loop (see README, continuous mode)"),
+    ] = None
+
 
 
 SqlMode = Literal["bulk", "incrementing", "timestamp", "timestamp+incrementing"]
