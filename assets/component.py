@@ -17,8 +17,9 @@ from dagster.components.utils.translation import TranslationFn, TranslationFnRes
 from pydantic import TypeAdapter, ValidationError
 
 from assets.translator import AssetProps, HeadraceTranslator
-from integrations.config import CONNECTOR_TYPES, ConnectorConfig, load_folder
+from integrations.config import CONNECTOR_TYPES, ConnectorConfig
 from integrations.errors import ConfigError
+from integrations.loading import BrokenConnector, scan_connectors
 from integrations.transforms.config import PREDICATE_TYPES, TRANSFORM_TYPES
 
 
@@ -176,7 +177,8 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
     connectors_dir: Annotated[
         str | None,
         dg.Resolver.default(description="Folder of connector YAML files (one connector per file), relative to "
-                                        "this defs.yaml; every file must be valid"),
+                                        "this defs.yaml; a broken file is skipped and shown as a failing "
+                                        "asset check in the group broken_connectors"),
     ] = None
     connectors: Annotated[
         list[object] | None,
@@ -210,15 +212,21 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
         return self.translation(spec, props) if self.translation else spec
 
     def load_configs(self, folder: Path) -> list[object]:
-        """The connectors: every file of ``connectors_dir`` (relative to ``folder``), then the inline ones."""
+        """The valid connectors: every loadable file of ``connectors_dir`` (relative to ``folder``), then the
+        inline ones (see :meth:`scan_configs` for the broken files)."""
+        return self.scan_configs(folder)[0]
+
+    def scan_configs(self, folder: Path) -> tuple[list[object], list[BrokenConnector]]:
+        """The valid connectors (files of ``connectors_dir``, then the inline ones) and the broken files."""
         if self.connectors_dir is None and not self.connectors:
             raise ConfigError(f"{folder / 'defs.yaml'}: set 'connectors_dir' or 'connectors' (at least one connector)")
         configs: list[object] = []
+        broken: list[BrokenConnector] = []
         if self.connectors_dir is not None:
             where = folder / self.connectors_dir
             if not where.is_dir():
                 raise ConfigError(f"{folder / 'defs.yaml'}: field 'connectors_dir': {str(where)!r} is not a folder")
-            configs += load_folder(where)
+            configs, broken = scan_connectors(where)
         seen = {c.name for c in configs}
         for i, c in enumerate(self.connectors or []):
             if c.name in seen:
@@ -226,7 +234,7 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
                                   "by another connector of this component")
             seen.add(c.name)
             configs.append(c)
-        return configs
+        return configs, broken
 
     def _translator(self) -> HeadraceTranslator | None:
         plain = type(self).get_asset_spec is ConnectorsComponent.get_asset_spec and self.translation is None
@@ -234,9 +242,13 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The connectors' assets, sensors, jobs, checks and the ``kafka`` resource."""
+        from assets.broken import broken_defs
         from assets.definitions import DEFAULT_KAFKA, build_definitions
         from resources.kafka import KafkaResource
 
         kafka = KafkaResource(bootstrap_servers=self.bootstrap_servers) if self.bootstrap_servers else DEFAULT_KAFKA
-        return build_definitions(configs=self.load_configs(Path(context.path)), translator=self._translator(),
-                                 kafka=kafka, external_topics=self.external_topics)
+        configs, broken = self.scan_configs(Path(context.path))
+        defs = build_definitions(configs=configs, translator=self._translator(), kafka=kafka,
+                                 external_topics=self.external_topics)
+        label = f"{Path(context.path).name}_{Path(self.connectors_dir or 'inline').name}"
+        return dg.Definitions.merge(defs, broken_defs(broken, label)) if broken else defs

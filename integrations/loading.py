@@ -1,14 +1,17 @@
 """Reading connector files: one YAML file per connector, a folder of them, and finding one by name.
 
-``load_connector`` validates one file; ``load_folder`` (``headrace validate``, Dagster) refuses a
-folder with any broken file and lists every problem; ``find_connector`` (``headrace run NAME``) needs
-only the named connector's own file to be valid and warns about the others.
+``load_connector`` validates one file; ``load_folder`` (``headrace validate``) refuses a folder with
+any broken file and lists every problem; ``scan_connectors`` (Dagster's code location) keeps every
+valid connector and describes each broken file (:class:`BrokenConnector`), so one bad file never hides
+the others; ``find_connector`` (``headrace run NAME``) needs only the named connector's own file to be
+valid and warns about the others.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +146,41 @@ def load_folder(folder: str | Path) -> list[AnyConfig]:
     if problems:
         raise ConfigError("\n".join(problems.values()))
     return configs
+
+
+@dataclass(frozen=True)
+class BrokenConnector:
+    """A connector file that could not be loaded: its path, the connector name it seems to declare (its
+    ``name:``, else the file name without extension) and the whole problem text (one line per problem,
+    each starting with the path)."""
+
+    path: Path
+    name: str
+    error: str
+
+    @property
+    def summary(self) -> str:
+        """The first problem on one line, with how many more there are."""
+        lines = self.error.splitlines() or ["unknown problem"]
+        more = f" (and {len(lines) - 1} more problem(s); run headrace validate)" if len(lines) > 1 else ""
+        return lines[0] + more
+
+
+def declared_name(path: Path) -> str:
+    """The connector name a possibly broken file declares: its ``name:`` when readable, else its stem."""
+    names = _declared_names(path) - {path.stem}
+    return sorted(names)[0] if names else path.stem
+
+
+def scan_connectors(folder: str | Path) -> tuple[list[AnyConfig], list[BrokenConnector]]:
+    """Every valid connector of a folder, and one :class:`BrokenConnector` per file that is not valid
+    (a parse or validation error, or a name already used by an earlier file). Never raises for a bad
+    file; a missing folder is a ConfigError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: the connectors folder does not exist")
+    configs, problems = scan_folder(folder)
+    return configs, [BrokenConnector(p.resolve(), declared_name(p), text) for p, text in problems.items()]
 
 
 def _declared_names(path: Path) -> set[str]:
