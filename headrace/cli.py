@@ -67,11 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     # (or after it printed its stop line) must change nothing, never kill the process half-way
     stopping.install()
     if is_source(config):
-        res = run_source(config)
+        res = run_source(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
                "seconds": round(res.seconds, 3), "topics": {t: s.rows for t, s in res.by_topic().items()}}
     else:
-        res = run_sink(config)
+        res = run_sink(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
                "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
     print(json.dumps(out))
@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run one micro-batch of a connector, without Dagster")
     r.add_argument("name", help="connector name, or a path to its YAML file")
     r.add_argument("--dir", default=str(default_connectors_dir()))
+    r.add_argument("--task", type=int, default=None,
+                   help="with tasks_max > 1: run only this task (0..tasks_max-1); default: every task in turn")
     r.set_defaults(func=_run)
     from headrace.ops_cli import add_commands
 

@@ -13,17 +13,21 @@ log = logging.getLogger("headrace.sink")
 def plan_ranges(
     kafka: KafkaSettings, group_id: str, topics: list[str], max_records: int | None = None,
     requested: list[TopicPartitionRange] | None = None, stored: dict[tuple[str, int], int] | None = None,
+    only: set[tuple[str, int]] | None = None,
 ) -> list[TopicPartitionRange]:
     """Ranges to read: from the committed offset (or the log start) to the high watermark.
 
     With ``requested`` ranges (from a sensor's run tags), each start is raised to the committed
-    offset when a later run already committed past it, and the end is kept as requested.
+    offset when a later run already committed past it, and the end is kept as requested. With
+    ``only`` (a task's topic-partitions), other partitions are left out.
     """
     wanted = {(r.topic, r.partition): r for r in requested or []}
     out = []
     for topic in topics:
         committed = _committed(kafka, group_id, topic, stored)
         for p, (low, high) in kafka.watermarks(topic).items():
+            if only is not None and (topic, p) not in only:
+                continue
             start = max(committed.get(p) if committed.get(p) is not None else low, low)
             if committed.get(p) is not None and committed[p] < low:
                 log.warning("%s[%d]: records %d..%d were deleted by retention before this group read them; "
@@ -51,16 +55,20 @@ def _committed(kafka: KafkaSettings, group_id: str, topic: str, stored: dict[tup
 
 
 def lag(kafka: KafkaSettings, group_id: str, topics: list[str],
-        positions: dict[tuple[str, int], int] | None = None) -> dict[str, int]:
+        positions: dict[tuple[str, int], int] | None = None, only: set[tuple[str, int]] | None = None
+        ) -> dict[str, int]:
     """Records not yet committed by the group, per topic (cheap metadata calls only).
 
     With ``positions`` (the next offset per topic-partition of a sink that stores its offsets with
-    its data) those are the committed offsets, and the group is not asked."""
+    its data) those are the committed offsets, and the group is not asked. With ``only`` (a task's
+    topic-partitions), only those count."""
     out = {}
     for topic in topics:
         committed = _committed(kafka, group_id, topic, positions)
         total = 0
         for p, (low, high) in kafka.watermarks(topic).items():
+            if only is not None and (topic, p) not in only:
+                continue
             c = committed.get(p)
             total += high - max(c if c is not None else low, low)
         out[topic] = total

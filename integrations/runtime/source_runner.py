@@ -6,6 +6,11 @@ request (SIGTERM, SIGINT, Dagster's run termination: ``runtime.stopping``) ends 
 ``exactly_once: true`` the records, dead-lettered records and offset of a batch are one Kafka
 transaction. Pieces: ``source_delivery`` (transforms, converters, bad rows), ``source_producing``
 (the produce loop), ``source_fence`` (fencing and transactions).
+
+Tasks (``tasks_max > 1``, ``runtime.tasks``): ``run_source(config, task=i)`` reads only the tables task
+``i`` owns (or, for one table in bulk mode, its key range), fenced by its own ``transactional.id``
+(``headrace-source-<name>-<i>``); offsets stay keyed by table, so any task can take a table over.
+Without ``task`` a connector with several tasks runs them one after another in this process.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import orjson
 
 from integrations.config import SqlSourceConfig, redact_url
 from integrations.converters.factory import build_converter
+from integrations.errors import ConfigError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetRegression, OffsetStore, offset_regressed
 from integrations.runtime import stopping
@@ -38,6 +44,7 @@ from integrations.runtime.source_delivery import (  # noqa: F401 (re-exported: t
 )
 from integrations.runtime.source_fence import SourceFenced, Transactions, transactional_id  # noqa: F401
 from integrations.runtime.source_producing import Producing, RecordTooLarge  # noqa: F401
+from integrations.runtime.tasks import check_task, source_partitions
 from integrations.sources.base import Source
 from integrations.transforms.chain import build_chain
 
@@ -101,32 +108,65 @@ def build_source(config: SqlSourceConfig) -> Source:
     return source_class(config)(config)
 
 
-def _open_transactions(config: SqlSourceConfig, kafka: KafkaSettings, store: OffsetStore
+def _open_transactions(config: SqlSourceConfig, kafka: KafkaSettings, store: OffsetStore, task: int | None = None
                        ) -> tuple[Producing, Transactions]:
-    """The run's record producer and its connector's transactional producer (the same one under
+    """The run's record producer and its connector's (task's) transactional producer (the same one under
     ``exactly_once``; else a small one that only writes offsets)."""
-    tid = transactional_id(config.name)
+    tid = transactional_id(config.name, task)
     if getattr(config, "exactly_once", False):
         producing = Producing(kafka, transactional_id=tid)
-        return producing, Transactions(store, config.name, producing.producer, exactly_once=True)
+        return producing, Transactions(store, config.name, producing.producer, exactly_once=True, task=task)
     offsets_producer = kafka.producer(**{"transactional.id": tid, "transaction.timeout.ms": kafka.message_timeout_ms,
                                          "linger.ms": 0, "delivery.report.only.error": False})
-    return Producing(kafka), Transactions(store, config.name, offsets_producer, exactly_once=False)
+    return Producing(kafka), Transactions(store, config.name, offsets_producer, exactly_once=False, task=task)
 
 
-def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offsets_topic: str | None = None
-               ) -> SourceResult:
+def merge_results(connector: str, results: list[SourceResult]) -> SourceResult:
+    """One result for several tasks' results (a bulk table split into key ranges is added up)."""
+    out = SourceResult(connector)
+    for r in results:
+        for pkey, s in r.per_partition.items():
+            have = out.per_partition.get(pkey)
+            if have is None:
+                out.per_partition[pkey] = s
+                continue
+            have.rows += s.rows
+            have.bytes += s.bytes
+            have.topic = have.topic or s.topic
+            for t, n in s.rows_per_topic.items():
+                have.rows_per_topic[t] = have.rows_per_topic.get(t, 0) + n
+            for t, n in s.bytes_per_topic.items():
+                have.bytes_per_topic[t] = have.bytes_per_topic.get(t, 0) + n
+        out.seconds += r.seconds
+        out.dead_lettered += r.dead_lettered
+        out.failed += r.failed
+    return out
+
+
+def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offsets_topic: str | None = None,
+               task: int | None = None, read_ranges: int = 1) -> SourceResult:
     """Move new rows of every source partition to Kafka; store each offset after its batch is acked.
 
-    Raises ``SourceFenced`` when another run of the connector took over, ``OffsetRegression`` when an
-    offset would move backwards, and ``StopRequested`` after the batch during which a stop came."""
+    ``task``: with ``tasks_max > 1``, only the partitions (tables, key ranges) that task owns (None:
+    every task in turn, in this process). ``read_ranges``: a bulk table is read in that many key ranges
+    at once (SQL sources). Raises ``SourceFenced`` when another run of the connector (task) took over,
+    ``OffsetRegression`` when an offset would move backwards, and ``StopRequested`` after the batch
+    during which a stop came."""
     kafka = kafka or KafkaSettings.from_env()
+    check_task(task, config.tasks_max, config.name)
+    if config.tasks_max > 1 and config.type == "postgres_cdc":
+        raise ConfigError(f"connector {config.name}: postgres_cdc reads one replication slot in order; "
+                          "tasks_max must be 1")
+    if task is None and config.tasks_max > 1:
+        return merge_results(config.name, [run_source(config, kafka, offsets_topic, i, read_ranges)
+                                           for i in range(config.tasks_max)])
+    task = None if config.tasks_max == 1 else task
     started = time.monotonic()
     kafka.wait_available()
     store = OffsetStore(kafka, offsets_topic) if offsets_topic else OffsetStore(kafka)
     store.ensure()
     exactly_once = bool(getattr(config, "exactly_once", False))
-    producing, txn = _open_transactions(config, kafka, store)
+    producing, txn = _open_transactions(config, kafka, store, task)
     errors = ErrorHandler(config, config.name, kafka)
     # fence older runs while the source connects; offsets are read only once that is done
     with ThreadPoolExecutor(1, thread_name_prefix="source-fence") as pool:
@@ -135,12 +175,14 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
             source = errors.retry(lambda: build_source(config), "connecting to the source")
         finally:
             fencing.result()
+    if hasattr(source, "read_ranges"):
+        source.read_ranges = max(1, read_ranges)
     try:
         if exactly_once:
             errors.share_producer(producing.producer)  # dead letters go in the batch's transaction
         stored = store.read(config.name)
         log.info("source %s reading %s", config.name, redact_url(getattr(config, "connection_url", "")))
-        return _run(config, kafka, source, stored, producing, txn, errors, started)
+        return _run(config, kafka, source, stored, producing, txn, errors, started, task)
     finally:
         try:
             source.close()
@@ -148,8 +190,21 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
             txn.close()
 
 
+def _task_partitions(config: SqlSourceConfig, source: Source, task: int | None) -> list[dict[str, Any]]:
+    """The source partitions this task reads now (all of them without tasks). One table in bulk mode is
+    split into key ranges instead: every task gets it, and the source reads only the task's range."""
+    parts = source.partitions()
+    if task is None:
+        return parts
+    if getattr(config, "mode", None) == "bulk" and len(parts) == 1 and hasattr(source, "split"):
+        source.split = (task, config.tasks_max)
+        return parts
+    return source_partitions(getattr(config, "source_names", []), parts, config.tasks_max, task)
+
+
 def _run(config: SqlSourceConfig, kafka: KafkaSettings, source: Source, stored: dict[str, Any],
-         producing: Producing, txn: Transactions, errors: ErrorHandler, started: float) -> SourceResult:
+         producing: Producing, txn: Transactions, errors: ErrorHandler, started: float, task: int | None = None
+         ) -> SourceResult:
     key_converter = build_converter(config.key_converter, is_key=True)
     value_converter = build_converter(config.value_converter)
     transform = build_chain(config)
@@ -157,7 +212,7 @@ def _run(config: SqlSourceConfig, kafka: KafkaSettings, source: Source, stored: 
     budget = [config.max_rows_per_run]
     where = f"source connector {config.name}"
     try:
-        for partition in errors.retry(source.partitions, "listing the source partitions"):
+        for partition in errors.retry(lambda: _task_partitions(config, source, task), "listing the source partitions"):
             stopping.check(where)
             pkey = orjson.dumps(partition, option=orjson.OPT_SORT_KEYS).decode()
             stats = result.per_partition.setdefault(

@@ -12,6 +12,15 @@ Queries per mode (``inc`` = incrementing column, ``ts`` = timestamp columns coal
 Each poll runs one bounded query and streams it in chunks of ``batch_max_rows`` (the next chunk is
 read while the runner produces this one), so memory stays flat whatever the table size.
 
+Parallel bulk reads (``split``, ``read_ranges``): in bulk mode a table with an integer key (the
+incrementing column, else the first key column, else a one-column primary key) is read as
+``tasks × read_ranges`` contiguous key ranges between its ``min`` and ``max``; this task reads its
+``read_ranges`` of them at once, one session each, and rows with a NULL key go with range 0. The
+ranges never overlap and leave no gap, so the rows are exactly the table's rows (each range is read in
+its own snapshot: as for any bulk read, rows written during the read may or may not be included). A
+table without an integer key is read whole by task 0. Incremental modes are not split (partial: a
+first load in key ranges with per-range offsets is not built yet).
+
 No skipped rows (``transaction_guard``, PostgreSQL): ``:upper`` is the smallest of the database clock
 minus ``timestamp_delay`` and the start of the oldest transaction still open in the database
 (``pg_stat_activity.xact_start``); a row written by an open transaction has a timestamp at or after
@@ -37,7 +46,7 @@ from sqlalchemy.dialects import postgresql as pg
 from integrations.config import SqlSourceConfig, resolve_url
 from integrations.errors import ConfigError
 from integrations.sources.base import Source, SourceBatch
-from integrations.sources.sql_reader import SqlReader, SqlTypeError
+from integrations.sources.sql_reader import SqlReader, SqlTypeError, merge_streams
 
 log = logging.getLogger("headrace.source.sql")
 
@@ -119,6 +128,12 @@ class SqlSource(Source):
                                 numeric_mapping=config.numeric_mapping)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
+        #: (this task's index, tasks) splitting a bulk table into key ranges; (0, 1): not split
+        self.split: tuple[int, int] = (0, 1)
+        #: key ranges of a bulk table this task reads at once (one session each)
+        self.read_ranges = 1
+        self._extra: list[SqlReader] = []
+        self._use_adbc = use_adbc
         try:
             self.zone = self._resolve_zone()
         except BaseException:
@@ -303,8 +318,16 @@ class SqlSource(Source):
         if mode == "bulk":
             stmt = sa.select(*self._columns(src))
             stmt = stmt.limit(limit) if limit else stmt
-            for table in self.reader.stream(stmt, self.config.batch_max_rows):
-                yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
+            stmts = [stmt] if limit else self._bulk_ranges(src, stmt, name)
+            if len(stmts) <= 1:
+                streams = [self.reader.stream(s, self.config.batch_max_rows) for s in stmts]
+            else:
+                readers = [self.reader, *self._readers(len(stmts) - 1)]
+                streams = [merge_streams([r.stream(s, self.config.batch_max_rows, background=False)
+                                          for r, s in zip(readers, stmts, strict=True)])]
+            for it in streams:
+                for table in it:
+                    yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
             return
         safe_inc, samples = None, None
         upper = None
@@ -321,6 +344,51 @@ class SqlSource(Source):
         stmt = self._incremental_select(src, offset, upper, safe_inc)
         stmt = stmt.limit(limit) if limit else stmt
         yield from self._chunks(stmt, src, partition, topic, offset, samples, limit)
+
+    def _key_column(self, src: sa.FromClause) -> sa.ColumnElement[Any] | None:
+        """The integer column a bulk table is split on (None: the table has none)."""
+        c = self.config
+        names = [n for n in (c.incrementing_column, *c.key_columns[:1]) if n]
+        if isinstance(src, sa.Table) and len(src.primary_key.columns) == 1:
+            names.append(next(iter(src.primary_key.columns)).name)
+        for n in names:
+            if n in src.c and isinstance(src.c[n].type, sa.Integer):
+                return src.c[n]
+        return None
+
+    def _bulk_ranges(self, src: sa.FromClause, stmt: sa.Select, name: str) -> list[sa.Select]:
+        """The statements of this task's key ranges of a bulk table ([] when it reads none of it)."""
+        index, tasks = self.split
+        parts = tasks * self.read_ranges
+        if parts == 1:
+            return [stmt]
+        key = self._key_column(src)
+        if key is None:
+            if index == 0:
+                log.warning("connector %s: table %r has no integer key column to split on; task 0 reads it "
+                            "whole", self.config.name, name)
+            return [stmt] if index == 0 else []
+        low, high = self.reader.row(sa.select(sa.func.min(key), sa.func.max(key)).select_from(src))
+        if low is None:  # empty, or every key NULL
+            return [stmt] if index == 0 else []
+        from integrations.runtime.tasks import key_range
+
+        out = []
+        for j in range(self.read_ranges):
+            i = index * self.read_ranges + j
+            span = key_range(int(low), int(high), parts, i)
+            if span is None and i != 0:
+                continue
+            cond = key.between(*span) if span is not None else sa.false()
+            out.append(stmt.where(sa.or_(cond, key.is_(None)) if i == 0 else cond))
+        return out
+
+    def _readers(self, n: int) -> list[SqlReader]:
+        """``n`` more sessions for parallel range reads (opened once, closed with the source)."""
+        while len(self._extra) < n:
+            self._extra.append(SqlReader(resolve_url(self.config.connection_url), use_adbc=self._use_adbc,
+                                         numeric_mapping=self.config.numeric_mapping))
+        return self._extra[:n]
 
     def _empty(self, src: sa.FromClause) -> pa.Table:
         return self.reader.fetch(sa.select(*self._columns(src)).limit(0))
@@ -401,6 +469,10 @@ class SqlSource(Source):
         return out
 
     def close(self) -> None:
+        """Close every session."""
+        for r in self._extra:
+            r.close()
+        self._extra = []
         self.reader.close()
 
 
