@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.checks import lag_checks
-from assets.factory import connector_defs, external_topic_specs
+from assets.factory import chain_sinks, connector_defs, external_topic_specs
 from assets.sensors import connector_sensor
 from assets.translator import HeadraceTranslator, build_translated
 from integrations.config import default_connectors_dir, load_folder
@@ -26,12 +26,14 @@ DEFAULT_KAFKA = KafkaResource()
 
 def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: bool) -> dg.Definitions:
     assets, specs, jobs, sensors, checks, produced = [], [], [], [], [], set()
+    built = {c.name: connector_defs(c) for c in configs}
+    chained = chain_sinks(list(configs), built)
     for config in configs:
-        d = connector_defs(config)
+        d = built[config.name]
         assets += d.assets
         specs += d.specs
         jobs += d.jobs
-        sensors.append(connector_sensor(config, d.sensor_job))
+        sensors += d.sensors or [connector_sensor(config, d.sensor_job, chained.get(config.name, []))]
         if is_source(config):
             produced |= set(d.keys)
         else:

@@ -1,6 +1,10 @@
 """One sensor per connector: a cheap check for new data, then a run request with a distinct run_key.
 
-Sensors never consume, produce or commit. A sink's request carries the exact offset ranges to read
+Sensors never consume, produce or commit. A connector that leaves ``poll_interval`` unset is checked
+every ``DEFAULT_INTERVAL`` seconds (5 s: the daemon's sensor loop runs at most that often); the checks
+are one aggregate query per table, or the group's committed offsets and the topics' watermarks. A
+sink that a source's micro-batch job runs as well (``assets.factory.chain_sinks``) is not requested
+while such a run is in flight: that run writes it. A sink's request carries the exact offset ranges to read
 in the ``headrace/ranges`` tag, so retries of that run read the same records. When the run for a
 request failed for good, the same state is requested again under a new run_key (``…#retry<n>``).
 """
@@ -10,14 +14,15 @@ import json
 
 import dagster as dg
 
-from assets.factory import CONNECTOR_TAG, RANGES_TAG
 from assets.keys import clean
+from assets.shared import CONNECTOR_TAG, RANGES_TAG
 from integrations.config import FileSourceConfig, ParquetSinkConfig, SqlSourceConfig
 from integrations.registry import is_source
 from integrations.runtime.checks import digest, ranges_to_tag, sink_pending, source_fingerprint
 from resources.kafka import KafkaResource
 
 REQUEST_TAG = "headrace/request"
+DEFAULT_INTERVAL = 5
 _ACTIVE = {
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
@@ -39,12 +44,25 @@ def _request_key(context: dg.SensorEvaluationContext, base: str) -> str | None:
     return f"{base}#retry{len(runs)}"
 
 
-def connector_sensor(config: SqlSourceConfig | ParquetSinkConfig, job: object
+def interval_of(config: SqlSourceConfig | ParquetSinkConfig) -> int:
+    """The sensor's minimum interval: ``poll_interval`` when set in the file, else ``DEFAULT_INTERVAL``."""
+    if "poll_interval" in config.model_fields_set:
+        return max(int(config.poll_interval), 1)
+    return DEFAULT_INTERVAL
+
+
+def _feeding_run_active(context: dg.SensorEvaluationContext, jobs: list[str]) -> bool:
+    return any(context.instance.get_runs(filters=dg.RunsFilter(job_name=j, statuses=list(_ACTIVE)), limit=1)
+               for j in jobs)
+
+
+def connector_sensor(config: SqlSourceConfig | ParquetSinkConfig, job: object, chained_in: list[str] | None = None
                      ) -> dg.SensorDefinition:
-    """The micro-batch sensor of one connector."""
+    """The micro-batch sensor of one connector; ``chained_in``: names of source jobs that also run this
+    sink."""
 
     @dg.sensor(
-        name=f"{clean(config.name)}_sensor", job=job, minimum_interval_seconds=max(int(config.poll_interval), 1),
+        name=f"{clean(config.name)}_sensor", job=job, minimum_interval_seconds=interval_of(config),
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=f"Requests a micro-batch of {config.name} when there is new data (cheap checks only)",
     )
@@ -67,6 +85,8 @@ def connector_sensor(config: SqlSourceConfig | ParquetSinkConfig, job: object
             base = f"{config.name}:{fp}"
             state = {"fingerprint": fp}
         else:
+            if chained_in and _feeding_run_active(context, chained_in):
+                return dg.SkipReason("a run of the source feeding it is in flight, and writes it too")
             ranges = sink_pending(config, settings)
             if not ranges:
                 return dg.SkipReason("no lag")
