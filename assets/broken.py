@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
 from assets.keys import clean
+from assets.metadata import code_reference
 from integrations.errors import ConfigError
 from integrations.loading import BrokenConnector, load_connector, scan_connectors
 
@@ -40,15 +40,6 @@ log = logging.getLogger("headrace.assets")
 def broken_key(broken: BrokenConnector) -> dg.AssetKey:
     """The asset key standing for a broken file: ``broken_connector/<file stem>``."""
     return dg.AssetKey(["broken_connector", clean(broken.path.stem)])
-
-
-def code_reference(path: Path, line: int = 1, label: str = "connector file") -> dg.CodeReferencesMetadataValue:
-    """``dagster/code_references`` metadata pointing at a connector's YAML file (without Dagster's
-    BetaWarning for these classes, which would otherwise repeat on every load)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.CodeReferencesMetadataValue(code_references=[
-            dg.LocalFileCodeReference(file_path=str(path), line_number=line, label=label)])
 
 
 def _spec(broken: BrokenConnector) -> dg.AssetSpec:

@@ -6,6 +6,10 @@ asset is, its connector, its default key and spec) and returns the ``AssetSpec``
 owners, tags, descriptions, metadata, kinds, code versions and automation conditions may change.
 Lineage follows changed keys: a topic renamed by the translator is the dep of every sink that reads it.
 Deps and partitions returned by the translator are ignored (they follow from the connectors).
+
+Every build, translated or not, gives each asset its catalog metadata (:func:`assets.metadata.spec_catalog`)
+and the ``owners`` and ``tags`` written in its connector's YAML (a topic: its producing source's) before
+any translator sees the spec, so a translator can still change them.
 """
 
 from __future__ import annotations
@@ -95,6 +99,27 @@ def _apply(spec: dg.AssetSpec, translated: dg.AssetSpec | None) -> dg.AssetSpec:
     )
 
 
+def _catalog(spec: dg.AssetSpec, origin: KeyOrigin | None, by_name: dict[str, object]) -> dg.AssetSpec:
+    """``spec`` with its catalog metadata and its connector's YAML owners and tags."""
+    from assets.metadata import spec_catalog
+
+    if origin is None:
+        return spec
+    connector = origin.connector
+    if origin.kind == "topic":
+        connector = by_name.get(str(spec.metadata.get("connector", "")))
+    meta = spec_catalog(origin.kind, connector, origin.name, origin.topics)
+    owners = list(dict.fromkeys([*(spec.owners or []), *getattr(connector, "owners", [])]))
+    tags = {**getattr(connector, "tags", {}), **(spec.tags or {})}
+    return spec.replace_attributes(metadata={**meta, **(spec.metadata or {})}, owners=owners, tags=tags)
+
+
+def _map_specs(defs: dg.Definitions, func: Callable[[dg.AssetSpec], dg.AssetSpec]) -> dg.Definitions:
+    with warnings.catch_warnings():  # map_asset_specs is a "preview" API in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return defs.map_asset_specs(func=func)
+
+
 def is_identity(translator: HeadraceTranslator | None) -> bool:
     """Whether ``translator`` certainly leaves every spec as it is (no second build needed)."""
     return translator is None or type(translator) is HeadraceTranslator
@@ -106,15 +131,17 @@ def build_translated(build: Callable[[], dg.Definitions], configs: Sequence[obje
 
     Two passes: the first builds the default definitions and records what each key names; the
     translator then gives every asset its spec; the second builds again with the new keys (so deps,
-    jobs, checks and the keys runs report all use them) and applies the other attributes."""
-    if is_identity(translator):
-        return build()
+    jobs, checks and the keys runs report all use them) and applies the other attributes. Without a
+    translator one pass: the default specs with their catalog metadata, owners and tags."""
+    by_name = {getattr(c, "name", ""): c for c in configs}
     with naming(Naming()) as first:
         defaults = build()
-    by_name = {getattr(c, "name", ""): c for c in configs}
+    if is_identity(translator):
+        return _map_specs(defaults, lambda s: _catalog(s, first.origins.get(s.key), by_name))
     renamed: dict[dg.AssetKey, dg.AssetKey] = {}
     translated: dict[dg.AssetKey, dg.AssetSpec] = {}
     for spec in _specs_of(defaults):
+        spec = _catalog(spec, first.origins.get(spec.key), by_name)
         out = translator.get_asset_spec(_props(spec, first.origins.get(spec.key), by_name))
         if not isinstance(out, dg.AssetSpec):
             raise ConfigError(f"{type(translator).__name__}.get_asset_spec returned {type(out).__name__} for "
@@ -127,6 +154,4 @@ def build_translated(build: Callable[[], dg.Definitions], configs: Sequence[obje
         translated[out.key] = out
     with naming(Naming(renamed={k: v for k, v in renamed.items() if k != v})):
         defs = build()
-    with warnings.catch_warnings():  # map_asset_specs is a "preview" API in Dagster 1.13
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return defs.map_asset_specs(func=lambda s: _apply(s, translated.get(s.key)))
+    return _map_specs(defs, lambda s: _apply(s, translated.get(s.key)))

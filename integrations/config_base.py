@@ -12,7 +12,7 @@ import os
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integrations.converters.config import ConverterConfig
 from integrations.errors import ConfigError
@@ -99,6 +99,36 @@ def check_regexes(patterns: list[str]) -> list[str]:
             raise ValueError(f"{r!r} is not a valid regular expression: {e}") from None
     return patterns
 
+
+#: what Dagster accepts as an asset owner, a tag key and a tag value (checked here so that
+#: ``headrace validate`` catches them, not the code location when it builds the asset specs)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
+_TAG_KEY_RE = re.compile(r"([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}")
+_TAG_VALUE_RE = re.compile(r"[A-Za-z0-9_.-]{0,63}")
+
+
+def check_owners(owners: list[str]) -> list[str]:
+    """Asset owners: each an email address or ``team:<name>``."""
+    for o in owners:
+        if not (_EMAIL_RE.fullmatch(o) or (o.startswith("team:") and len(o) > 5)):
+            raise ValueError(f"{o!r} is not an owner; write an email address or team:<name>")
+    return owners
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Asset tags: keys ``[namespace/]name`` and values of letters, digits, ``_.-`` (≤ 63 each)."""
+    for k, v in tags.items():
+        if not _TAG_KEY_RE.fullmatch(k):
+            raise ValueError(f"tag key {k!r} is not allowed; use letters, digits, '_', '-', '.' and at most one "
+                             "'/', each part at most 63 characters")
+        if k.startswith("dagster/") or k.startswith("headrace/"):
+            raise ValueError(f"tag key {k!r} is reserved (dagster/ and headrace/ tags are set by Headrace)")
+        if not _TAG_VALUE_RE.fullmatch(v):
+            raise ValueError(f"tag {k!r}: value {v!r} is not allowed; use letters, digits, '_', '-', '.' "
+                             "(at most 63 characters)")
+    return tags
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
@@ -132,3 +162,6 @@ class _ConnectorBase(ErrorSettings, _Model):
         ContinuousConfig | None,
         Field(description="Run as a long-lived Dagster run polling in a loop (see README, continuous mode)"),
     ] = None
+
+    _owners = field_validator("owners")(classmethod(lambda cls, v: check_owners(v)))
+    _tags = field_validator("tags")(classmethod(lambda cls, v: check_tags(v)))

@@ -98,6 +98,17 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     return f"{where}: {problem}" + (f" ({context})" if context else "")
 
 
+#: the file each loaded config came from, by the config object's id (the config is kept with it, so an id
+#: is never reused while its entry lives); configs built in code or inline have none
+_FILES: dict[int, tuple[object, Path]] = {}
+
+
+def source_file(config: object) -> Path | None:
+    """The absolute path of the connector file ``config`` was loaded from (None when built otherwise)."""
+    entry = _FILES.get(id(config))
+    return entry[1] if entry is not None and entry[0] is config else None
+
+
 def load_connector(path: str | Path) -> AnyConfig:
     """Read and validate one connector file; raise ConfigError with a message naming file and field."""
     path = Path(path)
@@ -112,9 +123,11 @@ def load_connector(path: str | Path) -> AnyConfig:
     if "type" not in raw:
         raise ConfigError(f"{path}: field 'type' is required; allowed: {', '.join(CONNECTOR_TYPES)}")
     try:
-        return _Envelope.model_validate({"connector": raw}).connector
+        config = _Envelope.model_validate({"connector": raw}).connector
     except ValidationError as e:
         raise ConfigError(_format_error(path, e, raw)) from None
+    _FILES[id(config)] = (config, path.resolve())
+    return config
 
 
 def connector_files(folder: str | Path) -> list[Path]:
