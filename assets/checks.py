@@ -1,34 +1,110 @@
-"""Asset checks: the sink's lag stays under a threshold (cheap metadata calls only)."""
+"""Checks on what sinks write, from cheap metadata calls only.
 
+- ``lag_within_threshold`` on every dataset and table: the records of its source topics the sink has
+  not written yet (:func:`integrations.catalog.undrained`: end offsets minus the sink's stored offsets,
+  else its consumer group's). On a time-partitioned dataset that is what streaming has left; backfills
+  never move those offsets. It runs in every sink run, and :func:`checks_sensor` (running by default,
+  every ``HEADRACE_CHECK_INTERVAL`` seconds, default 60) evaluates it between runs too, so a stopped
+  connector sensor no longer leaves the last "Passed" showing for ever.
+- Freshness: every dataset and table carries Dagster's time-window :func:`freshness_policy` (the
+  1.13 idiom that superseded freshness checks; the daemon evaluates it when ``freshness: enabled:
+  true`` is in dagster.yaml).
+"""
 
+from __future__ import annotations
+
+import datetime as dt
+import json
 import os
+import time
+from collections.abc import Sequence
 
 import dagster as dg
 
 from assets.keys import SinkAsset, sink_assets
 from integrations.config import ParquetSinkConfig, TableSinkConfig
-from integrations.runtime.sink_runner import lag
+from integrations.registry import is_source
 from resources.kafka import KafkaResource
 
 DEFAULT_MAX_LAG = int(os.environ.get("HEADRACE_MAX_LAG", "1000000"))
+LAG_CHECK = "lag_within_threshold"
+CHECK_INTERVAL = int(os.environ.get("HEADRACE_CHECK_INTERVAL", "60"))
+#: the checks sensor records an unchanged result again after this long, so its time stays recent
+HEARTBEAT_SECONDS = 600
+CHECKS_SENSOR = "headrace_checks_sensor"
+
+
+def lag_evaluation(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset, settings: object
+                   ) -> dg.AssetCheckEvaluation:
+    """The lag check of one sink asset now: its un-drained records against the threshold."""
+    from integrations.catalog import undrained
+
+    per_topic = undrained(config, settings, list(asset.sources))
+    behind = sum(per_topic.values())
+    return dg.AssetCheckEvaluation(
+        asset_key=asset.key, check_name=LAG_CHECK, passed=behind <= DEFAULT_MAX_LAG,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{behind} record(s) not yet written (threshold {DEFAULT_MAX_LAG})",
+        metadata={"lag": behind, "threshold": DEFAULT_MAX_LAG, "lag_per_topic": dg.MetadataValue.json(per_topic)},
+    )
 
 
 def _lag_check(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset) -> dg.AssetChecksDefinition:
     topics = list(asset.sources)
 
-    @dg.asset_check(asset=asset.key, name="lag_within_threshold",
-                    description=f"Records of {', '.join(map(repr, topics))} not yet in the dataset ≤ {DEFAULT_MAX_LAG}")
+    @dg.asset_check(asset=asset.key, name=LAG_CHECK,
+                    description=f"Records of {', '.join(map(repr, topics))} not yet written ≤ {DEFAULT_MAX_LAG}")
     def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
-        behind = sum(lag(kafka.settings(), config.consumer_group, topics).values())
-        return dg.AssetCheckResult(
-            passed=behind <= DEFAULT_MAX_LAG, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"lag": behind, "threshold": DEFAULT_MAX_LAG},
-        )
+        ev = lag_evaluation(config, asset, kafka.settings())
+        return dg.AssetCheckResult(passed=ev.passed, severity=ev.severity, description=ev.description,
+                                   metadata=ev.metadata)
 
     return _check
 
 
 def lag_checks(config: ParquetSinkConfig | TableSinkConfig) -> list[dg.AssetChecksDefinition]:
-    """One check per dataset or table: records of its source topics not yet committed by the sink's group ≤
-    the threshold."""
+    """One check per dataset or table: records of its source topics the sink has not written ≤ the
+    threshold."""
     return [_lag_check(config, a) for a in sink_assets(config)]
+
+
+def freshness_policy(config: object) -> dg.FreshnessPolicy:
+    """How recently a sink's dataset or table must have been written: fail after ``max(10 min, 10 ×
+    poll_interval)``, warn after half that."""
+    fail = max(600.0, 10 * float(getattr(config, "poll_interval", 30.0)))
+    return dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(seconds=fail),
+                                          warn_window=dt.timedelta(seconds=fail / 2))
+
+
+def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float) -> bool:
+    return last is None or last[0] != ev.passed or last[1] != ev.metadata["lag"].value or \
+        now - last[2] >= HEARTBEAT_SECONDS
+
+
+def checks_sensor(configs: Sequence[object]) -> dg.SensorDefinition | None:
+    """``headrace_checks_sensor`` (running by default): the lag check of every sink asset, evaluated
+    between runs from cheap offset calls and recorded as check evaluations (no run is launched). A result
+    is recorded when it changes, and again every 10 minutes. None when there are no sinks."""
+    targets = [(c, a) for c in configs if not is_source(c) for a in sink_assets(c)]  # keys fixed at build
+    if not targets:
+        return None
+
+    @dg.sensor(name=CHECKS_SENSOR, minimum_interval_seconds=CHECK_INTERVAL,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Evaluates the sinks' lag checks between runs (cheap offset calls; launches no run)")
+    def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {}
+        settings, now, events = kafka.settings(), time.time(), []
+        for config, asset in targets:
+            key = asset.key.to_user_string()
+            try:
+                ev = lag_evaluation(config, asset, settings)
+            except Exception as e:  # noqa: BLE001 - one unreachable target must not hide the others
+                context.log.warning(f"{config.name}: lag of {key} not evaluated: {str(e).splitlines()[0]}")
+                continue
+            if _changed(state.get(key), ev, now):
+                events.append(ev)
+                state[key] = [ev.passed, ev.metadata["lag"].value, now]
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(state))
+
+    return _sensor

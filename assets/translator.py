@@ -28,7 +28,7 @@ AssetKind = Literal["source_table", "source_folder", "topic", "parquet_dataset",
 
 #: AssetSpec attributes a translator may change (key is handled separately; deps follow the keys)
 _ATTRIBUTES = ("group_name", "owners", "tags", "description", "metadata", "kinds", "code_version",
-               "automation_condition")
+               "automation_condition", "freshness_policy")
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ def _apply(spec: dg.AssetSpec, translated: dg.AssetSpec | None) -> dg.AssetSpec:
         group_name=translated.group_name, owners=list(translated.owners or []), tags=tags,
         description=translated.description, metadata=dict(translated.metadata or {}), kinds=kinds,
         code_version=translated.code_version, automation_condition=translated.automation_condition,
+        freshness_policy=translated.freshness_policy,
     )
 
 
@@ -111,7 +112,12 @@ def _catalog(spec: dg.AssetSpec, origin: KeyOrigin | None, by_name: dict[str, ob
     meta = spec_catalog(origin.kind, connector, origin.name, origin.topics)
     owners = list(dict.fromkeys([*(spec.owners or []), *getattr(connector, "owners", [])]))
     tags = {**getattr(connector, "tags", {}), **(spec.tags or {})}
-    return spec.replace_attributes(metadata={**meta, **(spec.metadata or {})}, owners=owners, tags=tags)
+    extra = {}
+    if origin.kind in ("parquet_dataset", "warehouse_table") and spec.freshness_policy is None:
+        from assets.checks import freshness_policy
+
+        extra["freshness_policy"] = freshness_policy(connector)
+    return spec.replace_attributes(metadata={**meta, **(spec.metadata or {})}, owners=owners, tags=tags, **extra)
 
 
 def _map_specs(defs: dg.Definitions, func: Callable[[dg.AssetSpec], dg.AssetSpec]) -> dg.Definitions:

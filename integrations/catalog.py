@@ -111,3 +111,20 @@ def human_size(n: int) -> str:
 def local_path(path: str) -> str:
     """``path`` made absolute when it is a local path (URLs as they are)."""
     return path if "://" in path else str(Path(path).resolve())
+
+
+def undrained(config: ParquetSinkConfig | TableSinkConfig, kafka: object, topics: list[str]) -> dict[str, int]:
+    """Records of ``topics`` the sink has not yet written, per topic: each partition's end offset minus the
+    sink's next offset (the offsets it stores with its data when it does, else its consumer group's;
+    the log start when it has none). This is what a partitioned dataset's streaming has left, whatever
+    backfills did (they use throw-away groups and never move these offsets)."""
+    from integrations.runtime.sink_plan import lag
+    from integrations.runtime.sink_runner import build_sink
+
+    sink = build_sink(config)
+    try:
+        stored = sink.stored_offsets(list(config.topics))
+    finally:
+        sink.close()
+    positions = None if stored is None else {k: v for k, v in stored.items() if v is not None}
+    return lag(kafka, config.consumer_group, topics, positions)
