@@ -46,14 +46,17 @@ from sqlalchemy.dialects import postgresql as pg
 from integrations.config import SqlSourceConfig, resolve_url
 from integrations.errors import ConfigError
 from integrations.sources.base import Source, SourceBatch
-from integrations.sources.sql_reader import SqlReader, SqlTypeError, merge_streams
+from integrations.sources.sql_reader import READER_APP, SqlReader, SqlTypeError, merge_streams
 
 log = logging.getLogger("headrace.source.sql")
 
 MAX_SAMPLES = 8
+# Headrace's own reader sessions (read-only: ``default_transaction_read_only``) never write a row, so
+# their open transactions (a task's long COPY while another task polls) do not hold the bound back
 _OLDEST_OPEN_XACT = """(SELECT min(xact_start) FROM pg_stat_activity
   WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> {pid}
-    AND xact_start IS NOT NULL AND backend_type = 'client backend')"""
+    AND xact_start IS NOT NULL AND backend_type = 'client backend'
+    AND application_name IS DISTINCT FROM '""" + READER_APP + """')"""
 _OLDEST_PREPARED = "(SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())"
 # Types read as they are; anything else (enums, inet, money, ...) is selected as ``::text`` on PostgreSQL.
 _NATIVE = (sa.Integer, sa.Numeric, sa.Float, sa.Boolean, sa.String, sa.LargeBinary, sa.Date, sa.Time, sa.DateTime,
@@ -125,7 +128,7 @@ class SqlSource(Source):
     def __init__(self, config: SqlSourceConfig, use_adbc: bool = True) -> None:
         self.config = config
         self.reader = SqlReader(resolve_url(config.connection_url), use_adbc=use_adbc,
-                                numeric_mapping=config.numeric_mapping)
+                                numeric_mapping=config.numeric_mapping, read_only=True)
         self._meta = sa.MetaData()
         self._tables: dict[str, sa.FromClause] = {}
         #: (this task's index, tasks) splitting a bulk table into key ranges; (0, 1): not split
@@ -387,7 +390,7 @@ class SqlSource(Source):
         """``n`` more sessions for parallel range reads (opened once, closed with the source)."""
         while len(self._extra) < n:
             self._extra.append(SqlReader(resolve_url(self.config.connection_url), use_adbc=self._use_adbc,
-                                         numeric_mapping=self.config.numeric_mapping))
+                                         numeric_mapping=self.config.numeric_mapping, read_only=True))
         return self._extra[:n]
 
     def _empty(self, src: sa.FromClause) -> pa.Table:

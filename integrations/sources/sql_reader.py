@@ -259,6 +259,10 @@ def prefetch(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         t.join()
 
 
+#: ``application_name`` of read-only reader sessions (``read_only``): they never write a row
+READER_APP = "headrace-sql-reader"
+
+
 def merge_streams(streams: list[Iterator[Any]], depth: int = 2) -> Iterator[Any]:
     """Run each of ``streams`` in its own thread and yield their items as they arrive (interleaved);
     at most ``depth`` items per stream wait in memory. The first error of any stream is raised once the
@@ -313,9 +317,11 @@ def merge_streams(streams: list[Iterator[Any]], depth: int = 2) -> Iterator[Any]
 class SqlReader:
     """Executes SELECT statements against one database and returns Arrow tables."""
 
-    def __init__(self, url: str, use_adbc: bool = True, numeric_mapping: NumericMapping = "none") -> None:
+    def __init__(self, url: str, use_adbc: bool = True, numeric_mapping: NumericMapping = "none",
+                 read_only: bool = False) -> None:
         self.url = sa.make_url(url)
-        self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.read_only = read_only
+        self.engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=self._session_args())
         self.dialect = self.engine.dialect.name
         if self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg":
             sa.event.listen(self.engine, "connect", _pg_exact_intervals)
@@ -329,6 +335,14 @@ class SqlReader:
                 and self.url.database not in (None, "", ":memory:"):
             self._adbc = adbc_sqlite.connect(self.url.database, autocommit=True)
         self.fallbacks = 0  # SQLite statements read through SQLAlchemy although ADBC is on
+
+    def _session_args(self) -> dict[str, str]:
+        """libpq settings of a read-only PostgreSQL session named ``READER_APP`` (else none)."""
+        if not self.read_only or not self.url.drivername.startswith(("postgresql", "postgres")):
+            return {}
+        opts = self.url.query.get("options", "")
+        opts = " ".join(opts) if isinstance(opts, tuple) else opts
+        return {"options": f"{opts} -c default_transaction_read_only=on".strip(), "application_name": READER_APP}
 
     def _connect_pg(self) -> None:
         """Open the ADBC PostgreSQL session (and note its backend pid for the transaction guard)."""
@@ -363,8 +377,11 @@ class SqlReader:
     def _libpq_uri(self) -> str:
         # query parameters percent-encoded (SQLAlchemy renders a space as "+", which libpq keeps as a
         # plus: ``options=-c TimeZone=UTC`` would reach the server as ``-c+TimeZone=UTC``)
+        # the session is read-only and named READER_APP: the source's transaction guard may then ignore
+        # its open transactions and those of the connector's other tasks (they can never write a row)
         base = self.url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
-        query = urllib.parse.urlencode(list(self.url.query.items()), doseq=True, quote_via=urllib.parse.quote)
+        items = {**dict(self.url.query), **self._session_args()}
+        query = urllib.parse.urlencode(list(items.items()), doseq=True, quote_via=urllib.parse.quote)
         return f"{base}?{query}" if query else base
 
     @property
