@@ -16,6 +16,7 @@ from integrations.converters.base import Converter
 from integrations.errors import DeliveryError
 from integrations.runtime import stopping
 from integrations.runtime.errors import ErrorHandler, RecordError, is_transient, locate_bad
+from integrations.runtime.progress import Progress
 from integrations.runtime.sink_decode import (
     _decoder,
     _error,
@@ -69,6 +70,18 @@ def _drain(
             _Commit.commit(topic, partition, offset)
 
     nxt = {(r.topic, r.partition): r.start for r in plan}  # next offset expected per partition
+    progress = Progress(f"sink {result.connector}", total=sum(r.end - r.start for r in plan), unit="records")
+    try:
+        _loop(consumer, sink, converter, transform, schema, result, consume_batch, errors, commit, ends, pending,
+              nxt, progress)
+    finally:
+        progress.close()
+
+
+def _loop(consumer, sink: Sink, converter: Converter, transform: TransformChain, schema: pa.Schema | None,
+          result: SinkResult, consume_batch: int, errors: ErrorHandler, commit: Callable, ends: dict, pending: set,
+          nxt: dict, progress: Progress) -> None:
+    """The consume loop of :func:`_drain` (``progress`` counts the records read)."""
     idle_deadline = time.monotonic() + 60
     while pending:
         # never ask for more than the planned ranges still hold: consume() waits its whole timeout
@@ -80,6 +93,7 @@ def _drain(
                 raise DeliveryError(f"no records arrived for 60s while reading {sorted(pending)}")
             continue
         idle_deadline = time.monotonic() + 60
+        progress.add(len(msgs))
         fast = _group_fast(msgs, pending, ends, sink.wants_messages, len(ends) > 1)
         if fast is not None:
             key, vals, offs, raw = fast

@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from integrations.errors import DeliveryError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.errors import is_transient
+from integrations.runtime.progress import Progress
 
 #: Delivery errors that condemn one record rather than the batch (retrying would not help).
 _RECORD_ERRORS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE,
@@ -27,8 +28,13 @@ class Producing:
     """Produces converted batches with one idempotent producer (transactional under ``exactly_once``)
     and checks every acknowledgement."""
 
-    def __init__(self, kafka: KafkaSettings, transactional_id: str | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, transactional_id: str | None = None, label: str | None = None,
+                 expected_rows: int | None = None) -> None:
         self.errors: list[str] = []
+        #: rows queued, reported every few seconds (``label`` names the run, e.g. ``source shop``; the first
+        #: topic produced to when not given); ``expected_rows`` gives a percentage and the time left
+        self.label, self.expected_rows = label, expected_rows
+        self.progress: Progress | None = None
         self.rejected: list[tuple[Any, Any]] = []  # (KafkaError, Message) rejected for the record itself
         txn = {} if transactional_id is None else {"transactional.id": transactional_id,
                                                    "transaction.timeout.ms": kafka.message_timeout_ms}
@@ -49,6 +55,7 @@ class Producing:
 
         The loop is ``map`` over the C ``produce`` (no Python bytecode per record); when a record
         raises, its index is what the value iterator has consumed, and the loop resumes after it."""
+        self._count(topic, len(values))
         produce = self.producer.produce
         refused: list[tuple[int, Exception]] = []
         n = len(values)
@@ -73,6 +80,7 @@ class Producing:
                    timestamps: list[int | None] | None) -> list[tuple[int, Exception]]:
         """``send`` for records with headers (a list of (name, bytes) pairs or None per record) and/or
         timestamps (epoch ms or None per record), as a transform chain set them."""
+        self._count(topic, len(values))
         refused: list[tuple[int, Exception]] = []
         produce, poll = self.producer.produce, self.producer.poll
         for i, value in enumerate(values):
@@ -94,6 +102,11 @@ class Producing:
             if i & 0x3FFF == 0:
                 poll(0)
         return refused
+
+    def _count(self, topic: str, n: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(self.label or f"source → {topic}", total=self.expected_rows)
+        self.progress.add(n)
 
     def _produce_blocking(self, topic: str, value: Any, key: Any, **extra: Any) -> None:
         """Produce, waiting for room in a full queue instead of dropping."""
