@@ -26,7 +26,8 @@ class ConnectorDefs:
 
     ``upstream``: the topic keys a sink's assets depend on; ``chainable``: a sink whose assets a
     source's micro-batch job may include (non-partitioned, not continuous); ``sensors``: sensors the
-    connector brings itself (continuous mode), used instead of the micro-batch sensor."""
+    connector brings itself (continuous mode), used instead of the micro-batch sensor; ``topic_keys``:
+    a source's topic → asset key."""
 
     assets: list = field(default_factory=list)
     specs: list[dg.AssetSpec] = field(default_factory=list)
@@ -36,6 +37,7 @@ class ConnectorDefs:
     upstream: set[dg.AssetKey] = field(default_factory=set)
     chainable: bool = False
     sensors: list = field(default_factory=list)
+    topic_keys: dict[str, dg.AssetKey] = field(default_factory=dict)
 
 
 def pool_of(name: str) -> str:

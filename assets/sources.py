@@ -113,7 +113,8 @@ def source_defs(config: SqlSourceConfig | FileSourceConfig) -> ConnectorDefs:
             yield dlq_result(key, config, result.dead_lettered)
 
     job = source_job(config, keys, [])
-    return ConnectorDefs(assets=[_source], specs=[s for _n, s in inputs], jobs=[job], keys=keys, sensor_job=job)
+    return ConnectorDefs(assets=[_source], specs=[s for _n, s in inputs], jobs=[job], keys=keys, sensor_job=job,
+                         topic_keys=key_of)
 
 
 def source_job(config: SqlSourceConfig | FileSourceConfig, keys: list[dg.AssetKey],
