@@ -24,6 +24,13 @@ import dagster as dg
 from assets.keys import KeyOrigin, Naming, naming
 from integrations.errors import ConfigError
 
+# Dagster 1.13 copies a sensor with ``owners=[]`` whenever it resolves the sensor's job or metadata
+# (``SensorDefinition.with_attributes``), which warns that the beta parameter ``owners`` was used although
+# nobody set it, once in every process that loads the code location (code server, each run worker and
+# step process): the BetaWarnings repeated in ``dagster dev``. Only that warning is silenced.
+warnings.filterwarnings("ignore", message=r"Parameter `owners` of initializer `SensorDefinition\.__init__`",
+                        category=dg.BetaWarning)
+
 AssetKind = Literal["source_table", "source_folder", "topic", "parquet_dataset", "warehouse_table"]
 
 #: AssetSpec attributes a translator may change (key is handled separately; deps follow the keys)
