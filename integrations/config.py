@@ -298,6 +298,10 @@ class TableSinkConfig(_SinkBase):
     auto_create: bool = False
     auto_evolve: bool = False
     delete_enabled: bool = False
+    truncate_enabled: Annotated[
+        bool, Field(description="Apply change-data-capture truncate events (op 't', null key): empty the topic's "
+                                "table, as Debezium's JDBC sink truncate.enabled")
+    ] = False
     batch_size: Annotated[int, Field(gt=0, le=10_000_000, description="Records per database transaction")] = 100_000
     offsets_table: Annotated[
         str, Field(description="Table holding the sink's offsets, written in the same transaction as the rows")

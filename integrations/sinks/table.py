@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from integrations.config import TableSinkConfig, resolve_url
 from integrations.sinks.base import Decoded, Sink, SinkStats, SinkWriteError, message_offsets
 from integrations.sinks.fencing import OffsetsBackwards, SinkFenced, backwards_message, one_line
+from integrations.sinks.table_truncate import TruncateEvents
 from integrations.transforms.batch import is_primitive
 
 _value = methodcaller("value")
@@ -57,12 +58,14 @@ def open_backend(config: TableSinkConfig) -> TableBackend:
 
 @dataclass
 class TableWrite:
-    """What one transaction does to one table: delete ``deletes`` keys, then write ``rows`` (either may be None)."""
+    """What one transaction does to one table: empty it (``truncate``), delete ``deletes`` keys, then write
+    ``rows`` (either may be None)."""
 
     table: str
     rows: pa.Table | None
     deletes: pa.Table | None
     pk: list[str]
+    truncate: bool = False
 
 
 class TableBackend:
@@ -143,6 +146,7 @@ class TableSink(Sink):
         self._buf: dict[tuple[str, int], _Pending] = {}
         self._known: dict[str, dict[str, str]] = {}
         self._expected: dict[tuple[str, int], int] = {}  # the stored offset each transaction is conditional on
+        self._truncates = TruncateEvents(config) if config.truncate_enabled else None
 
     def stored_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """The target's offsets of ``topics``; every transaction of the run is conditional on them (and
@@ -164,6 +168,14 @@ class TableSink(Sink):
         the bad ones the runtime dropped under ``errors_tolerance: all``)."""
         if not messages:
             return 0, 0, None
+        if self._truncates is not None:
+            cut = self._truncates.first(topic, messages)
+            if cut is not None:  # the messages before it, then the truncate alone, then the rest
+                rows, dead, durable = self.put_messages(topic, partition, messages[:cut], decode) if cut \
+                    else (0, 0, None)
+                durable = self._truncate(topic, partition, messages[cut].offset()) or durable
+                more = self.put_messages(topic, partition, messages[cut + 1:], decode)
+                return rows + more[0], dead + more[1], more[2] if more[2] is not None else durable
         d = decode(messages)
         dead = d.nulls if d.nulls is not None else list(map(_value, messages)).count(None)
         key = (topic, partition)
@@ -212,6 +224,14 @@ class TableSink(Sink):
 
     def close(self) -> None:
         self.backend.close()
+
+    def _truncate(self, topic: str, partition: int, offset: int) -> int | None:
+        """Apply a truncate event at ``offset``: what is buffered before it first, then one transaction
+        that empties the topic's table and stores the offset past the event."""
+        durable = self.flush(topic, partition)
+        table = self.config.table_for(topic)
+        writes = [TableWrite(table, None, None, [], truncate=True)] if self._columns(table) is not None else []
+        return self._commit(writes, (topic, partition, offset + 1), offset) or durable
 
     # -- one transaction -----------------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ class DuckDBBackend(TableBackend):
                 raise fenced(self.connector, offset, expected, self._current(offset))
             for w in writes:
                 table, t = w.table, self._name(w.table)
+                if w.truncate:
+                    con.execute(f"DELETE FROM {t}")
                 if w.deletes is not None:
                     con.register("_hr_del", w.deletes)
                     cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in w.pk)

@@ -249,6 +249,8 @@ class PostgresBackend(TableBackend):
                     raise fenced(self.connector, offset, expected, self._current(offset))
                 for k, w in enumerate(writes):  # staging tables live until the commit: one name per write
                     table, t = w.table, self._name(w.table)
+                    if w.truncate:  # DELETE, not TRUNCATE: no ACCESS EXCLUSIVE lock on readers of the replica
+                        cur.execute(f"DELETE FROM {t}")
                     if w.deletes is not None:
                         self._stage(cur, t, f"_hr_del{k}", w.deletes)
                         cond = " AND ".join(f"{t}.{quote(c)} = d.{quote(c)}" for c in w.pk)

@@ -104,6 +104,8 @@ class SqlAlchemyBackend(TableBackend):
     def _write(self, c: sa.Connection, w: TableWrite, mode: str) -> None:
         t, pk, rows = sa.Table(w.table, sa.MetaData(schema=self.schema), autoload_with=c), w.pk, w.rows
         rows = sa_values(rows, c.dialect.name) if rows is not None else None
+        if w.truncate:
+            c.execute(t.delete())
         keyed = [w.deletes] if w.deletes is not None else []
         if rows is not None and mode == "upsert":
             keyed.append(rows.select(pk))

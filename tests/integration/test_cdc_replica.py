@@ -77,6 +77,37 @@ def test_replica_converges(cdc: Cdc, tmp_path: Path, backend: str) -> None:
     assert [v["op"] for _k, v in envelopes(cdc.kafka, topic) if v is not None][-1] == "t"
 
 
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_truncate_enabled_empties_the_replica_then_later_changes_apply(cdc: Cdc, tmp_path: Path,
+                                                                      backend: str) -> None:
+    cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)",
+            "INSERT INTO items SELECT g, 'a' || g, g FROM generate_series(1, 3000) g")
+    cdc.run()
+    url = _replica_url(backend, cdc, tmp_path)
+    topic = cdc.topic("items")
+    sink = _sink(cdc, url, topic).model_copy(update={"truncate_enabled": True, "batch_size": 1000})
+    run_sink(sink, cdc.kafka)
+    assert len(_replica(url)) == 3000
+    # one run sees: changes, a truncate, changes after it, a second truncate, and more changes
+    cdc.sql("UPDATE items SET name = 'before' WHERE id <= 10", "TRUNCATE items",
+            "INSERT INTO items SELECT g, 'b' || g, g FROM generate_series(2001, 2500) g",
+            "DELETE FROM items WHERE id > 2490",
+            "TRUNCATE items",
+            "INSERT INTO items SELECT g, 'c' || g, g FROM generate_series(5001, 5200) g",
+            "UPDATE items SET n = -n WHERE id % 2 = 0")
+    cdc.run()
+    ops = [v["op"] for _k, v in envelopes(cdc.kafka, topic) if v is not None]
+    assert ops.count("t") == 2
+    res = run_sink(sink, cdc.kafka)
+    replica = _replica(url)
+    assert replica == _source(cdc)
+    assert [r[0] for r in replica] == list(range(5001, 5201))
+    assert res.rows > 0
+    # nothing left: a further run applies nothing and the replica stays equal
+    run_sink(sink, cdc.kafka)
+    assert _replica(url) == _source(cdc)
+
+
 def _lsn_duplicates(cdc: Cdc, topic: str) -> tuple[int, int]:
     """(events, events whose LSN and op were already seen: replays after a crash)."""
     seen = collections.Counter((v["source"]["lsn"], v["op"], k["id"]) for k, v in envelopes(cdc.kafka, topic)
