@@ -1,8 +1,9 @@
 """One sensor per connector: a cheap check for new data, then a run request with a distinct run_key.
 
 Sensors never consume, produce or commit. A connector that leaves ``poll_interval`` unset is checked
-every ``DEFAULT_INTERVAL`` seconds (5 s: the daemon's sensor loop runs at most that often); the checks
-are one aggregate query per table, or the group's committed offsets and the topics' watermarks. A
+on every pass of the daemon's sensor loop, which runs every 5 s (``minimum_interval_seconds=1``; an
+interval of 5 would be due only every other pass, i.e. every 10 s); the checks are one aggregate query
+per table, or the group's committed offsets and the topics' watermarks. A
 sink that a source's micro-batch job runs as well (``assets.factory.chain_sinks``) is not requested
 while such a run is in flight: that run writes it. A sink's request carries the exact offset ranges to read
 in the ``headrace/ranges`` tag, so retries of that run read the same records. When the run for a
@@ -22,7 +23,7 @@ from integrations.runtime.checks import digest, ranges_to_tag, sink_pending, sou
 from resources.kafka import KafkaResource
 
 REQUEST_TAG = "headrace/request"
-DEFAULT_INTERVAL = 5
+DEFAULT_INTERVAL = 1  # due on every pass of the daemon's 5 s sensor loop
 _ACTIVE = {
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
