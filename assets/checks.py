@@ -9,6 +9,12 @@
 - Freshness: every dataset and table carries Dagster's time-window :func:`freshness_policy` (the
   1.13 idiom that superseded freshness checks; the daemon evaluates it when ``freshness: enabled:
   true`` is in dagster.yaml).
+- ``reconciled`` on every dataset and table whose counts must agree (:mod:`integrations.reconcile`):
+  rows in the source table up to its stored offset = records in the topic = rows written. It fails with
+  the three numbers. The checks sensor evaluates it every ``HEADRACE_RECONCILE_INTERVAL`` seconds
+  (default 600); it can also be executed from the UI.
+
+:func:`check_definitions` gathers the reconciliation checks and the sensor for a set of connectors.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -32,6 +39,86 @@ CHECK_INTERVAL = int(os.environ.get("HEADRACE_CHECK_INTERVAL", "60"))
 #: the checks sensor records an unchanged result again after this long, so its time stays recent
 HEARTBEAT_SECONDS = 600
 CHECKS_SENSOR = "headrace_checks_sensor"
+RECONCILE_CHECK = "reconciled"
+RECONCILE_INTERVAL = int(os.environ.get("HEADRACE_RECONCILE_INTERVAL", "600"))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One comparable pipeline: a sink asset, its one source topic, and the source table producing it
+    (``source``/``table`` None when no SQL source here produces the topic)."""
+
+    sink: ParquetSinkConfig | TableSinkConfig
+    asset: SinkAsset
+    topic: str
+    source: object | None
+    table: str | None
+
+    @property
+    def output(self) -> str:
+        """The topic folder or table the sink writes."""
+        target = self.asset.targets[0] if self.asset.targets else self.topic
+        return self.sink.table_for(target) if isinstance(self.sink, TableSinkConfig) else target
+
+    @property
+    def label(self) -> str:
+        return "table" if isinstance(self.sink, TableSinkConfig) else "dataset"
+
+
+def pipelines(configs: Sequence[object]) -> list[Pipeline]:
+    """The comparable pipelines among ``configs`` (see :func:`integrations.reconcile.comparable`)."""
+    from integrations.reconcile import comparable
+
+    producers: dict[str, tuple[object, str]] = {}
+    for c in configs:
+        if is_source(c) and getattr(c, "type", "") == "sql_source" and not getattr(c, "query", None):
+            for t in c.tables or []:
+                producers.setdefault(c.topic_for(t), (c, t))
+    out = []
+    for c in configs:
+        if is_source(c):
+            continue
+        for a in sink_assets(c):
+            source, table = producers.get(a.sources[0], (None, None)) if len(a.sources) == 1 else (None, None)
+            if comparable(source, c, a.sources) is None:
+                out.append(Pipeline(c, a, a.sources[0], source, table))
+    return out
+
+
+def reconcile_evaluation(p: Pipeline, settings: object) -> dg.AssetCheckEvaluation:
+    """The reconciliation check of one pipeline now."""
+    from integrations.reconcile import reconcile
+
+    r = reconcile(p.source, p.table, p.sink, p.topic, p.output, settings)
+    meta: dict = {"source_rows": r.source_rows if r.source_rows is not None else -1,
+                  "topic_records": r.topic_records, "sink_read_records": r.sink_records,
+                  f"{p.label}_rows": r.output_rows}
+    if r.notes:
+        meta["notes"] = dg.MetadataValue.json(r.notes)
+    return dg.AssetCheckEvaluation(asset_key=p.asset.key, check_name=RECONCILE_CHECK, passed=r.passed,
+                                   severity=dg.AssetCheckSeverity.ERROR, description=r.describe(p.label),
+                                   metadata=meta)
+
+
+def _reconcile_check(p: Pipeline) -> dg.AssetChecksDefinition:
+    src = f"{p.source.name}'s table {p.table!r}" if p.source is not None else "the topic's producer"
+    @dg.asset_check(asset=p.asset.key, name=RECONCILE_CHECK, blocking=False,
+                    description=f"Rows in {src} (up to its stored offset) = records in {p.topic!r} = rows in the "
+                                f"{p.label} (cheap counts only)")
+    def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
+        ev = reconcile_evaluation(p, kafka.settings())
+        return dg.AssetCheckResult(passed=ev.passed, severity=ev.severity, description=ev.description,
+                                   metadata=ev.metadata)
+
+    return _check
+
+
+def check_definitions(configs: Sequence[object]) -> dg.Definitions:
+    """The reconciliation checks of ``configs``' comparable pipelines and the checks sensor (build it
+    where keys are decided, i.e. inside a translated build)."""
+    sensor = checks_sensor(configs)
+    return dg.Definitions(asset_checks=[_reconcile_check(p) for p in pipelines(configs)],
+                          sensors=[sensor] if sensor is not None else [])
 
 
 def lag_evaluation(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset, settings: object
@@ -84,8 +171,10 @@ def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float) -> bool
 def checks_sensor(configs: Sequence[object]) -> dg.SensorDefinition | None:
     """``headrace_checks_sensor`` (running by default): the lag check of every sink asset, evaluated
     between runs from cheap offset calls and recorded as check evaluations (no run is launched). A result
-    is recorded when it changes, and again every 10 minutes. None when there are no sinks."""
+    is recorded when it changes, and again every 10 minutes. The reconciliation checks are evaluated
+    every ``HEADRACE_RECONCILE_INTERVAL`` seconds. None when there are no sinks."""
     targets = [(c, a) for c in configs if not is_source(c) for a in sink_assets(c)]  # keys fixed at build
+    comparable = pipelines(configs)
     if not targets:
         return None
 
@@ -105,6 +194,14 @@ def checks_sensor(configs: Sequence[object]) -> dg.SensorDefinition | None:
             if _changed(state.get(key), ev, now):
                 events.append(ev)
                 state[key] = [ev.passed, ev.metadata["lag"].value, now]
+        if now - state.get("reconciled_at", 0) >= RECONCILE_INTERVAL:
+            state["reconciled_at"] = now
+            for p in comparable:
+                try:
+                    events.append(reconcile_evaluation(p, settings))
+                except Exception as e:  # noqa: BLE001
+                    context.log.warning(f"{p.sink.name}: {p.asset.key.to_user_string()} not reconciled: "
+                                        f"{str(e).splitlines()[0]}")
         return dg.SensorResult(asset_events=events, cursor=json.dumps(state))
 
     return _sensor

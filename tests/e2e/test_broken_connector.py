@@ -130,4 +130,4 @@ def test_broken_files_through_graphql(tmp_path, monkeypatch):
             assert check["executionForLatestMaterialization"] == {
                 "status": "FAILED", "evaluation": {"description": error, "severity": "ERROR"}}
         good = nodes["parquet/good/shop_orders"]["assetChecksOrError"]["checks"]
-        assert {ch["name"] for ch in good} == {"lag_within_threshold", "dead_letters_within_threshold"}
+        assert {ch["name"] for ch in good} == {"lag_within_threshold", "dead_letters_within_threshold", "reconciled"}
