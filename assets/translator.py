@@ -76,6 +76,23 @@ class HeadraceTranslator:
         return props.spec
 
 
+class QualifiedLabels(HeadraceTranslator):
+    """Keys whose last part (the label Dagster's asset graph draws on a node) says where the asset lives,
+    so a topic, a dataset and a table of the same name cannot be confused: ``source/sqlite_shop/orders``
+    becomes ``source/sqlite_shop/sqlite_shop__orders``, ``parquet/lake/shop_orders`` becomes
+    ``parquet/lake/lake__shop_orders``, ``warehouse/duckdb_wh/orders`` becomes
+    ``warehouse/duckdb_wh/duckdb_wh__orders``; topics (``kafka/shop_orders``) keep theirs. Opt-in: keys
+    name an asset's history, so changing them starts new histories."""
+
+    def get_asset_spec(self, props: AssetProps) -> dg.AssetSpec:
+        """The default spec, its key's last part qualified by the parts between the root and it."""
+        spec = super().get_asset_spec(props)
+        path = list(spec.key.path)
+        if len(path) <= 2:
+            return spec
+        return spec.replace_attributes(key=dg.AssetKey([*path[:-1], "__".join(path[1:])]))
+
+
 def _specs_of(defs: dg.Definitions) -> list[dg.AssetSpec]:
     out: list[dg.AssetSpec] = []
     for a in defs.assets or []:

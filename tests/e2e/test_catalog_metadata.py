@@ -129,3 +129,26 @@ def test_sink_catalog_counts_the_whole_output(kafka, topic_factory, tmp_path, un
             wh_meta = sink_catalog(wh, sink_assets(wh)[0])
             assert wh_meta["dagster/row_count"].value == total
             assert [col.name for col in wh_meta["dagster/column_schema"].value.columns] == ["id", "name"]
+
+
+def test_qualified_labels_are_unique_and_keep_the_catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    from assets.translator import QualifiedLabels
+
+    db = tmp_path / "shop.db"
+    sqlite3.connect(db).execute("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY)").connection.close()
+    c = tmp_path / "c"
+    write_connector(c, {"name": "src", "type": "sql_source", "connection_url": f"sqlite:///{db}", "mode": "incrementing",
+                        "incrementing_column": "id", "tables": ["shop_orders"], "owners": ["team:sales"]})
+    write_connector(c, {"name": "lake", "type": "parquet_sink", "topics": ["shop_orders"], "path": "lake"})
+    write_connector(c, {"name": "wh", "type": "table_sink", "topics": ["shop_orders"],
+                        "connection_url": f"duckdb:///{tmp_path}/wh.duckdb"})
+    plain = [s.key.path[-1] for s in build_definitions(c).resolve_all_asset_specs()]
+    assert sorted(plain) == ["shop_orders"] * 4  # four nodes drawn "shop_orders"
+    specs = {s.key.to_user_string(): s for s in build_definitions(c, translator=QualifiedLabels()).resolve_all_asset_specs()}
+    assert sorted(specs) == ["kafka/shop_orders", "parquet/lake/lake__shop_orders", "source/sqlite_shop/sqlite_shop__shop_orders",
+                             "warehouse/duckdb_wh/duckdb_wh__shop_orders"]
+    assert [d.asset_key.to_user_string() for d in specs["kafka/shop_orders"].deps] == [
+        "source/sqlite_shop/sqlite_shop__shop_orders"]
+    assert specs["kafka/shop_orders"].owners == ["team:sales"]
+    assert specs["parquet/lake/lake__shop_orders"].metadata["dagster/uri"].value == (tmp_path / "lake" / "shop_orders").as_uri()
