@@ -32,16 +32,24 @@ def connectors_of(instance: object, run: DagsterRun) -> set[str]:
     return {tags_of[o][CONNECTOR_TAG] for o in ops if CONNECTOR_TAG in tags_of.get(o, {})}
 
 
+def tag_connector(instance: object, run: DagsterRun) -> DagsterRun:
+    """``run`` with the ``headrace/connector`` tag added (in the instance too) when it has none and all
+    its ops belong to one connector; else ``run`` unchanged."""
+    if CONNECTOR_TAG in run.tags:
+        return run
+    found = connectors_of(instance, run)
+    if len(found) != 1:
+        return run
+    instance.add_run_tags(run.run_id, {CONNECTOR_TAG: found.pop()})
+    return instance.get_run_by_id(run.run_id) or run
+
+
 class HeadraceRunCoordinator(QueuedRunCoordinator):
     """``QueuedRunCoordinator`` that tags a run with its connector when Dagster built the run."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         """Queue the run, tagged with ``headrace/connector`` when all its ops are one connector's."""
-        run = context.dagster_run
-        if CONNECTOR_TAG not in run.tags:
-            found = connectors_of(self._instance, run)
-            if len(found) == 1:
-                self._instance.add_run_tags(run.run_id, {CONNECTOR_TAG: found.pop()})
-                run = self._instance.get_run_by_id(run.run_id) or run
-                context = SubmitRunContext(run, context.workspace)
+        run = tag_connector(self._instance, context.dagster_run)
+        if run is not context.dagster_run:
+            context = SubmitRunContext(run, context.workspace)
         return super().submit_run(context)
