@@ -27,7 +27,7 @@ RESULTS = ROOT / "bench" / "results"
 ORDER = [
     "sql_to_kafka", "sql_to_kafka_exactly_once", "kafka_to_parquet", "sql_to_kafka_fast", "csv_to_kafka",
     "kafka_to_duckdb_upsert", "kafka_to_postgres_upsert", "kafka_to_parquet_daily",
-    "transform_chain", "avro_roundtrip",
+    "transform_chain", "avro_roundtrip", "dagster_latency",
 ]
 
 
