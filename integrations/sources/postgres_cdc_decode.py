@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.json as pj
 
 #: what Debezium writes for an unchanged TOASTed column that the WAL does not carry
@@ -37,20 +36,15 @@ def parse_changes(blob: bytes) -> pa.Table:
     """Parse newline-separated wal2json v2 documents (with ``_l``) into a table of :data:`SCHEMA`.
 
     wal2json writes numbers and booleans bare, so a ``value`` changes JSON type from column to column,
-    which ``pyarrow.json`` refuses: the lines are read as one Arrow column (``pyarrow.csv``) and every
-    bare value is quoted by one RE2 replace over the column (C++), then parsed."""
+    which ``pyarrow.json`` refuses: the blob is viewed (no copy) as one Arrow string and every bare
+    value is quoted by one RE2 replace over it (C++), then the lines are parsed."""
     if not blob.strip():
         return SCHEMA.empty_table()
-    lines = pacsv.read_csv(
-        pa.BufferReader(blob), read_options=pacsv.ReadOptions(column_names=["l"], block_size=1 << 22),
-        parse_options=pacsv.ParseOptions(delimiter="\x02", quote_char=False, escape_char=False,
-                                         double_quote=False, ignore_empty_lines=True),
-        convert_options=pacsv.ConvertOptions(column_types={"l": pa.large_string()}, strings_can_be_null=False,
-                                             quoted_strings_can_be_null=False)).column("l").combine_chunks()
-    quoted = pc.replace_substring_regex(lines, _UNQUOTED, _QUOTED)
-    joined = pc.binary_join_element_wise(quoted, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string()))
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64, count=len(joined) + 1, offset=joined.offset * 8)
-    data = joined.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    whole = pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(blob)], dtype=np.int64)),
+                                             pa.py_buffer(blob))
+    quoted = pc.replace_substring_regex(whole, _UNQUOTED, _QUOTED)
+    lo, hi = np.frombuffer(quoted.buffers()[1], dtype=np.int64, count=2, offset=quoted.offset * 8)
+    data = quoted.buffers()[2].slice(int(lo), int(hi - lo))
     opts = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
     return pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(block_size=1 << 22), parse_options=opts)
 
