@@ -3,9 +3,9 @@ and one gather op that turns the tasks' results into the assets' materialization
 
 Each task op calls ``run_sink(config, task=i)`` / ``run_source(config, task=i)``: its own partitions
 (tables, key ranges), its own fence, its own offsets (``integrations.runtime.tasks``). The executor
-decides where the steps run: the job sets none, so the Definitions' executor applies (Dagster's
-default is the multiprocess executor; a cluster sets ``k8s_job_executor``, ``celery_k8s_job_executor``
-or ``docker_executor``; see docs/deploy.md). Task results are small pickled objects (ranges, rows,
+decides where the steps run: ``HEADRACE_TASK_EXECUTOR`` names it (``task_executor``): ``multiprocess``
+(the default: one process per step on the run worker's machine), ``k8s`` (``k8s_job_executor``: one
+pod per step), ``celery_k8s``, ``docker`` or ``in_process``; see docs/deploy.md. Task results are small pickled objects (ranges, rows,
 file names), passed to the gather op by the IO manager: on several machines that must be a shared one
 (e.g. an object store's), as docs/deploy.md shows.
 
@@ -22,6 +22,7 @@ not in continuous mode (``supports_tasks``); for the others the single step runs
 """
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,32 @@ from resources.kafka import KafkaResource
 CONNECTOR_TAG = "headrace/connector"  # the same run tag as the single-task jobs (assets.factory)
 RANGES_TAG = "headrace/ranges"
 RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+_EXECUTORS = {
+    "multiprocess": ("dagster", "multiprocess_executor"),
+    "in_process": ("dagster", "in_process_executor"),
+    "k8s": ("dagster_k8s", "k8s_job_executor"),
+    "celery_k8s": ("dagster_celery_k8s", "celery_k8s_job_executor"),
+    "docker": ("dagster_docker", "docker_executor"),
+}
+
+
+def task_executor() -> dg.ExecutorDefinition:
+    """The executor of tasked connectors' jobs, from ``HEADRACE_TASK_EXECUTOR`` (default multiprocess)."""
+    import importlib
+
+    from integrations.errors import ConfigError
+
+    name = os.environ.get("HEADRACE_TASK_EXECUTOR", "multiprocess")
+    if name not in _EXECUTORS:
+        raise ConfigError(f"HEADRACE_TASK_EXECUTOR={name!r} is not one of {sorted(_EXECUTORS)}")
+    module, attr = _EXECUTORS[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError:
+        raise ConfigError(f"HEADRACE_TASK_EXECUTOR={name}: install {module.replace('_', '-')} in the code "
+                          "location's image") from None
 
 
 def supports_tasks(config: Any) -> bool:
@@ -174,7 +201,7 @@ def _graph(config: Any, source: bool, specs: list[dg.AssetSpec], checks: dict[dg
 def task_defs(config: Any) -> Any:
     """The ``ConnectorDefs`` of a connector with ``tasks_max > 1`` (``supports_tasks``): its single-task
     definitions with the multi-asset replaced by a graph of one op per task plus a gather op, and a
-    job (same name and tags) that leaves the executor to the Definitions."""
+    job (same name and tags) on ``task_executor()``."""
     from assets.factory import connector_defs
     from integrations.registry import is_source
 
@@ -202,7 +229,7 @@ def task_defs(config: Any) -> Any:
     )
 
     job = dg.define_asset_job(f"{clean(config.name)}_job", selection=dg.AssetSelection.assets(*base.keys),
-                              tags={CONNECTOR_TAG: config.name},
+                              tags={CONNECTOR_TAG: config.name}, executor_def=task_executor(),
                               description=f"One micro-batch of {config.name} in {config.tasks_max} tasks")
     assets = [a for a in base.assets if a is not single] + [_tasks]
     return dataclasses.replace(base, assets=assets, jobs=[job], sensor_job=job)

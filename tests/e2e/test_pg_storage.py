@@ -144,3 +144,8 @@ def test_postgres_storage_sensor_and_backfill(kafka, topic_factory, pg_url, tmp_
     assert n_runs >= 2 and n_events > 50 and n_ticks >= 1 and n_backfills == 1
     assert not list(dagster_home.rglob("*.db")), list(dagster_home.rglob("*.db"))
     assert yaml.safe_load(CONFIG.read_text())["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+
+
+def test_deploy_doc_shows_the_tested_config():
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"```yaml\n{CONFIG.read_text()}```" in doc, "docs/deploy.md must show infra/dagster/dagster-postgres.yaml as it is"

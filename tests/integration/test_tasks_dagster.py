@@ -10,6 +10,7 @@ import json
 import os
 
 import dagster as dg
+import pytest
 import yaml
 
 from assets.tasks import task_defs
@@ -131,3 +132,18 @@ def test_source_and_sink_tasks_multiprocess(kafka, pg_url, unique, tmp_path, mon
                 assert kafka.committed(group, t) == {p: hi for p, (_lo, hi) in kafka.watermarks(t).items()}
     finally:
         kafka.delete_topics([*topics, offsets])
+
+
+def test_task_executor_choice(monkeypatch):
+    from assets.tasks import task_executor
+    from integrations.errors import ConfigError
+
+    assert task_executor() is dg.multiprocess_executor
+    monkeypatch.setenv("HEADRACE_TASK_EXECUTOR", "in_process")
+    assert task_executor() is dg.in_process_executor
+    monkeypatch.setenv("HEADRACE_TASK_EXECUTOR", "k8s")  # dagster-k8s is not installed here
+    with pytest.raises(ConfigError, match="install dagster-k8s"):
+        task_executor()
+    monkeypatch.setenv("HEADRACE_TASK_EXECUTOR", "yarn")
+    with pytest.raises(ConfigError, match="is not one of"):
+        task_executor()
