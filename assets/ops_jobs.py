@@ -1,5 +1,6 @@
 """The operations as Dagster jobs, launchable from the UI (Launchpad): ``headrace_status``,
-``headrace_pause``, ``headrace_resume``, ``headrace_offsets_reset`` and ``headrace_offsets_set``.
+``headrace_pause``, ``headrace_resume``, ``headrace_offsets_reset`` and ``headrace_offsets_set``; with a
+``postgres_cdc`` connector, ``headrace_cdc_snapshot`` too.
 
 Run config names only the connector and the target (never a secret: connection details come from
 the connector files and resources). They do what ``headrace status|pause|resume|offsets`` do, with the
@@ -54,6 +55,15 @@ class SetConfig(dg.Config):
 
     connector: str = Field(description="the connector's name")
     offsets: list[PartitionOffset] = Field(description="partition and offset pairs")
+
+
+class SnapshotConfig(dg.Config):
+    """Tables (or a key range of them) a postgres_cdc connector snapshots again while it streams."""
+
+    connector: str = Field(description="the postgres_cdc connector's name")
+    tables: list[str] = Field(description="schema.table names it captures")
+    filter: str | None = Field(default=None, description="only rows matching this SQL condition, e.g. "
+                                                          "id BETWEEN 1 AND 999")
 
 
 def _fail(e: HeadraceError) -> dg.Failure:
@@ -144,6 +154,20 @@ def ops_definitions(configs: Sequence[Any]) -> dg.Definitions:
 
         return _change(context, config.connector, move)
 
+    @dg.op(description="Asks a postgres_cdc connector to snapshot tables (or a key range) again while it streams")
+    def headrace_cdc_snapshot_op(context: dg.OpExecutionContext, config: SnapshotConfig) -> dg.Output[dict]:
+        from integrations.sources.postgres_cdc_signals import request_snapshot
+
+        c = find(config.connector)
+        try:
+            sid = request_snapshot(c, config.tables, config.filter)
+        except HeadraceError as e:
+            raise _fail(e) from None
+        context.log.info(f"{c.name}: snapshot of {', '.join(config.tables)} requested (signal {sid}); it runs in "
+                         "the connector's next micro-batch")
+        data = {"signal": sid, "tables": config.tables, "filter": config.filter or ""}
+        return dg.Output(data, metadata=data)
+
     def job(name: str, op: Any, what: str) -> dg.JobDefinition:
         @dg.job(name=name, executor_def=dg.in_process_executor, tags={OPERATION_TAG: what},
                 description=f"headrace {what.replace('_', ' ')} (see docs/operations.md)")
@@ -157,4 +181,6 @@ def ops_definitions(configs: Sequence[Any]) -> dg.Definitions:
         job("headrace_resume", sensor_op(True), "resume"),
         job("headrace_offsets_reset", headrace_offsets_reset_op, "offsets_reset"),
         job("headrace_offsets_set", headrace_offsets_set_op, "offsets_set"),
+        *([job("headrace_cdc_snapshot", headrace_cdc_snapshot_op, "cdc_snapshot")]
+          if any(getattr(c, "type", None) == "postgres_cdc" for c in configs) else []),
     ])

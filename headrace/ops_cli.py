@@ -1,4 +1,5 @@
-"""The operations commands of ``headrace``: ``status``, ``pause`` / ``resume``, ``offsets show|reset|set``.
+"""The operations commands of ``headrace``: ``status``, ``pause`` / ``resume``, ``offsets show|reset|set``,
+``snapshot`` (a CDC re-snapshot).
 
 Each prints what it did; offsets changes print ``partition: before -> after`` and are refused while a
 run of the connector is in flight (Dagster instance at ``$DAGSTER_HOME``). See docs/operations.md.
@@ -124,6 +125,18 @@ def offsets(args: argparse.Namespace) -> int:
     return 0
 
 
+def snapshot(args: argparse.Namespace) -> int:
+    """``headrace snapshot CONNECTOR --table T [--filter SQL]``: ask a CDC connector for a re-snapshot."""
+    from integrations.sources.postgres_cdc_signals import request_snapshot
+
+    config = connector(args.name, args.dir)
+    sid = request_snapshot(config, args.table, args.filter)
+    where = f" where {args.filter}" if args.filter else ""
+    print(f"{config.name}: snapshot of {', '.join(args.table)}{where} requested (signal {sid}); it runs in the "
+          "connector's next micro-batch, after the changes committed before it")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register the operations subcommands on the ``headrace`` parser."""
     folder = str(default_connectors_dir())
@@ -154,3 +167,10 @@ def add_commands(sub: Any) -> None:
     o.add_argument("--topic", help="set, sinks reading several topics: the topic of --partition")
     o.add_argument("--json", action="store_true", help="print the change as JSON")
     o.set_defaults(func=offsets)
+    n = sub.add_parser("snapshot", help="re-snapshot tables (or a key range) of a postgres_cdc connector while "
+                                        "it streams (an execute-snapshot signal)")
+    n.add_argument("name")
+    n.add_argument("--table", action="append", required=True, metavar="SCHEMA.TABLE", help="repeatable")
+    n.add_argument("--filter", metavar="SQL", help="only the rows matching this condition, e.g. 'id BETWEEN 1 AND 999'")
+    n.add_argument("--dir", default=folder)
+    n.set_defaults(func=snapshot)

@@ -149,8 +149,16 @@ class PostgresCdcSource(Source):
         names = snap["tables"]
         while snap["table"] < len(names):
             table = by_name.get(names[snap["table"]])
-            rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size)
-                          if table is not None else (None, None))
+            where = (snap.get("filters") or {}).get(names[snap["table"]])
+            try:
+                rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where)
+                              if table is not None else (None, None))
+            except CdcError as e:
+                if not where:
+                    raise
+                # a signal's bad filter: that table's re-snapshot is dropped, streaming goes on
+                log.error("connector %s: %s; that re-snapshot is skipped (send a corrected signal)", cfg.name, e)
+                rows, last = None, None
             if last is None:  # table done (or dropped since)
                 snap = {**snap, "table": snap["table"] + 1, "after": None}
                 continue
@@ -215,9 +223,11 @@ class PostgresCdcSource(Source):
                 state.update(lsn=int(chunk.column("_l")[-1].as_py()), lsn_commit=end,
                              lsn_flush=max(flush, int(state.get("lsn_flush") or 0)),
                              txId=chunk.column("xid")[-1].as_py(), ts_sec=time.time())
-                requested = _snapshot_signals(chunk, signal) if signal else []
+                requested, filters = _snapshot_signals(chunk, signal) if signal else ([], {})
                 if requested:
                     state["snapshot"] = {"tables": requested, "table": 0, "after": None}
+                    if filters:
+                        state["snapshot"]["filters"] = filters
                 offset = dict(state)
                 yield from self._produce(partition, chunk, by_name, offset)
                 state["events"] = offset.get("events")
@@ -308,27 +318,46 @@ def _runs(ops: np.ndarray) -> list[tuple[str, int, int]]:
                                                                                                      strict=True)]
 
 
-def _snapshot_signals(chunk: pa.Table, signal: str) -> list[str]:
-    """Tables named by ``execute-snapshot`` rows inserted into the signal table in this chunk (Debezium's
-    signal format: columns ``id``, ``type``, ``data`` = ``{"data-collections": ["schema.table", …]}``)."""
+def _snapshot_signals(chunk: pa.Table, signal: str) -> tuple[list[str], dict[str, str]]:
+    """Tables named by ``execute-snapshot`` rows inserted into the signal table in this chunk, and the
+    row filters asked for some of them (Debezium's signal format: columns ``id``, ``type``, ``data`` =
+    ``{"data-collections": ["schema.table", …], "additional-conditions": [{"data-collection":
+    "schema.table", "filter": "id BETWEEN 1 AND 1000"}]}``)."""
     import orjson
 
     qual = pc.binary_join_element_wise(chunk.column("schema"), chunk.column("table"), ".")
     rows = chunk.filter(pc.and_(pc.equal(qual, signal), pc.equal(chunk.column("action"), "I")))
     if rows.num_rows == 0:
-        return []
+        return [], {}
     struct, _ = pivot(rows.column("columns").combine_chunks(), ["type", "data"], {"type": pa.string(),
                                                                                    "data": pa.string()})
     out: list[str] = []
+    filters: dict[str, str] = {}
+    whole: set[str] = set()  # tables a signal asked for without a filter
     for kind, data in zip(struct.field(0).to_pylist(), struct.field(1).to_pylist(), strict=True):  # a few rows
         if kind == "execute-snapshot" and data:
             try:
-                names = orjson.loads(data).get("data-collections") or []
+                doc = orjson.loads(data)
             except orjson.JSONDecodeError:
                 log.warning("signal %s: data %r is not JSON; ignored", signal, data)
                 continue
-            out += [n if "." in n else f"public.{n}" for n in names if n not in out]
-    return out
+            names = [n if "." in n else f"public.{n}" for n in doc.get("data-collections") or []]
+            conds: dict[str, str] = {}
+            for cond in doc.get("additional-conditions") or []:
+                name = str(cond.get("data-collection") or "")
+                name = name if "." in name else f"public.{name}"
+                if name in names and cond.get("filter"):
+                    conds[name] = str(cond["filter"])
+            for n in names:  # several signals for one table in a batch: the union of their rows
+                if n not in out:
+                    out.append(n)
+                if n not in conds:
+                    whole.add(n)
+                elif n in filters:
+                    filters[n] = f"({filters[n]}) OR ({conds[n]})"
+                else:
+                    filters[n] = conds[n]
+    return out, {n: f for n, f in filters.items() if n not in whole}
 
 
 def _names(rows: pa.Table) -> list[str]:

@@ -202,10 +202,14 @@ def _as_text(column: str, pg_type: str) -> sql.Composable:
     return sql.SQL("{}::text").format(ident)
 
 
-def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | None, limit: int
-               ) -> tuple[pa.StructArray, list[str] | None]:
+def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | None, limit: int,
+               condition: str | None = None) -> tuple[pa.StructArray, list[str] | None]:
     """The next ``limit`` rows of a snapshot in key order (primary key; ``ctid`` without one), typed,
-    and the text of the last row's key (None: no rows)."""
+    and the text of the last row's key (None: no rows).
+
+    ``condition`` (an ``execute-snapshot`` signal's filter, SQL over the table's columns) narrows the
+    rows; it runs in a READ ONLY transaction, one statement (psycopg's extended protocol), so a filter
+    cannot write or run a second command."""
     keys = table.pk or ["ctid"]
     names = list(table.columns)
     knames = [f"__hr_k{i}" for i in range(len(keys))]
@@ -215,15 +219,27 @@ def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | No
                                                                                                   strict=True)])
     # qualified: the output columns (text) carry the same names, and ORDER BY would pick those
     order = sql.SQL(", ").join(sql.SQL("src.{}").format(sql.Identifier(k)) for k in keys)
-    where = sql.SQL("")
+    conds = []
     if after is not None:
         lits = sql.SQL(", ").join(sql.SQL("{}::tid").format(sql.Literal(v)) if k == "ctid" else sql.Literal(v)
                                   for k, v in zip(keys, after, strict=True))
-        where = sql.SQL("WHERE ({}) > ({})").format(order, lits)
+        conds.append(sql.SQL("({}) > ({})").format(order, lits))
+    if condition:
+        conds.append(sql.SQL("(") + sql.SQL(condition) + sql.SQL(")"))  # an argument of format: taken as is
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
     q = sql.SQL("SELECT convert_to(array_to_string(ARRAY(SELECT row_to_json(y)::text FROM (SELECT {} FROM {} AS src "
                 "{} ORDER BY {} LIMIT {}) y), E'\\n'), 'UTF8')").format(
         select, sql.Identifier(table.schema, table.name), where, order, sql.Literal(limit))
-    buf = _one_bytes(conn, q)
+    if condition:
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                buf = _one_bytes(conn, q)
+        except psycopg.Error as e:
+            raise CdcError(f"snapshot of {table.qualified} with filter {condition!r} failed: "
+                           f"{str(e).splitlines()[0]}") from None
+    else:
+        buf = _one_bytes(conn, q)
     types = table.arrow_types()
     if not buf:
         return pa.array([], pa.struct([pa.field(c, types[c]) for c in names])), None

@@ -1,0 +1,57 @@
+"""Ask a running ``postgres_cdc`` connector for a re-snapshot: an ``execute-snapshot`` signal row.
+
+The connector reads its signal table (``signal_data_collection``) from the WAL like any captured
+table, so the request takes effect in stream order: once the batch holding the signal is stored, the
+connector snapshots the named tables (only the rows matching ``filter``, when given: a key range, for
+instance) as ``op: r`` events, then streams on. ``headrace snapshot`` and the Dagster job
+``headrace_cdc_snapshot`` both call :func:`request_snapshot`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from integrations.config import resolve_env
+from integrations.errors import ConfigError
+from integrations.sources import postgres_cdc_pg as pg
+
+
+def request_snapshot(config: Any, tables: list[str], condition: str | None = None) -> str:
+    """Insert an ``execute-snapshot`` signal for ``tables`` (``schema.table``; ``public`` when bare),
+    narrowed by ``condition`` (SQL over the table's columns, e.g. ``id BETWEEN 1 AND 1000``) when given;
+    return the signal's id. Raises ``ConfigError`` (one line) for a connector without a signal table or
+    a table it does not capture."""
+    if getattr(config, "type", None) != "postgres_cdc":
+        raise ConfigError(f"connector {config.name} is not a postgres_cdc connector; only CDC connectors re-snapshot")
+    signal = config.signal_data_collection
+    if not signal:
+        raise ConfigError(f"connector {config.name}: set signal_data_collection (e.g. public.signals, a table with "
+                          "columns id text, type text, data text) to request snapshots")
+    if not tables:
+        raise ConfigError("name at least one table to snapshot")
+    names = [t if "." in t else f"public.{t}" for t in tables]
+    schema, _, table = signal.partition(".")
+    conn = pg.connect(resolve_env(config.connection_url))
+    try:
+        captured = {t.qualified for t in pg.list_tables(conn, config.table_include, config.table_exclude)}
+        missing = [n for n in names if n not in captured]
+        if missing:
+            raise ConfigError(f"connector {config.name} does not capture {', '.join(missing)} "
+                              f"(captured: {', '.join(sorted(captured)) or 'none'})")
+        data: dict[str, Any] = {"data-collections": names, "type": "blocking"}
+        if condition:
+            data["additional-conditions"] = [{"data-collection": n, "filter": condition} for n in names]
+        sid = f"headrace-{uuid.uuid4().hex[:12]}"
+        conn.execute(sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)").format(
+            sql.Identifier(schema or "public", table)), (sid, orjson.dumps(data).decode()))
+        return sid
+    except psycopg.Error as e:
+        raise ConfigError(f"connector {config.name}: the signal could not be written to {signal}: "
+                          f"{str(e).splitlines()[0]}") from None
+    finally:
+        conn.close()
