@@ -3,8 +3,8 @@
 - ``lag_within_threshold`` on every dataset and table: the records of its source topics the sink has
   not written yet (:func:`integrations.catalog.undrained`: end offsets minus the sink's stored offsets,
   else its consumer group's). On a time-partitioned dataset that is what streaming has left; backfills
-  never move those offsets. It runs in every sink run, and :func:`checks_sensor` (running by default,
-  every ``HEADRACE_CHECK_INTERVAL`` seconds, default 60) evaluates it between runs too, so a stopped
+  never move those offsets. It runs in every sink run, and each sink's :func:`checks_sensor` (running
+  by default, every ``HEADRACE_CHECK_INTERVAL`` seconds, default 60) evaluates it between runs too, so a stopped
   connector sensor no longer leaves the last "Passed" showing for ever.
 - Freshness: every dataset and table carries Dagster's time-window :func:`freshness_policy` (the
   1.13 idiom that superseded freshness checks; the daemon evaluates it when ``freshness: enabled:
@@ -14,7 +14,8 @@
   the three numbers. The checks sensor evaluates it every ``HEADRACE_RECONCILE_INTERVAL`` seconds
   (default 600); it can also be executed from the UI.
 
-:func:`check_definitions` gathers the reconciliation checks and the sensor for a set of connectors.
+:func:`sink_checks` gives one sink connector's checks and sensor; :func:`check_definitions` those of a
+set of connectors.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.keys import SinkAsset, sink_assets
+from assets.keys import SinkAsset, clean, sink_assets
 from integrations.config import ParquetSinkConfig, TableSinkConfig
 from integrations.registry import is_source
 from resources.kafka import KafkaResource
@@ -38,7 +39,6 @@ LAG_CHECK = "lag_within_threshold"
 CHECK_INTERVAL = int(os.environ.get("HEADRACE_CHECK_INTERVAL", "60"))
 #: the checks sensor records an unchanged result again after this long, so its time stays recent
 HEARTBEAT_SECONDS = 600
-CHECKS_SENSOR = "headrace_checks_sensor"
 RECONCILE_CHECK = "reconciled"
 RECONCILE_INTERVAL = int(os.environ.get("HEADRACE_RECONCILE_INTERVAL", "600"))
 
@@ -65,8 +65,9 @@ class Pipeline:
         return "table" if isinstance(self.sink, TableSinkConfig) else "dataset"
 
 
-def pipelines(configs: Sequence[object]) -> list[Pipeline]:
-    """The comparable pipelines among ``configs`` (see :func:`integrations.reconcile.comparable`)."""
+def pipelines(configs: Sequence[object], sink: object | None = None) -> list[Pipeline]:
+    """The comparable pipelines among ``configs`` (see :func:`integrations.reconcile.comparable`); only
+    those of ``sink`` when given."""
     from integrations.reconcile import comparable
 
     producers: dict[str, tuple[object, str]] = {}
@@ -75,7 +76,7 @@ def pipelines(configs: Sequence[object]) -> list[Pipeline]:
             for t in c.tables or []:
                 producers.setdefault(c.topic_for(t), (c, t))
     out = []
-    for c in configs:
+    for c in configs if sink is None else [sink]:
         if is_source(c):
             continue
         for a in sink_assets(c):
@@ -113,12 +114,25 @@ def _reconcile_check(p: Pipeline) -> dg.AssetChecksDefinition:
     return _check
 
 
-def check_definitions(configs: Sequence[object]) -> dg.Definitions:
-    """The reconciliation checks of ``configs``' comparable pipelines and the checks sensor (build it
-    where keys are decided, i.e. inside a translated build)."""
-    sensor = checks_sensor(configs)
-    return dg.Definitions(asset_checks=[_reconcile_check(p) for p in pipelines(configs)],
-                          sensors=[sensor] if sensor is not None else [])
+def sink_checks(config: ParquetSinkConfig | TableSinkConfig, configs: Sequence[object]
+                ) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
+    """The checks of one sink connector (lag on every asset, reconciliation where comparable, the
+    producing source looked up among ``configs``) and its checks sensor ``<connector>_checks_sensor``.
+    Build them where keys are decided (inside a translated build), as the assets are."""
+    comparable = pipelines(configs, config)
+    return [*lag_checks(config), *[_reconcile_check(p) for p in comparable]], checks_sensor(config, comparable)
+
+
+def check_definitions(configs: Sequence[object], lag: bool = True) -> dg.Definitions:
+    """:func:`sink_checks` of every sink among ``configs``, as definitions (``lag=False``: without the
+    lag checks, for definitions that already have them)."""
+    checks, sensors = [], []
+    for c in configs:
+        if not is_source(c):
+            own, sensor = sink_checks(c, configs)
+            checks += [x for x in own if lag or LAG_CHECK not in {k.name for k in x.check_keys}]
+            sensors.append(sensor)
+    return dg.Definitions(asset_checks=checks, sensors=sensors)
 
 
 def lag_evaluation(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset, settings: object
@@ -168,17 +182,15 @@ def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float) -> bool
         now - last[2] >= HEARTBEAT_SECONDS
 
 
-def checks_sensor(configs: Sequence[object]) -> dg.SensorDefinition | None:
-    """``headrace_checks_sensor`` (running by default): the lag check of every sink asset, evaluated
-    between runs from cheap offset calls and recorded as check evaluations (no run is launched). A result
-    is recorded when it changes, and again every 10 minutes. The reconciliation checks are evaluated
-    every ``HEADRACE_RECONCILE_INTERVAL`` seconds. None when there are no sinks."""
-    targets = [(c, a) for c in configs if not is_source(c) for a in sink_assets(c)]  # keys fixed at build
-    comparable = pipelines(configs)
-    if not targets:
-        return None
+def checks_sensor(config: ParquetSinkConfig | TableSinkConfig, comparable: Sequence[Pipeline] = ()
+                  ) -> dg.SensorDefinition:
+    """``<connector>_checks_sensor`` (running by default): the lag check of every asset of a sink,
+    evaluated between runs from cheap offset calls and recorded as check evaluations (no run is
+    launched). A result is recorded when it changes, and again every 10 minutes. The reconciliation
+    checks of ``comparable`` are evaluated every ``HEADRACE_RECONCILE_INTERVAL`` seconds."""
+    targets = [(config, a) for a in sink_assets(config)]  # keys fixed at build
 
-    @dg.sensor(name=CHECKS_SENSOR, minimum_interval_seconds=CHECK_INTERVAL,
+    @dg.sensor(name=f"{clean(config.name)}_checks_sensor", minimum_interval_seconds=CHECK_INTERVAL,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Evaluates the sinks' lag checks between runs (cheap offset calls; launches no run)")
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
