@@ -18,8 +18,10 @@ incrementing column, else the first key column, else a one-column primary key) i
 ``read_ranges`` of them at once, one session each, and rows with a NULL key go with range 0. The
 ranges never overlap and leave no gap, so the rows are exactly the table's rows (each range is read in
 its own snapshot: as for any bulk read, rows written during the read may or may not be included). A
-table without an integer key is read whole by task 0. Incremental modes are not split (partial: a
-first load in key ranges with per-range offsets is not built yet).
+table without an integer key is read whole by task 0. In ``incrementing`` mode the first load of a
+table (no stored offset) is read in ``read_ranges`` key ranges of the incrementing column at once,
+within one task, with per-range progress in the offset (``_ranged_first_load``); the no-skip bound
+is the guard's safe id. Timestamp modes are not split.
 
 No skipped rows (``transaction_guard``, PostgreSQL): ``:upper`` is the smallest of the database clock
 minus ``timestamp_delay`` and the start of the oldest transaction still open in the database
@@ -46,7 +48,8 @@ from sqlalchemy.dialects import postgresql as pg
 from integrations.config import SqlSourceConfig, resolve_url
 from integrations.errors import ConfigError
 from integrations.sources.base import Source, SourceBatch
-from integrations.sources.sql_reader import READER_APP, SqlReader, SqlTypeError, merge_streams
+from integrations.sources.sql_ranges import KeyRanges
+from integrations.sources.sql_reader import READER_APP, SqlReader, SqlTypeError
 
 log = logging.getLogger("headrace.source.sql")
 
@@ -122,7 +125,7 @@ def list_tables(config: SqlSourceConfig, engine: sa.Engine | None = None) -> lis
     return found
 
 
-class SqlSource(Source):
+class SqlSource(KeyRanges, Source):
     """Reads tables (or a custom query) in the configured mode."""
 
     def __init__(self, config: SqlSourceConfig, use_adbc: bool = True) -> None:
@@ -321,77 +324,28 @@ class SqlSource(Source):
         if mode == "bulk":
             stmt = sa.select(*self._columns(src))
             stmt = stmt.limit(limit) if limit else stmt
-            stmts = [stmt] if limit else self._bulk_ranges(src, stmt, name)
-            if len(stmts) <= 1:
-                streams = [self.reader.stream(s, self.config.batch_max_rows) for s in stmts]
-            else:
-                readers = [self.reader, *self._readers(len(stmts) - 1)]
-                streams = [merge_streams([r.stream(s, self.config.batch_max_rows, background=False)
-                                          for r, s in zip(readers, stmts, strict=True)])]
-            for it in streams:
-                for table in it:
-                    yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
+            for table in self._bulk_tables(src, stmt, name, limit):
+                yield SourceBatch(partition=partition, topic=topic, records=table, offset=None)
             return
         safe_inc, samples = None, None
         upper = None
         if mode == "incrementing":
             if self._guarded():
                 safe_inc, samples = self._safe_increment(src, offset)
-                if safe_inc is None or ("incrementing" in offset and safe_inc <= offset["incrementing"]):
+                if "snapshot" not in offset and (safe_inc is None or (
+                        "incrementing" in offset and safe_inc <= offset["incrementing"])):
                     if samples != offset.get("safe_samples"):  # persist the new sample, no rows
                         offset["safe_samples"] = samples
                         yield SourceBatch(partition, topic, self._empty(src), dict(offset))
                     return
+            if self._first_load_in_ranges(src, offset, limit):
+                yield from self._ranged_first_load(src, partition, topic, offset, safe_inc, samples)
+                return
         else:
             upper = self.upper_bound(src)
         stmt = self._incremental_select(src, offset, upper, safe_inc)
         stmt = stmt.limit(limit) if limit else stmt
         yield from self._chunks(stmt, src, partition, topic, offset, samples, limit)
-
-    def _key_column(self, src: sa.FromClause) -> sa.ColumnElement[Any] | None:
-        """The integer column a bulk table is split on (None: the table has none)."""
-        c = self.config
-        names = [n for n in (c.incrementing_column, *c.key_columns[:1]) if n]
-        if isinstance(src, sa.Table) and len(src.primary_key.columns) == 1:
-            names.append(next(iter(src.primary_key.columns)).name)
-        for n in names:
-            if n in src.c and isinstance(src.c[n].type, sa.Integer):
-                return src.c[n]
-        return None
-
-    def _bulk_ranges(self, src: sa.FromClause, stmt: sa.Select, name: str) -> list[sa.Select]:
-        """The statements of this task's key ranges of a bulk table ([] when it reads none of it)."""
-        index, tasks = self.split
-        parts = tasks * self.read_ranges
-        if parts == 1:
-            return [stmt]
-        key = self._key_column(src)
-        if key is None:
-            if index == 0:
-                log.warning("connector %s: table %r has no integer key column to split on; task 0 reads it "
-                            "whole", self.config.name, name)
-            return [stmt] if index == 0 else []
-        low, high = self.reader.row(sa.select(sa.func.min(key), sa.func.max(key)).select_from(src))
-        if low is None:  # empty, or every key NULL
-            return [stmt] if index == 0 else []
-        from integrations.runtime.tasks import key_range
-
-        out = []
-        for j in range(self.read_ranges):
-            i = index * self.read_ranges + j
-            span = key_range(int(low), int(high), parts, i)
-            if span is None and i != 0:
-                continue
-            cond = key.between(*span) if span is not None else sa.false()
-            out.append(stmt.where(sa.or_(cond, key.is_(None)) if i == 0 else cond))
-        return out
-
-    def _readers(self, n: int) -> list[SqlReader]:
-        """``n`` more sessions for parallel range reads (opened once, closed with the source)."""
-        while len(self._extra) < n:
-            self._extra.append(SqlReader(resolve_url(self.config.connection_url), use_adbc=self._use_adbc,
-                                         numeric_mapping=self.config.numeric_mapping, read_only=True))
-        return self._extra[:n]
 
     def _empty(self, src: sa.FromClause) -> pa.Table:
         return self.reader.fetch(sa.select(*self._columns(src)).limit(0))

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -168,3 +171,48 @@ def test_task_killed_while_other_succeeds_then_retried(kafka, topic_factory, uni
     assert kafka.committed(f"headrace-tsx-{unique}", topic) == {0: 1500, 1: 1500}
     bad = run_cli("run", str(path), "--task", "2")
     assert bad.returncode != 0 and "task 2 does not exist" in bad.stderr
+
+
+FIRST_LOAD = """
+import sys
+from integrations.config import load_connector
+from integrations.runtime.source_runner import run_source
+print(run_source(load_connector(sys.argv[1]), read_ranges=3).rows)
+"""
+
+
+def test_incrementing_first_load_in_key_ranges_resumes(kafka, unique, pg_url, tmp_path):
+    numbered_table(pg_url, "inc", 9000)
+    eng = sa.create_engine(pg_url)
+    with eng.begin() as c:
+        c.execute(sa.text('DELETE FROM "inc" WHERE id BETWEEN 2000 AND 2999'))  # a gap inside range 0
+    eng.dispose()
+    prefix = f"tsi{unique}-"
+    topic, offsets = f"{prefix}inc", f"tsi-offsets-{unique}"
+    conf = {"type": "sql_source", "name": f"tsi-{unique}", "connection_url": pg_url, "mode": "incrementing",
+            "incrementing_column": "id", "tables": ["inc"], "topic_prefix": prefix, "key_columns": ["id"],
+            "batch_max_rows": 500, "exactly_once": True}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    env = {"HEADRACE_OFFSETS_TOPIC": offsets, "HEADRACE_FAULT": "source_after_commit",
+           "HEADRACE_FAULT_ONCE": str(tmp_path / "once")}
+    try:
+        # killed right after the first batch's transaction (records + snapshot offset) committed
+        killed = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(path)], env={**os.environ, **env},
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        stored = OffsetStore(kafka, offsets).read(conf["name"])
+        (snap,) = [v["snapshot"] for v in stored.values()]
+        assert snap["upto"] == 9000 and [r[:2] for r in snap["ranges"]] == [[1, 3000], [3001, 6000], [6001, 9000]]
+        again = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(path)], env={**os.environ, **env},
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert int(again.stdout.split()[-1]) == 8000 - 500
+        (after,) = OffsetStore(kafka, offsets).read(conf["name"]).values()
+        assert after["incrementing"] == 9000 and "snapshot" not in after
+        numbered_table(pg_url, "inc", 100, start=9001)  # then incremental polls go on from 9000
+        assert run_source(SqlSourceConfig(**conf), kafka, offsets, read_ranges=3).rows == 100
+        want = [i for i in range(1, 9101) if not 2000 <= i <= 2999]
+        assert collections.Counter(read_ids(kafka, topic)) == collections.Counter(want)
+    finally:
+        kafka.delete_topics([topic, offsets])
