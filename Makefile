@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HEADRACE_HOME ?= $(CURDIR)/.headrace
 
-.PHONY: install demo dev test test-fast lint bench chaos kafka-up kafka-down kafka-status postgres-up postgres-down validate clean
+.PHONY: install demo dev test test-fast lint bench bench-peers peers-install chaos kafka-up kafka-down kafka-status postgres-up postgres-down validate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -62,6 +62,17 @@ bench: install
 	bash infra/postgres/setup.sh
 	$(BIN)/headrace kafka up
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Headrace against its peers (issue 17; bench/peers/): Kafka Connect + Debezium (Maven Central, plugin path
+# under $(HEADRACE_HOME)/peers/connect) and dlt + Quix Streams (their own virtualenv under
+# $(HEADRACE_HOME)/peers/venv). Not part of `make test` (tests/peers/ runs a 10k-row smoke variant there).
+peers-install: install
+	$(BIN)/python -m bench.peers.install
+
+bench-peers: install
+	bash infra/postgres/setup.sh
+	$(BIN)/headrace kafka up
+	$(BIN)/python -m bench.peers.run $(PEERS_ARGS)
 
 clean:
 	-$(BIN)/headrace kafka down

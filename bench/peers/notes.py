@@ -1,0 +1,80 @@
+"""What limits Headrace in each peer case, and the peer problems found while measuring (with reproductions).
+
+Kept here so that a rerun of ``make bench-peers`` keeps them; update a note when a profile moves the limit.
+"""
+
+from __future__ import annotations
+
+_STARTUP = (
+    "Every Headrace figure here is a whole `headrace run` process, and start-up is a large part of a small "
+    "run: `headrace --help` alone takes ~2.2 s on this machine under load, nearly all of it imports "
+    "(`integrations.config` pulls in the transforms and with them numpy and pyarrow.compute, ~1.2 s; the "
+    "source runner adds ADBC and SQLAlchemy). Lazy imports, so that start-up pays only for what the "
+    "connector uses, are part of issue 14."
+)
+
+#: case name → what limits Headrace there (and which issue addresses it), shown under the case's table.
+LIMITS: dict[str, str] = {
+    "sql_to_kafka": (
+        "per-record `produce()` with lz4 and acks=all, DuckDB `to_json` and the ADBC COPY read (see "
+        "sql_to_kafka above: Headrace runs at 0.95 of its bare-library ceiling), plus ~2-3 s of process "
+        "start-up in every run. " + _STARTUP
+    ),
+    "kafka_to_parquet": (
+        "consume, `pyarrow.json` parsing and the zstd write (kafka_to_parquet above, 0.94 of its ceiling), "
+        "plus process start-up. " + _STARTUP
+    ),
+    "kafka_to_postgres_upsert": (
+        "PostgreSQL's INSERT … ON CONFLICT path on the same 2 cores (kafka_to_postgres_upsert above, at its "
+        "ceiling), plus process start-up. " + _STARTUP
+    ),
+    "sql_to_parquet": (
+        "two processes where dlt has one: the SQL source into Kafka, then the Parquet sink out of it, each "
+        "with its own start-up (~2-3 s each here), and every row travels through Kafka (JSON produce with "
+        "acks=all, then consume and parse) where dlt writes Parquet straight from the query's Arrow batches. "
+        "The Kafka hop is the point of Headrace (the topic is the durable, replayable copy other sinks read), "
+        "so this case can only reach dlt's time by cutting start-up (issue 14) and overlapping the two "
+        "halves (a continuous source and sink, issue 14's streaming mode). " + _STARTUP
+    ),
+    "incremental": (
+        "start-up, twice (source and sink processes) against dlt's one process: moving 10k rows takes well "
+        "under a second in either; the rest is imports, connections and the offsets-topic read. " + _STARTUP
+    ),
+    "cdc": (
+        "wal2json decoding through `pg_logical_slot_peek_changes` (~125k changes/s on the server here) and "
+        "per-record produce, plus start-up (docs/cdc.md). " + _STARTUP
+    ),
+    "file_to_kafka": (
+        "the CSV parse, DuckDB `to_json` and per-record produce (csv_to_kafka above), plus start-up; "
+        "FileStreamSource does less work (no parsing, no key, strings not JSON). " + _STARTUP
+    ),
+}
+
+#: peer problems, each with a reproduction.
+PROBLEMS: list[str] = [
+    "**Quix Streams 3.28.1's PostgreSQL sink drops a column for a whole batch when the column is null in the "
+    "batch's first row.** `PostgreSQLSink.write` leaves a None value out of each row's dict and "
+    "`_insert_rows` takes the INSERT's column list from `rows[0].keys()`, so every value of that column "
+    "in the batch is lost (a later upsert of the same id in another batch may restore it). Reproduction: "
+    "`pytest tests/peers/test_peers_smoke.py -k kafka_to_postgres` (10k messages, the first has "
+    "`name: null`: the table ends with 0 of 6,300 non-null names); at 1M messages the loss is partial and "
+    "depends on where checkpoints cut the batches. The row count and the sum of qty are right, which is why "
+    "this case also checks the count of non-null names.",
+    "**Kafka Connect 4.1.1's FileStreamSource leaves the last lines of a file unsent until the file grows.** "
+    "`FileStreamSourceTask.poll` returns as soon as a batch holds `batch.size` (2000) records, keeping the "
+    "lines already read into its buffer; the next poll extracts lines only after `reader.ready()`, which "
+    "stays false at end of file, so those lines wait for more data. A file of 10,001 lines (a header and "
+    "10,000 rows) delivers exactly 10,000 and then nothing. Reproduction: "
+    "`pytest tests/peers/test_peers_smoke.py -k file_to_kafka` (the run is reported WRONG: stalled at "
+    "10,000 of 10,001 lines). It shows whenever a file's line count is not a multiple of 2000 plus what "
+    "fits in the last read.",
+    "**Debezium 3.4.1-3.4.3's JDBC sink is not complete on the Maven Central served here** "
+    "(`debezium-sink` 3.4.3 and `debezium-connector-jdbc` 3.4.1/3.4.2 are missing), so both Debezium "
+    "connectors are 3.4.0.Final. The Debezium plugin folders also must not carry their own Jackson jars: "
+    "with them the JDBC sink's task dies at start with `Jdk8Module not a subtype` "
+    "(bench/peers/install.py removes them, as Debezium's own plugin archives leave them out).",
+    "**Kafka Connect's default plugin discovery costs ~12 s of every worker start here** "
+    "(`plugin.discovery=hybrid_warn` scans every plugin jar by reflection; the worker's log then advises "
+    "`service_load`). Every Connect run here uses `plugin.discovery=service_load` and a plugin path holding "
+    "only the one plugin the run needs.",
+]
