@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from integrations.config import resolve_env
 from integrations.runtime.source_delivery import Outgoing
+from integrations.sources import postgres_cdc_incremental as incremental
 from integrations.sources import postgres_cdc_pg as pg
 from integrations.sources.base import Source, SourceBatch
 from integrations.sources.postgres_cdc_config import PostgresCdcConfig
@@ -185,7 +186,11 @@ class PostgresCdcSource(Source):
         upto = pg.current_lsn(self.conn)  # the run's bound: changes committed later wait for the next run
         budget = cfg.max_events_per_run
         last_beat = float(state.get("ts_sec") or 0)
+        window = incremental.open_window(self.conn, cfg, state, by_name) if signal else None
+        if window is not None:  # its watermarks are past the bound: read up to them in this run
+            upto = max(upto, pg.current_lsn(self.conn))
         while True:
+            peeked_upto = upto
             blob = pg.peek(self.conn, self.slot, upto, cfg.batch_max_events, tables)
             rows = parse_changes(blob)
             events, end_all = _new_events(rows, state)
@@ -203,7 +208,7 @@ class PostgresCdcSource(Source):
                     yield SourceBatch(partition, cfg.topic_for("heartbeat"), pa.table({}), dict(state))
                     self._advance_slot(flush_all)
                     self.last_run["lsn_to"] = flush_all
-                if complete or end_all is None:
+                if (complete and upto == peeked_upto) or end_all is None:
                     return
                 continue
             total = events.num_rows
@@ -223,23 +228,39 @@ class PostgresCdcSource(Source):
                 state.update(lsn=int(chunk.column("_l")[-1].as_py()), lsn_commit=end,
                              lsn_flush=max(flush, int(state.get("lsn_flush") or 0)),
                              txId=chunk.column("xid")[-1].as_py(), ts_sec=time.time())
-                requested, filters = _snapshot_signals(chunk, signal) if signal else ([], {})
+                snapshots = _snapshot_signals(chunk, signal) if signal else {}
+                requested, filters = snapshots.get("blocking", ([], {}))
                 if requested:
                     state["snapshot"] = {"tables": requested, "table": 0, "after": None}
                     if filters:
                         state["snapshot"]["filters"] = filters
+                extra: list[Outgoing] = []
+                if window is not None:  # DBLog: the chunk goes out after the batch holding its high watermark
+                    incremental.observe(window, chunk, signal)
+                    if window.closed:
+                        extra, window = incremental.emit(window, cfg, self.db, partition, state), None
+                if "incremental" in snapshots:
+                    incremental.queue(state, *snapshots["incremental"])
                 offset = dict(state)
-                yield from self._produce(partition, chunk, by_name, offset)
+                items = list(self._produce(partition, chunk, by_name, offset))
+                if extra:
+                    self._count("r", sum(x.num_rows for x in extra), offset)
+                    items[-1].offset, extra[-1].offset = None, offset
+                yield from items + extra
                 state["events"] = offset.get("events")
                 self._advance_slot(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
                 self.last_run["lsn_to"] = state["lsn_flush"]
                 if requested:  # stored with the chunk: a crash resumes the snapshot before streaming on
                     yield from self._snapshot(partition, state)
+                if window is None and state.get("incremental"):  # the next chunk's window, in this run
+                    window = incremental.open_window(self.conn, cfg, state, by_name)
+                    if window is not None:
+                        upto = max(upto, pg.current_lsn(self.conn))
             if budget is not None:
                 budget -= take
                 if budget <= 0:
                     return
-            if complete:
+            if complete and upto == peeked_upto:
                 return
 
     def _produce(self, partition: dict[str, Any], chunk: pa.Table, by_name: dict[str, TableInfo],
@@ -318,46 +339,49 @@ def _runs(ops: np.ndarray) -> list[tuple[str, int, int]]:
                                                                                                      strict=True)]
 
 
-def _snapshot_signals(chunk: pa.Table, signal: str) -> tuple[list[str], dict[str, str]]:
-    """Tables named by ``execute-snapshot`` rows inserted into the signal table in this chunk, and the
-    row filters asked for some of them (Debezium's signal format: columns ``id``, ``type``, ``data`` =
-    ``{"data-collections": ["schema.table", …], "additional-conditions": [{"data-collection":
-    "schema.table", "filter": "id BETWEEN 1 AND 1000"}]}``)."""
+def _snapshot_signals(chunk: pa.Table, signal: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Per snapshot type (``incremental``, Debezium's default, or ``blocking``): the tables named by
+    ``execute-snapshot`` rows inserted into the signal table in this chunk, and the row filters asked
+    for some of them (Debezium's signal format: columns ``id``, ``type``, ``data`` = ``{"data-collections":
+    ["schema.table", …], "type": "incremental", "additional-conditions": [{"data-collection":
+    "schema.table", "filter": "id BETWEEN 1 AND 1000"}]}``). Several signals for one table: the union."""
     import orjson
 
     qual = pc.binary_join_element_wise(chunk.column("schema"), chunk.column("table"), ".")
     rows = chunk.filter(pc.and_(pc.equal(qual, signal), pc.equal(chunk.column("action"), "I")))
     if rows.num_rows == 0:
-        return [], {}
+        return {}
     struct, _ = pivot(rows.column("columns").combine_chunks(), ["type", "data"], {"type": pa.string(),
                                                                                    "data": pa.string()})
-    out: list[str] = []
-    filters: dict[str, str] = {}
-    whole: set[str] = set()  # tables a signal asked for without a filter
+    found: dict[str, tuple[list[str], dict[str, str], set[str]]] = {}
     for kind, data in zip(struct.field(0).to_pylist(), struct.field(1).to_pylist(), strict=True):  # a few rows
-        if kind == "execute-snapshot" and data:
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                log.warning("signal %s: data %r is not JSON; ignored", signal, data)
-                continue
-            names = [n if "." in n else f"public.{n}" for n in doc.get("data-collections") or []]
-            conds: dict[str, str] = {}
-            for cond in doc.get("additional-conditions") or []:
-                name = str(cond.get("data-collection") or "")
-                name = name if "." in name else f"public.{name}"
-                if name in names and cond.get("filter"):
-                    conds[name] = str(cond["filter"])
-            for n in names:  # several signals for one table in a batch: the union of their rows
-                if n not in out:
-                    out.append(n)
-                if n not in conds:
-                    whole.add(n)
-                elif n in filters:
-                    filters[n] = f"({filters[n]}) OR ({conds[n]})"
-                else:
-                    filters[n] = conds[n]
-    return out, {n: f for n, f in filters.items() if n not in whole}
+        if kind != "execute-snapshot" or not data:
+            continue
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("signal %s: data %r is not JSON; ignored", signal, data)
+            continue
+        mode = "blocking" if str(doc.get("type") or "incremental").lower() == "blocking" else "incremental"
+        out, filters, whole = found.setdefault(mode, ([], {}, set()))  # whole: asked for without a filter
+        names = [n if "." in n else f"public.{n}" for n in doc.get("data-collections") or []]
+        conds: dict[str, str] = {}
+        for cond in doc.get("additional-conditions") or []:
+            name = str(cond.get("data-collection") or "")
+            name = name if "." in name else f"public.{name}"
+            if name in names and cond.get("filter"):
+                conds[name] = str(cond["filter"])
+        for n in names:
+            if n not in out:
+                out.append(n)
+            if n not in conds:
+                whole.add(n)
+            elif n in filters:
+                filters[n] = f"({filters[n]}) OR ({conds[n]})"
+            else:
+                filters[n] = conds[n]
+    return {mode: (out, {n: f for n, f in filters.items() if n not in whole}) for mode, (out, filters, whole)
+            in found.items()}
 
 
 def _names(rows: pa.Table) -> list[str]:

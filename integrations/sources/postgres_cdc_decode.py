@@ -234,10 +234,11 @@ def _ts_ms(text: pa.Array) -> pa.Array:
 
 
 def snapshot_envelopes(after: pa.StructArray, pk: list[str], *, prefix: str, db: str, schema: str, table: str,
-                       lsn: int, last: bool) -> tuple[pa.Table, pa.Table | None]:
-    """Snapshot reads (op ``r``) of rows already typed as a struct; the last event says ``snapshot: last``."""
+                       lsn: int, last: bool, marker: str = "true") -> tuple[pa.Table, pa.Table | None]:
+    """Snapshot reads (op ``r``) of rows already typed as a struct; ``source.snapshot`` is ``marker``
+    (``true``; ``incremental`` for incremental snapshots), the last event of a snapshot says ``last``."""
     n = len(after)
-    snap = np.full(n, "true", dtype=object)
+    snap = np.full(n, marker, dtype=object)
     if last and n:
         snap[-1] = "last"
     now = int(time.time() * 1000)

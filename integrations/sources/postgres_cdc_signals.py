@@ -21,10 +21,11 @@ from integrations.errors import ConfigError
 from integrations.sources import postgres_cdc_pg as pg
 
 
-def request_snapshot(config: Any, tables: list[str], condition: str | None = None) -> str:
+def request_snapshot(config: Any, tables: list[str], condition: str | None = None, incremental: bool = True) -> str:
     """Insert an ``execute-snapshot`` signal for ``tables`` (``schema.table``; ``public`` when bare),
     narrowed by ``condition`` (SQL over the table's columns, e.g. ``id BETWEEN 1 AND 1000``) when given;
-    return the signal's id. Raises ``ConfigError`` (one line) for a connector without a signal table or
+    ``incremental`` (Debezium's default) snapshots in watermarked chunks while the stream goes on,
+    else the stream waits for the snapshot (``blocking``). Return the signal's id. Raises ``ConfigError`` (one line) for a connector without a signal table or
     a table it does not capture."""
     if getattr(config, "type", None) != "postgres_cdc":
         raise ConfigError(f"connector {config.name} is not a postgres_cdc connector; only CDC connectors re-snapshot")
@@ -43,7 +44,7 @@ def request_snapshot(config: Any, tables: list[str], condition: str | None = Non
         if missing:
             raise ConfigError(f"connector {config.name} does not capture {', '.join(missing)} "
                               f"(captured: {', '.join(sorted(captured)) or 'none'})")
-        data: dict[str, Any] = {"data-collections": names, "type": "blocking"}
+        data: dict[str, Any] = {"data-collections": names, "type": "incremental" if incremental else "blocking"}
         if condition:
             data["additional-conditions"] = [{"data-collection": n, "filter": condition} for n in names]
         sid = f"headrace-{uuid.uuid4().hex[:12]}"

@@ -12,6 +12,7 @@ import pytest
 
 from assets.ops_jobs import ops_definitions
 from integrations.errors import ConfigError
+from integrations.runtime.sink_runner import run_sink
 from integrations.sources.postgres_cdc_signals import request_snapshot
 from resources.kafka import KafkaResource
 from tests.conftest import run_cli
@@ -98,3 +99,45 @@ def test_bad_or_writing_filters_are_refused_and_streaming_goes_on(cdc: Cdc, capl
     no_signals = cdc.config(signal_data_collection=None)
     with pytest.raises(ConfigError, match="set signal_data_collection"):
         request_snapshot(no_signals, ["items"])
+
+
+def test_incremental_snapshot_keeps_changes_made_during_its_windows(cdc: Cdc, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """DBLog: a row updated or deleted while its chunk is read (between the watermarks) is not
+    overwritten by the chunk's copy, so a replica converges; rows nobody touched arrive as reads."""
+    from integrations.sources import postgres_cdc_pg as pg
+    from tests.integration.test_cdc_replica import _replica, _sink, _source
+
+    _setup(cdc)
+    cdc.overrides.update(snapshot_fetch_size=500)
+    url = f"duckdb:///{tmp_path}/replica.duckdb"
+    topic = cdc.topic("items")
+    run_sink(_sink(cdc, url, topic), cdc.kafka)
+    real = pg.read_chunk
+    touched: list[int] = []
+
+    def racing_read(conn, table, after, limit, condition=None):  # a writer commits around each chunk read
+        first = 1 if after is None else int(after[0]) + 1
+        cdc.sql(f"UPDATE items SET name = 'before-read' WHERE id = {first + 1}")  # visible to the read
+        out = real(conn, table, after, limit, condition)
+        cdc.sql(f"UPDATE items SET name = 'after-read' WHERE id = {first + 2}",  # newer than the chunk's copy
+                f"DELETE FROM items WHERE id = {first + 3}")  # the chunk still holds it
+        touched.extend(i for i in (first + 1, first + 2, first + 3) if i <= 2000)
+        return out
+
+    monkeypatch.setattr(pg, "read_chunk", racing_read)
+    request_snapshot(cdc.config(), ["items"])
+    cdc.run()
+    monkeypatch.setattr(pg, "read_chunk", real)
+    assert len(touched) == 12  # 4 windows of 500 rows (and a fifth that finds the table done)
+    records = [(k["id"], v) for k, v in envelopes(cdc.kafka, topic) if v is not None]
+    reads = [i for i, v in records[2000:] if v["op"] == "r"]
+    assert all(v["source"]["snapshot"] == "incremental" for _i, v in records[2000:] if v["op"] == "r")
+    deleted = set(touched[2::3])
+    assert sorted(reads) == [i for i in range(1, 2001) if i not in set(touched)]  # touched keys: stream only
+    assert [v["op"] for i, v in records[2000:] if i in deleted] == ["d"] * 4
+    run_sink(_sink(cdc, url, topic), cdc.kafka)
+    replica = _replica(url)
+    assert replica == _source(cdc)
+    assert len(replica) == 1996 and not deleted & {r[0] for r in replica}
+    assert cdc.run().rows == 0  # the snapshot is done and stored
