@@ -5,7 +5,9 @@ on every pass of the daemon's sensor loop, which runs every 5 s (``minimum_inter
 interval of 5 would be due only every other pass, i.e. every 10 s); the checks are one aggregate query
 per table, or the group's committed offsets and the topics' watermarks. A
 sink that a source's micro-batch job runs as well (``assets.factory.chain_sinks``) is not requested
-while such a run is in flight: that run writes it. A sink's request carries the exact offset ranges to read
+while such a run is in flight: that run writes it. A source is not requested while a run of its job
+is queued or starting (its step has not read yet, so it will read the new rows too): each run start
+costs seconds of CPU, and a queue of runs would only delay the next rows. A sink's request carries the exact offset ranges to read
 in the ``headrace/ranges`` tag, so retries of that run read the same records. When the run for a
 request failed for good, the same state is requested again under a new run_key (``…#retry<n>``).
 """
@@ -52,6 +54,14 @@ def interval_of(config: SqlSourceConfig | ParquetSinkConfig) -> int:
     return DEFAULT_INTERVAL
 
 
+_PENDING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+
+
+def _run_pending(context: dg.SensorEvaluationContext, job: str) -> bool:
+    """A run of ``job`` that has not started its steps yet."""
+    return bool(context.instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=_PENDING), limit=1))
+
+
 def _feeding_run_active(context: dg.SensorEvaluationContext, jobs: list[str]) -> bool:
     return any(context.instance.get_runs(filters=dg.RunsFilter(job_name=j, statuses=list(_ACTIVE)), limit=1)
                for j in jobs)
@@ -70,6 +80,8 @@ def connector_sensor(config: SqlSourceConfig | ParquetSinkConfig, job: object, c
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult | dg.SkipReason:
         settings = kafka.settings()
         tags = {CONNECTOR_TAG: config.name}
+        if is_source(config) and _run_pending(context, job.name):
+            return dg.SkipReason("a run is queued or starting: it reads what is new")
         if isinstance(config, FileSourceConfig):
             from integrations.sources.files import list_ready_files
 
