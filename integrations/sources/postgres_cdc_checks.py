@@ -79,3 +79,23 @@ def run_metadata(config: PostgresCdcConfig, before: dict[str, Any] | None, after
     except Exception as e:  # noqa: BLE001 - metadata must not fail a run that moved its data
         out["slot_status_error"] = type(e).__name__
     return out
+
+
+def slot_lag_verdict(config: PostgresCdcConfig) -> tuple[bool, str, dict[str, Any]]:
+    """(passed, one-line description, figures) of the slot's lag against ``slot_lag_max_bytes``.
+
+    A missing slot passes before the first run (nothing to hold back) and is described; a slot whose
+    WAL is lost fails."""
+    s = slot_status(config)
+    limit = config.slot_lag_max_bytes
+    if not s["exists"]:
+        return True, f"slot {config.slot} does not exist yet (the first run creates it)", {"slot": config.slot}
+    figures = {"slot": config.slot, "confirmed_lsn": s["confirmed_lsn"], "current_lsn": s["current_lsn"],
+               "lag_bytes": s["lag_bytes"], "retained_bytes": s["retained_bytes"],
+               "threshold_bytes": limit, "wal_status": s["wal_status"] or ""}
+    if s["wal_status"] == "lost":
+        return False, f"slot {config.slot} lost the WAL it needed (wal_status 'lost'): the next run fails", figures
+    passed = s["lag_bytes"] <= limit
+    what = "within" if passed else "past"
+    return passed, (f"slot {config.slot} is {s['lag_bytes']:,} bytes behind the WAL, {what} the threshold of "
+                    f"{limit:,} (slot_lag_max_bytes)"), figures

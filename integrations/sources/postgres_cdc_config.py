@@ -95,6 +95,10 @@ else:
         ] = False
         topic_partitions: Annotated[int, Field(gt=0, le=10_000)] = 1
         topic_replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
+        slot_lag_max_bytes: Annotated[
+            int, Field(gt=0, description="The asset check slot_lag_within_threshold fails when the slot holds "
+                                         "more WAL than this past its confirmed position")
+        ] = 1 << 30
         exactly_once: Annotated[
             bool, Field(description="Each batch's events and its offset go to Kafka in one transaction")
         ] = False

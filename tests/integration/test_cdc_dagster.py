@@ -78,3 +78,40 @@ def test_materialization_metadata(cdc: Cdc) -> None:
     lo, hi = second["lsn_range"]
     assert lo == first["lsn_range"][1] and hi != lo
     assert isinstance(second["slot_lag_bytes"], int) and second["slot_retained_bytes"] >= second["slot_lag_bytes"]
+
+
+def test_slot_lag_check_fails_past_its_threshold_and_passes_once_caught_up(cdc: Cdc) -> None:
+    from assets.cdc_checks import SLOT_LAG_CHECK, slot_lag_checks
+
+    cdc.sql("CREATE TABLE orders (id int PRIMARY KEY, v text)")
+    key = dg.AssetKey(["topic"])
+
+    def evaluate(**extra: object) -> dg.AssetCheckEvaluation:
+        config = cdc.config(table_include=[r"public\.orders"], **extra)
+        defs = dg.Definitions(assets=[dg.AssetSpec(key)], asset_checks=slot_lag_checks(config, [key]),
+                              jobs=[dg.define_asset_job("checks", selection=dg.AssetSelection.checks_for_assets(key))])
+        result = defs.resolve_job_def("checks").execute_in_process()
+        assert result.success
+        (ev,) = result.get_asset_check_evaluations()
+        assert ev.check_name == SLOT_LAG_CHECK
+        return ev
+
+    before = evaluate()
+    assert before.passed and "does not exist yet" in before.metadata["description"].value
+    cdc.run(table_include=[r"public\.orders"])
+    cdc.sql("INSERT INTO orders SELECT g, repeat('x', 200) FROM generate_series(1, 100000) g")
+    behind = evaluate(slot_lag_max_bytes=10_000_000)
+    lag = behind.metadata["lag_bytes"].value
+    assert not behind.passed and lag > 10_000_000
+    assert "past the threshold of 10,000,000" in behind.metadata["description"].value
+    cdc.run(table_include=[r"public\.orders"])
+    # the server is shared (other tests write WAL too, and the slot holds it all): caught up means the
+    # slot moved past where the WAL was when it was behind
+    caught_up = evaluate(slot_lag_max_bytes=1 << 40)
+    assert caught_up.passed, caught_up.metadata["description"].value
+
+    def lsn(text: str) -> int:
+        hi, lo = text.split("/")
+        return (int(hi, 16) << 32) + int(lo, 16)
+
+    assert lsn(caught_up.metadata["confirmed_lsn"].value) >= lsn(behind.metadata["current_lsn"].value) - 1_000_000
