@@ -177,18 +177,18 @@ def peek(conn: psycopg.Connection, slot: str, upto: int, nchanges: int, tables: 
                 "FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})) TO STDOUT"
                 ).format(sql.Literal(slot), sql.Literal(lsn_text(upto)), sql.Literal(nchanges),
                          sql.SQL(", ").join(map(sql.Literal, opts)))
+    return copy_lines(conn, q)
+
+
+def copy_lines(conn: psycopg.Connection, q: sql.Composable) -> bytes:
+    """The one text column of ``COPY (…) TO STDOUT`` as newline-separated lines (no trailing newline),
+    COPY's doubled backslashes undone: for JSON lines only (JSON holds no raw tab or newline)."""
     out = bytearray()
     with conn.cursor() as cur, cur.copy(q) as copy:
         for block in copy:
             out += block
     data = bytes(out[:-1]) if out.endswith(b"\n") else bytes(out)
     return data.replace(b"\\\\", b"\\") if b"\\" in data else data
-
-
-def _one_bytes(conn: psycopg.Connection, q: sql.Composable) -> bytes:
-    with conn.cursor(binary=True) as cur:
-        row = cur.execute(q).fetchone()
-    return b"" if row is None or row[0] is None else bytes(row[0])
 
 
 def _as_text(column: str, pg_type: str) -> sql.Composable:
@@ -227,19 +227,18 @@ def read_chunk(conn: psycopg.Connection, table: TableInfo, after: list[str] | No
     if condition:
         conds.append(sql.SQL("(") + sql.SQL(condition) + sql.SQL(")"))  # an argument of format: taken as is
     where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
-    q = sql.SQL("SELECT convert_to(array_to_string(ARRAY(SELECT row_to_json(y)::text FROM (SELECT {} FROM {} AS src "
-                "{} ORDER BY {} LIMIT {}) y), E'\\n'), 'UTF8')").format(
-        select, sql.Identifier(table.schema, table.name), where, order, sql.Literal(limit))
+    q = sql.SQL("COPY (SELECT row_to_json(y)::text FROM (SELECT {} FROM {} AS src {} ORDER BY {} LIMIT {}) y) "
+                "TO STDOUT").format(select, sql.Identifier(table.schema, table.name), where, order, sql.Literal(limit))
     if condition:
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
-                buf = _one_bytes(conn, q)
+                buf = copy_lines(conn, q)
         except psycopg.Error as e:
             raise CdcError(f"snapshot of {table.qualified} with filter {condition!r} failed: "
                            f"{str(e).splitlines()[0]}") from None
     else:
-        buf = _one_bytes(conn, q)
+        buf = copy_lines(conn, q)
     types = table.arrow_types()
     if not buf:
         return pa.array([], pa.struct([pa.field(c, types[c]) for c in names])), None
