@@ -9,7 +9,8 @@ no connector sensor on and no run launched by hand, the daemon's default-on sens
 - the broken file's ``connector_file_valid`` check as failed with the file's one-line error (the broken
   files' sensor launches one run of it).
 
-Each is read back through the webserver's GraphQL API. The dataset carries its freshness policy.
+Each is read back through the webserver's GraphQL API. The dataset carries its freshness policy, which
+the daemon finds HEALTHY once the sink has written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.e2e.dagster_ui import ROOT, DagsterServices
 from tests.helpers import produce_all, write_connector
 
 CHECKS = """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { ... on AssetNode {
+  freshnessStatusInfo { freshnessStatus }
   internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds } }
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
     runId status evaluation { description severity
@@ -105,6 +107,12 @@ def test_daemon_evaluates_lag_and_broken_file_checks(kafka, topic_factory, tmp_p
             assert res.success
         drained = _wait(dev, dataset, "lag_within_threshold", "SUCCEEDED", timeout=120)
         assert {e["label"]: e.get("intValue") for e in drained["evaluation"]["metadataEntries"]}["lag"] == 0
+        deadline, status = time.monotonic() + 120, None  # the daemon evaluates the freshness policy
+        while time.monotonic() < deadline and status != "HEALTHY":
+            time.sleep(2)
+            node = dev.graphql(CHECKS, {"k": {"path": dataset}})["assetNodeOrError"]
+            status = (node["freshnessStatusInfo"] or {}).get("freshnessStatus")
+        assert status == "HEALTHY", f"freshness {status} 120 s after the write"
     finally:
         leftover = dev.stop()
     assert not leftover, f"processes needed SIGKILL: {leftover}"
