@@ -76,7 +76,8 @@ def test_daemon_evaluates_lag_and_broken_file_checks(kafka, topic_factory, tmp_p
     write_connector(c, {"name": sink, "type": "parquet_sink", "topics": [topic], "path": "lake"})
     (c / "broken.yaml").write_text("name: broken\ntype: parquet_sink\ntopics: [x\n")
     env = {**os.environ, "HEADRACE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-           "HEADRACE_CONNECTORS_DIR": str(c), "HEADRACE_CHECK_INTERVAL": "5", "HEADRACE_MAX_LAG": "3"}
+           "HEADRACE_CONNECTORS_DIR": str(c), "HEADRACE_CHECK_INTERVAL": "5", "HEADRACE_MAX_LAG": "3",
+           "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5"}
     for k in ("HEADRACE_HOME", "DAGSTER_HOME", "HEADRACE_CONNECTORS_DIR"):
         monkeypatch.setenv(k, env[k])
     with dg.DagsterInstance.from_config(str(dagster_home)):  # storage made once, before three processes race
