@@ -40,12 +40,16 @@ def dataset_uri(config: ParquetSinkConfig, folder: str | None) -> str:
 
 
 def dataset_location(config: ParquetSinkConfig, folder: str | None) -> str:
-    """The absolute location of a Parquet sink's topic folder (``folder`` None: the sink's root):
-    a local absolute path, or the object store URL as written (``s3://bucket/prefix/<topic>``)."""
-    from integrations.sinks.parquet_partitioners import open_root
+    """The absolute location of a Parquet sink's topic folder (``folder`` None: the sink's root): a local
+    absolute path, or the object store URL as written (``s3://bucket/prefix/<topic>``). Opens no
+    filesystem (definitions call it when they load)."""
+    from integrations.config import resolve_path
 
-    _fs, root, local = open_root(config)
-    base = root if local else f"{resolve_env(config.path).split('://', 1)[0]}://{root}"
+    raw = resolve_env(config.path)
+    if "://" not in raw or raw.startswith("file://"):
+        base = str(resolve_path(raw.removeprefix("file://")))
+    else:
+        base = redact_url(raw.rstrip("/").split("?", 1)[0])  # no credentials, no query string
     return base if folder is None else f"{base}/{folder}"
 
 
