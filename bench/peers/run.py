@@ -106,7 +106,7 @@ def main() -> int:
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     merged = {r["name"]: r for r in old.get("cases", [])}
     merged.update({r["name"]: r for r in results})
-    order = [c.removeprefix("case_") for c in CASES]
+    order = [importlib.import_module(f"bench.peers.{c}").NAME for c in CASES]
     out = {
         "written": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", "cores": os.cpu_count(),
         "python": platform.python_version(), "versions": versions, "repeat": args.repeat,
