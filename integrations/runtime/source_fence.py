@@ -48,7 +48,11 @@ class SourceFenced(HeadraceError):
 def is_fenced(e: BaseException) -> bool:
     """True for a ``KafkaException`` saying a newer producer with our ``transactional.id`` exists."""
     err = e.args[0] if isinstance(e, KafkaException) and e.args else None
-    return isinstance(err, KafkaError) and err.code() in _FENCED
+    if not isinstance(err, KafkaError):
+        return False
+    # a commit fenced mid-flight can surface as a fatal error of another code ("Failed to end
+    # transaction: … fenced by a newer instance"): the producer is fenced all the same
+    return err.code() in _FENCED or (err.fatal() and "fenced" in err.str().lower())
 
 
 class Transactions:
