@@ -232,4 +232,6 @@ def task_defs(config: Any) -> Any:
                               tags={CONNECTOR_TAG: config.name}, executor_def=task_executor(),
                               description=f"One micro-batch of {config.name} in {config.tasks_max} tasks")
     assets = [a for a in base.assets if a is not single] + [_tasks]
-    return dataclasses.replace(base, assets=assets, jobs=[job], sensor_job=job)
+    # a tasked sink runs in its own job on its executor, not folded into a source's in-process run
+    unchained = {"chainable": False} if hasattr(base, "chainable") else {}
+    return dataclasses.replace(base, assets=assets, jobs=[job], sensor_job=job, **unchained)
