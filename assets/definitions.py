@@ -6,12 +6,15 @@ Component (``headrace.ConnectorsComponent``, in any ``dg`` project) both build t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
-from assets.checks import lag_checks
+from assets.broken import scan_for_dagster
+from assets.cdc_checks import slot_lag_checks
+from assets.checks import sink_checks
 from assets.factory import chain_sinks, connector_defs, external_topic_specs
 from assets.sensors import connector_sensor
 from assets.translator import HeadraceTranslator, build_translated
@@ -20,13 +23,28 @@ from integrations.errors import ConfigError
 from integrations.registry import is_source
 from resources.kafka import KafkaResource
 
+log = logging.getLogger("headrace.assets")
+
 #: one resource object shared by every build, so several components' definitions merge
 DEFAULT_KAFKA = KafkaResource()
 
 
+def _connector_defs(configs: Sequence[object]) -> tuple[list[object], dict[str, object]]:
+    """Each connector's definitions; a connector whose definitions cannot be built (a valid file whose
+    partitions or routing Dagster refuses) is left out with one logged error line, the others load."""
+    kept, built = [], {}
+    for c in configs:
+        try:
+            built[c.name] = connector_defs(c)
+            kept.append(c)
+        except ConfigError as e:
+            log.error("connector %s not loaded: %s", c.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return kept, built
+
+
 def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: bool) -> dg.Definitions:
     assets, specs, jobs, sensors, checks, produced = [], [], [], [], [], set()
-    built = {c.name: connector_defs(c) for c in configs}
+    configs, built = _connector_defs(configs)
     chained = chain_sinks(list(configs), built)
     for config in configs:
         d = built[config.name]
@@ -36,8 +54,11 @@ def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: boo
         sensors += d.sensors or [connector_sensor(config, d.sensor_job, chained.get(config.name, []))]
         if is_source(config):
             produced |= set(d.keys)
-        else:
-            checks += lag_checks(config)
+            checks += slot_lag_checks(config, d.keys)  # postgres_cdc only
+        else:  # lag (also between runs, by its checks sensor) and reconciliation
+            own, checks_sensor = sink_checks(config, configs)
+            checks += own
+            sensors.append(checks_sensor)
     if external_topics:
         specs += external_topic_specs(configs, produced)
     return dg.Definitions(
@@ -72,8 +93,9 @@ def __getattr__(name: str) -> dg.Definitions:
         from assets.ops_jobs import ops_definitions
 
         global defs
-        configs = load_folder(default_connectors_dir())
+        # every valid connector; each broken file is shown as an asset whose check fails with its error
+        configs, broken = scan_for_dagster(default_connectors_dir())
         # the operations jobs (status, pause/resume, offsets) for this project's connectors
-        defs = dg.Definitions.merge(build_definitions(configs=configs), ops_definitions(configs))
+        defs = dg.Definitions.merge(build_definitions(configs=configs), ops_definitions(configs), broken)
         return defs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -88,7 +88,7 @@ def _sink_key(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.Ass
 def sink_outcomes(config: ParquetSinkConfig | TableSinkConfig, assets: list[SinkAsset], result: "SinkResult"
                   ) -> Iterator[tuple[dg.AssetKey, int, dict]]:
     """``(asset key, rows written, metadata)`` of each sink asset after a micro-batch."""
-    from assets.metadata import sink_metadata
+    from assets.metadata import sink_catalog, sink_metadata
 
     table = isinstance(config, TableSinkConfig)
     target_name = None if not routers_of(config) else (config.table_for if table else str)
@@ -100,8 +100,11 @@ def sink_outcomes(config: ParquetSinkConfig | TableSinkConfig, assets: list[Sink
         else:
             where = config.table_name_format
         meta = sink_metadata(result, a.sources, where, target_name)
+        rows = sum(result.rows_per_topic.get(t, 0) for t in a.sources)
+        if rows:  # dagster/row_count (the whole dataset or table), written columns, size, absolute uri
+            meta.update(sink_catalog(config, a))
         meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
-        yield a.key, sum(result.rows_per_topic.get(t, 0) for t in a.sources), meta
+        yield a.key, rows, meta
 
 
 def time_partitions(config: ParquetSinkConfig) -> dg.TimeWindowPartitionsDefinition | None:

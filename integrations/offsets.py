@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import TopicPartition
 
 from integrations.errors import DeliveryError, HeadraceError
 from integrations.kafka.cluster import KafkaSettings
@@ -95,13 +95,17 @@ class OffsetStore:
         parts = self.kafka.partitions(self.topic)
         if not parts:
             return {}
-        c = self.kafka.consumer(group_id="headrace-offsets-reader", **{"enable.partition.eof": True})
+        # fetch.wait.max.ms: at the end of the log the broker answers at once (it waits 500 ms by default)
+        c = self.kafka.consumer(group_id="headrace-offsets-reader",
+                                **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
         out: dict[tuple[str, str], dict[str, Any]] = {}
         try:
-            highs = {p: high for p, (_low, high) in self.kafka.watermarks(self.topic).items() if high > 0}
+            marks = self.kafka.watermarks(self.topic)
+            highs = {p: high for p, (_low, high) in marks.items() if high > 0}
             if not highs:
                 return {}
-            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in highs])
+            # from the log start offset itself: OFFSET_BEGINNING cost ~0.5 s more (measured, 1 partition)
+            c.assign([TopicPartition(self.topic, p, marks[p][0]) for p in highs])
             done: set[int] = set()
             deadline = time.monotonic() + timeout
             while len(done) < len(highs):

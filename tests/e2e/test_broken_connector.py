@@ -133,3 +133,20 @@ def test_broken_files_through_graphql(tmp_path, monkeypatch):
                 "status": "FAILED", "evaluation": {"description": error, "severity": "ERROR"}}
         good = nodes["parquet/good/shop_orders"]["assetChecksOrError"]["checks"]
         assert {ch["name"] for ch in good} == {"lag_within_threshold", "dead_letters_within_threshold", "reconciled"}
+
+
+def test_workspace_location_loads_beside_a_broken_file(tmp_path, monkeypatch):
+    """The repository's own code location (workspace.yaml → assets.definitions:defs) with a broken file."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    c = _folder(tmp_path)
+    for k, v in {"HEADRACE_HOME": str(tmp_path), "DAGSTER_HOME": str(home), "HEADRACE_CONNECTORS_DIR": str(c)}.items():
+        monkeypatch.setenv(k, v)
+    with dg.DagsterInstance.get() as instance, \
+            define_out_of_process_context(str(REPO / "workspace.yaml"), None, instance) as ctx:
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in execute_dagster_graphql(ctx, ASSETS).data["assetNodes"]}
+    errors = _errors(c)
+    assert set(nodes) == {"parquet/good/shop_orders", "kafka/shop_orders", *errors}
+    for key, error in errors.items():
+        assert nodes[key]["description"] == f"BROKEN connector file, not loaded: {error}"

@@ -213,8 +213,10 @@ def test_custom_translator_renames_and_lineage_follows(tmp_path, monkeypatch):
     assert specs["acme/source/sqlite_shop/orders"].description == "source_table orders of src"
     # jobs and checks use the new keys too
     repo = defs.get_repository_def()
+    # the source's micro-batch job also runs the sinks it feeds (one run per micro-batch)
     assert {k.to_user_string() for k in repo.get_job("src_job").asset_layer.executable_asset_keys} == {
-        "acme/kafka/shop_orders"}
+        "acme/kafka/shop_orders", "acme/parquet/lake/shop_orders", "acme/parquet/lake/ext_clicks",
+        "acme/warehouse/duckdb_wh/orders_copy"}
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert ("acme/warehouse/duckdb_wh/orders_copy", "lag_within_threshold") in checks
     assert ("acme/kafka/shop_orders", "dead_letters_within_threshold") in checks

@@ -59,7 +59,8 @@ def test_lineage_of_every_connector_type(tmp_path, unique, monkeypatch):
     assert deps["parquet/lake/ext_clicks"] == ["kafka/ext_clicks"]
     assert specs["kafka/ext_clicks"].group_name == "external_topics"
     assert isinstance(specs["parquet/lake/db_sales_us"].partitions_def, dg.DailyPartitionsDefinition)
-    assert {s.name for s in defs.sensors} == {"sales_sensor", "drops_sensor", "wh_sensor", "lake_sensor"}
+    assert {s.name for s in defs.sensors} == {"sales_sensor", "drops_sensor", "wh_sensor", "lake_sensor",
+                                              "wh_checks_sensor", "lake_checks_sensor"}
     assert {"sales_job", "drops_job", "wh_job", "lake_job", "lake_backfill_job"} <= {j.name for j in defs.jobs}
 
 

@@ -78,9 +78,13 @@ def test_fall_back_partitions_rebuild_the_shared_hour_whole(kafka, topic_factory
         assert ranged.success
         assert [p for p, _m in _mats(ranged)] == [
             "2024-10-27-01:00", "2024-10-27-02:00", "2024-10-27-02:00+0100", "2024-10-27-03:00"]
-        meta = _mats(ranged)[0][1]
-        assert meta["rows"] == 6 and all(m == meta for _p, m in _mats(ranged))
-        assert meta["paths_replaced"] == [f"{topic}/{day}/hour={h}" for h in ("01", "02", "03")]
+        figures = {p: (m["rows"], m["files"], m["paths_replaced"], m["partitions_rewritten"]) for p, m in _mats(ranged)}
+        both = ["2024-10-27-02:00", "2024-10-27-02:00+0100"]
+        assert figures == {  # each partition its own figures; both 02:00 partitions share the one folder
+            "2024-10-27-01:00": (1, 1, [f"{topic}/{day}/hour=01"], ["2024-10-27-01:00"]),
+            "2024-10-27-02:00": (4, 1, [f"{topic}/{day}/hour=02"], both),
+            "2024-10-27-02:00+0100": (4, 1, [f"{topic}/{day}/hour=02"], both),
+            "2024-10-27-03:00": (1, 1, [f"{topic}/{day}/hour=03"], ["2024-10-27-03:00"])}
     assert _by_folder(lake, topic) == expected
     assert sorted(i for v in _by_folder(lake, topic).values() for i in v) == list(range(6))
 

@@ -131,7 +131,7 @@ def test_postgres_to_parquet_through_dagster(pg_url, kafka, tmp_path, unique, mo
             # Nothing new: the source sensor skips and a run moves nothing.
             assert isinstance(src_sensor(ctx), dg.SkipReason)
             meta3 = _materialize(defs, instance)
-            assert meta3[topic_key]["rows"] == 0 and meta3[sink_key]["rows"] == 0
+            assert meta3 == {}  # nothing moved: the topic is only observed, so the sink's step is skipped
             assert read_dataset(lake / topic).num_rows == N + 1000
     finally:
         kafka.delete_topics([topic])

@@ -72,7 +72,10 @@ def test_killed_run_worker_is_failed_and_retried(kill, kafka, topic_factory, tmp
     marker = tmp_path / "fault.pid"
     env = {**os.environ, "HEADRACE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "HEADRACE_CONNECTORS_DIR": str(connectors), "HEADRACE_FAULT": "sink_after_write",
-           "HEADRACE_FAULT_ACTION": "stall", "HEADRACE_FAULT_ONCE": str(marker)}
+           "HEADRACE_FAULT_ACTION": "stall", "HEADRACE_FAULT_ONCE": str(marker),
+           # the step in a process of its own (connector jobs run in-process by default), to prove
+           # that an orphaned step dies with its run worker
+           "HEADRACE_EXECUTOR": "multiprocess"}
     bin_dir = Path(sys.executable).parent
     workspace = ["-w", str(ROOT / "workspace.yaml")]
     subprocess.run([str(bin_dir / "dagster"), "sensor", "start", f"{name.replace('-', '_')}_sensor", *workspace],

@@ -49,7 +49,10 @@ class Cdc:
         return run_source(self.config(**extra), self.kafka, self.offsets_topic)
 
     def sql(self, *statements: str) -> None:
+        """Run statements, each committed with a WAL flush: the test server runs with synchronous_commit
+        off, and a CDC run reads only up to the flushed WAL (what it cannot miss)."""
         with psycopg.connect(self.pg_url, autocommit=True) as c:
+            c.execute("SET synchronous_commit = on")
             for s in statements:
                 c.execute(s)
 
