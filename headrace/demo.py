@@ -152,11 +152,14 @@ def run_demo() -> int:
         print(f"Dagster's event log of this run: {log_path}")
         raise
     where = data_locations(configs)
-    print("\nrows moved, per asset (and where the data is):")
+    moved = {}
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
-        rows = mat.metadata["rows"].value
-        print(f"  {'/'.join(mat.asset_key.path):45s} {rows:>8} rows  → {where.get(mat.asset_key, '?')}")
+        moved[mat.asset_key] = mat.metadata["rows"].value
+    print("\nrows moved, per asset (and where the data is):")
+    # an asset with nothing new is only observed (or its step skipped): it moved 0 rows
+    for key in sorted(set(where) | set(moved), key=lambda k: k.path):
+        print(f"  {'/'.join(key.path):45s} {moved.get(key, 0):>8} rows  → {where.get(key, '?')}")
     print(f"\nDagster's event log of this run (DEBUG): {log_path}")
     print(f"Dagster UI with this history: run `make dev`, then open http://127.0.0.1:3000 "
           f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
