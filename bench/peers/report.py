@@ -36,14 +36,16 @@ def section(data: dict[str, Any]) -> str:
         "is faster). Peers run with their defaults (\"stock\") unless a row names a tuned variant.",
         "",
     ]
+    lines += _goals(data)
     for c in data["cases"]:
         lines += [f"### {c.get('title', c['name'])}", ""]
         if "error" in c:
             lines += [f"Failed: {c['error']}", ""]
             continue
         lines += [
-            f"{c['work_rows']:,} rows; expected output {c['expected'][0]:,} rows, sum of qty "
-            f"{c['expected'][1]:,}.",
+            f"{c['work_rows']:,} rows (or changes) moved per run; expected output of the last run: "
+            f"{c['expected'][0]:,} rows, sum of qty {c['expected'][1]:,}"
+            + (f", {c['expected'][2]:,} non-null names." if len(c["expected"]) > 2 else "."),
             "",
             "| side | median s | min s | rows/s | peak RSS MB | load avg per run | Headrace × | goal |",
             "|---|---:|---:|---:|---:|---|---:|---|",
@@ -71,6 +73,33 @@ def section(data: dict[str, Any]) -> str:
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _goals(data: dict[str, Any]) -> list[str]:
+    """The issue's goals beside the measured ratios, one row per goal."""
+    rows = []
+    for c in data["cases"]:
+        for name, s in c.get("sides", {}).items():
+            goal = s.get("goal")
+            if not goal:
+                continue
+            sp = s.get("headrace_speedup")
+            if not s["ok"]:
+                measured, verdict = "peer output WRONG", "n/a"
+            elif sp is None:
+                measured, verdict = "Headrace run failed", "n/a"
+            else:
+                measured, verdict = f"{sp:.2f}×", "met" if sp >= goal else "**missed**"
+            load = c["sides"][c["headrace_side"]]["load_avg"] + s["load_avg"]
+            rows.append(f"| {c.get('title', c['name'])} | {name} | ≥ {goal:g}× | {measured} | {verdict} | "
+                        f"{min(load):.1f}–{max(load):.1f} |")
+    if not rows:
+        return []
+    return ["### Goals (issue 17) beside the measured ratios", "",
+            "Ratio = the peer's median wall time / Headrace's, in the same run. The issue's goals assume a quiet "
+            "machine (load average under 4); the load column is the range over the runs of both sides.", "",
+            "| case | against | goal | measured | verdict | load avg |", "|---|---|---:|---:|---|---|",
+            *rows, ""]
 
 
 def write_section(data: dict[str, Any], path: Path) -> None:
