@@ -68,6 +68,10 @@ class Transactions:
         self.timeout = timeout
         self.open = False
 
+    def fenced_error(self, e: BaseException) -> SourceFenced:
+        """The one-line error of a run that ``e`` (a fenced Kafka error) says another run fenced."""
+        return self._fenced(e)
+
     def _fenced(self, e: BaseException) -> SourceFenced:
         lost = ("its open transaction (records and offset) was aborted" if self.exactly_once else
                 "its last batch's offset was not stored; records it produced after the stored offset "

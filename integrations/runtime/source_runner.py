@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
 from integrations.config import SqlSourceConfig, redact_url
 from integrations.converters.factory import build_converter
@@ -42,7 +43,12 @@ from integrations.runtime.source_delivery import (  # noqa: F401 (re-exported: t
     _truncate,
     utf8_bytes,
 )
-from integrations.runtime.source_fence import SourceFenced, Transactions, transactional_id  # noqa: F401
+from integrations.runtime.source_fence import (  # noqa: F401
+    SourceFenced,
+    Transactions,
+    is_fenced,
+    transactional_id,
+)
 from integrations.runtime.source_producing import Producing, RecordTooLarge  # noqa: F401
 from integrations.runtime.tasks import check_task, source_partitions
 from integrations.sources.base import Source
@@ -182,7 +188,12 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
             errors.share_producer(producing.producer)  # dead letters go in the batch's transaction
         stored = store.read(config.name)
         log.info("source %s reading %s", config.name, redact_url(getattr(config, "connection_url", "")))
-        return _run(config, kafka, source, stored, producing, txn, errors, started, task)
+        try:
+            return _run(config, kafka, source, stored, producing, txn, errors, started, task)
+        except KafkaException as e:
+            if is_fenced(e):  # fenced while producing or ending a transaction: the one fencing line
+                raise txn.fenced_error(e) from e
+            raise
     finally:
         try:
             source.close()
