@@ -100,12 +100,30 @@ def write_markdown(results: list[dict], path: Path) -> None:
             f"| {r['name']} | {r['rows']:,} | {r['rows_per_s']:,} | {r['ceiling_rows_per_s']:,} | "
             f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} | {r['repeats']} |"
         )
+    lines += _latency_lines(RESULTS / "dagster_latency.json")
     notes = [(r["name"], NOTES[r["name"]]) for r in results if r["name"] in NOTES]
     if notes:
         lines += ["", "## What limits each benchmark", ""]
         for name, note in notes:
             lines += [f"**{name}.** {note}", ""]
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def _latency_lines(path: Path) -> list[str]:
+    """The dagster_latency case's figures (written by its teardown): commit → visible, p50/p95."""
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    out = ["", "## Latency through Dagster (dagster_latency)", "",
+           "Commit in PostgreSQL → visible in the target, seconds: p50 = median of the runs' p50s, p95 = the "
+           "highest run p95. The floor is the engine alone (run_source, then run_sink, per one-row batch).", "",
+           "| mode | target | p50 (s) | p95 (s) | rows |", "|---|---|---:|---:|---:|"]
+    for mode, label in (("mb", "micro-batch, sensors on"), ("ct", "continuous"), ("floor", "floor (no Dagster)")):
+        for target in ("parquet", "duckdb"):
+            r = d.get(mode, {}).get(target)
+            if r:
+                out.append(f"| {label} | {target} | {r['p50_of_runs']:.1f} | {r['p95_max_of_runs']:.1f} | {r['rows']} |")
+    return out
 
 
 def main() -> int:
