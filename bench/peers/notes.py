@@ -6,47 +6,60 @@ Kept here so that a rerun of ``make bench-peers`` keeps them; update a note when
 from __future__ import annotations
 
 _STARTUP = (
-    "Every Headrace figure here is a whole `headrace run` process, and start-up is a large part of a small "
-    "run: `headrace --help` alone takes ~2.2 s on this machine under load, nearly all of it imports "
+    "Every Headrace figure here is a whole `headrace run` process, and start-up is a large part of it: about "
+    "2-2.5 s per process on this machine (the incremental case moves 10k rows through two processes in "
+    "4.2-5.1 s; `headrace --help` alone takes 2.2 s under load), nearly all of it imports "
     "(`integrations.config` pulls in the transforms and with them numpy and pyarrow.compute, ~1.2 s; the "
-    "source runner adds ADBC and SQLAlchemy). Lazy imports, so that start-up pays only for what the "
-    "connector uses, are part of issue 14."
+    "runners add ADBC and SQLAlchemy). Lazy imports, so that start-up pays only for what the connector "
+    "uses, are part of issue 14."
 )
 
 #: case name → what limits Headrace there (and which issue addresses it), shown under the case's table.
 LIMITS: dict[str, str] = {
     "sql_to_kafka": (
-        "per-record `produce()` with lz4 and acks=all, DuckDB `to_json` and the ADBC COPY read (see "
-        "sql_to_kafka above: Headrace runs at 0.95 of its bare-library ceiling), plus ~2-3 s of process "
-        "start-up in every run. " + _STARTUP
+        "per-record `produce()` with lz4 and acks=all, DuckDB `to_json` and the ADBC COPY read (Headrace runs "
+        "at 0.95 of its bare-library ceiling in `make bench`), plus start-up. Debezium's snapshot spends "
+        "~5-6 s of each run starting the JVM and the worker (a 10k-row snapshot takes 6.6 s), the rest "
+        "producing one Connect record at a time; "
+        "its tuned variant (bigger queue and batches, lz4) is not clearly faster (median 38.9 s against "
+        "38.3 s), so its limit is not the "
+        "producer settings. " + _STARTUP
     ),
     "kafka_to_parquet": (
-        "consume, `pyarrow.json` parsing and the zstd write (kafka_to_parquet above, 0.94 of its ceiling), "
-        "plus process start-up. " + _STARTUP
+        "consume, `pyarrow.json` parsing and the zstd write (0.94 of its ceiling in `make bench`), plus "
+        "start-up. " + _STARTUP
     ),
     "kafka_to_postgres_upsert": (
-        "PostgreSQL's INSERT … ON CONFLICT path on the same 2 cores (kafka_to_postgres_upsert above, at its "
-        "ceiling), plus process start-up. " + _STARTUP
+        "PostgreSQL's INSERT … ON CONFLICT path on the same 2 cores (the table sink runs at 0.98 of its "
+        "bare-library ceiling in `make bench`, ~100k rows/s), plus start-up. Goal missed: 2.9× in this run; "
+        "a separate pair of runs at load 2.5 took 10.3-11.6 s (envelope topic) and 9.1-11.6 s (the same data "
+        "as plain JSON), so the Connect envelope is not the cost. Without the ~2.5 s of start-up the ratio "
+        "would be about 5×: issue 14's lazy imports are what is left to reach the goal. " + _STARTUP
     ),
     "sql_to_parquet": (
         "two processes where dlt has one: the SQL source into Kafka, then the Parquet sink out of it, each "
-        "with its own start-up (~2-3 s each here), and every row travels through Kafka (JSON produce with "
-        "acks=all, then consume and parse) where dlt writes Parquet straight from the query's Arrow batches. "
-        "The Kafka hop is the point of Headrace (the topic is the durable, replayable copy other sinks read), "
-        "so this case can only reach dlt's time by cutting start-up (issue 14) and overlapping the two "
-        "halves (a continuous source and sink, issue 14's streaming mode). " + _STARTUP
+        "with its own start-up (~4-5 s of the ~8 s together), and every row travels through Kafka (JSON "
+        "produce with acks=all, then consume and parse) where dlt with connectorx writes Parquet straight "
+        "from the query's Arrow batches. The Kafka hop is the point of Headrace (the topic is the durable, "
+        "replayable copy that other sinks read), so this case can approach dlt only by cutting start-up "
+        "(issue 14) and overlapping the two halves (issue 14's long-lived streaming runs). Against dlt's "
+        "pyarrow backend Headrace is about even (0.93×). " + _STARTUP
     ),
     "incremental": (
         "start-up, twice (source and sink processes) against dlt's one process: moving 10k rows takes well "
-        "under a second in either; the rest is imports, connections and the offsets-topic read. " + _STARTUP
+        "under a second in either; the rest is imports, connections and the offsets-topic read. Missed "
+        "(0.36×) until issue 14 cuts start-up; a long-lived run (continuous mode) pays it once. " + _STARTUP
     ),
     "cdc": (
-        "wal2json decoding through `pg_logical_slot_peek_changes` (~125k changes/s on the server here) and "
-        "per-record produce, plus start-up (docs/cdc.md). " + _STARTUP
+        "wal2json decoding through `pg_logical_slot_peek_changes` (the server decodes wal2json v2 at "
+        "~125k changes/s here against ~217k for pgoutput, docs/cdc.md) and per-record produce, plus "
+        "start-up (~2.5 s of ~12 s). Debezium's figure includes its JVM and worker start (~5 s). Goal "
+        "missed (2.4×); issue 13 tracks the CDC rate (≥ 100k events/s in `make bench`). " + _STARTUP
     ),
     "file_to_kafka": (
-        "the CSV parse, DuckDB `to_json` and per-record produce (csv_to_kafka above), plus start-up; "
-        "FileStreamSource does less work (no parsing, no key, strings not JSON). " + _STARTUP
+        "the CSV parse, DuckDB `to_json` and per-record produce (csv_to_kafka in `make bench`), plus "
+        "start-up. FileStreamSource does less work (no parsing, no key, strings not JSON) and never "
+        "delivered the file's last line (see the peer problems below), so no ratio is given. " + _STARTUP
     ),
 }
 

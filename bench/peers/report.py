@@ -22,7 +22,8 @@ def section(data: dict[str, Any]) -> str:
         BEGIN,
         "## Against the peers",
         "",
-        f"Written by `make bench-peers` on {data['written']}, {data['cores']} cores, Python {data['python']}; "
+        f"Written by `make bench-peers` on {data['written']} (cases not rerun then keep their earlier figures), "
+        f"{data['cores']} cores, Python {data['python']}; "
         f"Kafka Connect {v['kafka-connect']} (standalone, {v.get('java', 'java')}, -Xmx1g), Debezium "
         f"{v['debezium']}, dlt {v.get('dlt')}, connectorx {v.get('connectorx')}, Quix Streams "
         f"{v.get('quixstreams')}, pandas {v.get('pandas')}, pyarrow {v.get('pyarrow')}, confluent-kafka "
@@ -45,7 +46,8 @@ def section(data: dict[str, Any]) -> str:
         lines += [
             f"{c['work_rows']:,} rows (or changes) moved per run; expected output of the last run: "
             f"{c['expected'][0]:,} rows, sum of qty {c['expected'][1]:,}"
-            + (f", {c['expected'][2]:,} non-null names." if len(c["expected"]) > 2 else "."),
+            + (f", {c['expected'][2]:,} non-null names." if len(c["expected"]) > 2 else ".")
+            + (f" Measured {c['measured']}." if c.get("measured") else ""),
             "",
             "| side | median s | min s | rows/s | peak RSS MB | load avg per run | Headrace × | goal |",
             "|---|---:|---:|---:|---:|---|---:|---|",

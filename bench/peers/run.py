@@ -71,7 +71,8 @@ def run_case(module: str, rows: int | None, repeat: int, only: str | None) -> di
         if hr and hr["ok"] and s["ok"] and not name.startswith("Headrace"):
             s["headrace_speedup"] = round(s["median_s"] / hr["median_s"], 2)
         s["goal"] = case.GOALS.get(name)
-    return {"name": case.NAME, "title": case.TITLE, "rows": rows, "work_rows": n,
+    return {"name": case.NAME, "title": case.TITLE, "measured": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+            "rows": rows, "work_rows": n,
             "expected": state.get("expected"), "headrace_side": case.HEADRACE_SIDE, "sides": sides_out,
             "notes": getattr(case, "NOTES", ""), "settings": case.__doc__.split("\n\n", 1)[-1].strip()}
 
