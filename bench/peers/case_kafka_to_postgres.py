@@ -132,7 +132,7 @@ def debezium_jdbc(state: dict[str, Any]) -> Run:
     try:
         timed = run_connector("debezium-connector-jdbc", connector,
                               lambda: pg_stats(state["url"], table) == expected, poll=0.5,
-                              timeout=max(60, state["rows"] / 2000))
+                              timeout=max(180, state["rows"] / 2000))
         return finish("Debezium JDBC sink", timed, _check(state, table, True), expected)
     finally:
         _drop(state, table)
