@@ -150,12 +150,13 @@ def merge_results(connector: str, results: list[SourceResult]) -> SourceResult:
 
 
 def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offsets_topic: str | None = None,
-               task: int | None = None, read_ranges: int = 1) -> SourceResult:
+               task: int | None = None, read_ranges: int | None = None) -> SourceResult:
     """Move new rows of every source partition to Kafka; store each offset after its batch is acked.
 
     ``task``: with ``tasks_max > 1``, only the partitions (tables, key ranges) that task owns (None:
-    every task in turn, in this process). ``read_ranges``: a bulk table is read in that many key ranges
-    at once (SQL sources). Raises ``SourceFenced`` when another run of the connector (task) took over,
+    every task in turn, in this process). ``read_ranges``: a bulk table, or an incrementing table's first
+    load, is read in that many key ranges at once (SQL sources; default: the config's ``read_ranges``
+    when it has that field, else 1). Raises ``SourceFenced`` when another run of the connector (task) took over,
     ``OffsetRegression`` when an offset would move backwards, and ``StopRequested`` after the batch
     during which a stop came."""
     kafka = kafka or KafkaSettings.from_env()
@@ -182,7 +183,7 @@ def run_source(config: SqlSourceConfig, kafka: KafkaSettings | None = None, offs
         finally:
             fencing.result()
     if hasattr(source, "read_ranges"):
-        source.read_ranges = max(1, read_ranges)
+        source.read_ranges = max(1, read_ranges or getattr(config, "read_ranges", 1) or 1)
     try:
         if exactly_once:
             errors.share_producer(producing.producer)  # dead letters go in the batch's transaction
