@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from integrations.config import resolve_url
 from integrations.runtime.tasks import key_range
 from integrations.sources.base import SourceBatch
-from integrations.sources.sql_reader import SqlReader, merge_streams
+from integrations.sources.sql_reader import SqlReader
+from integrations.sources.sql_streams import merge_streams
 
 log = logging.getLogger("headrace.source.sql")
 
