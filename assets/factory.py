@@ -27,7 +27,12 @@ from integrations.registry import is_source
 
 
 def connector_defs(config: object) -> ConnectorDefs:
-    """Definitions of one connector, by kind (continuous mode adds its long-lived job and sensor)."""
+    """Definitions of one connector, by kind (continuous mode adds its long-lived job and sensor; a
+    connector with ``tasks_max > 1`` is one step per task, ``assets.tasks``)."""
+    from assets.tasks import supports_tasks, task_defs
+
+    if supports_tasks(config):
+        return task_defs(config)
     d = source_defs(config) if is_source(config) else sink_defs(config)
     if getattr(config, "continuous", None) is not None:
         from assets.continuous import continuous_defs
@@ -49,7 +54,7 @@ def chain_sinks(configs: list, defs: dict[str, ConnectorDefs]) -> dict[str, list
         return chained
     sinks = [c for c in configs if not is_source(c) and defs[c.name].chainable]
     for c in configs:
-        if not is_source(c) or getattr(c, "continuous", None) is not None:
+        if not is_source(c) or getattr(c, "continuous", None) is not None or c.tasks_max > 1:
             continue
         d = defs[c.name]
         fed = [(s.name, defs[s.name].keys) for s in sinks if defs[s.name].upstream & set(d.keys)]

@@ -27,7 +27,8 @@ RESULTS = ROOT / "bench" / "results"
 ORDER = [
     "sql_to_kafka", "sql_to_kafka_exactly_once", "kafka_to_parquet", "sql_to_kafka_fast", "csv_to_kafka",
     "kafka_to_duckdb_upsert", "kafka_to_postgres_upsert", "kafka_to_parquet_daily",
-    "transform_chain", "avro_roundtrip", "dagster_latency",
+    "transform_chain", "avro_roundtrip", "cdc_to_kafka", "cdc_snapshot", "kafka_to_parquet_4p",
+    "sql_to_kafka_parallel", "dagster_latency",
 ]
 
 

@@ -66,6 +66,10 @@ def _run(args: argparse.Namespace) -> int:
     # installed for the rest of the process, not restored: a second SIGTERM while the run winds down
     # (or after it printed its stop line) must change nothing, never kill the process half-way
     stopping.install()
+    if sys.stderr.isatty():  # a progress bar (tqdm) on a terminal; progress lines in logs otherwise
+        from integrations.runtime import progress
+
+        progress.use_bar()
     if is_source(config):
         res = run_source(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,

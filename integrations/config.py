@@ -67,6 +67,8 @@ class SqlSourceConfig(_ConnectorBase):
         str | None, Field(description="ISO-8601 instant to start from in timestamp modes (default: the beginning)")
     ] = None
     batch_max_rows: Annotated[int, Field(gt=0, le=10_000_000, description="Rows per read chunk")] = 100_000
+    read_ranges: Annotated[int, Field(ge=1, le=64, description="Key ranges a bulk table, or an incrementing "
+                                      "table's first load, is read in at once (one session each)")] = 1
     max_rows_per_run: Annotated[
         int | None, Field(gt=0, description="Cap on rows moved by one micro-batch (default: until caught up)")
     ] = None

@@ -119,12 +119,14 @@ def _open_transactions(config: SqlSourceConfig, kafka: KafkaSettings, store: Off
     """The run's record producer and its connector's (task's) transactional producer (the same one under
     ``exactly_once``; else a small one that only writes offsets)."""
     tid = transactional_id(config.name, task)
+    label = f"source {config.name}" + ("" if task is None else f" task {task}")  # names its progress lines
     if getattr(config, "exactly_once", False):
-        producing = Producing(kafka, transactional_id=tid)
+        producing = Producing(kafka, transactional_id=tid, label=label)
         return producing, Transactions(store, config.name, producing.producer, exactly_once=True, task=task)
     offsets_producer = kafka.producer(**{"transactional.id": tid, "transaction.timeout.ms": kafka.message_timeout_ms,
                                          "linger.ms": 0, "delivery.report.only.error": False})
-    return Producing(kafka), Transactions(store, config.name, offsets_producer, exactly_once=False, task=task)
+    return Producing(kafka, label=label), Transactions(store, config.name, offsets_producer, exactly_once=False,
+                                                       task=task)
 
 
 def merge_results(connector: str, results: list[SourceResult]) -> SourceResult:
