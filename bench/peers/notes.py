@@ -6,9 +6,10 @@ Kept here so that a rerun of ``make bench-peers`` keeps them; update a note when
 from __future__ import annotations
 
 _STARTUP = (
-    "Every Headrace figure here is a whole `headrace run` process, and start-up is a large part of it: about "
-    "2-2.5 s per process on this machine (the incremental case moves 10k rows through two processes in "
-    "4.2-5.1 s; `headrace --help` alone takes 2.2 s under load), nearly all of it imports "
+    "Every Headrace figure here is a whole `headrace run` process, and start-up is a large part of it: "
+    "1-2.5 s per process on this machine depending on load (a 10k-row table-sink run takes 1.05 s at load "
+    "1.6; the incremental case's two processes take 3.5-3.7 s at load 1.8 and 4.2-5.1 s at load 4; "
+    "`headrace --help` alone takes 2.2 s at load 6), nearly all of it imports "
     "(`integrations.config` pulls in the transforms and with them numpy and pyarrow.compute, ~1.2 s; the "
     "runners add ADBC and SQLAlchemy). Lazy imports, so that start-up pays only for what the connector "
     "uses, are part of issue 14."
@@ -31,30 +32,35 @@ LIMITS: dict[str, str] = {
     ),
     "kafka_to_postgres_upsert": (
         "PostgreSQL's INSERT … ON CONFLICT path on the same 2 cores (the table sink runs at 0.98 of its "
-        "bare-library ceiling in `make bench`, ~100k rows/s), plus start-up. Goal missed: 2.9× in this run; "
-        "a separate pair of runs at load 2.5 took 10.3-11.6 s (envelope topic) and 9.1-11.6 s (the same data "
-        "as plain JSON), so the Connect envelope is not the cost. Without the ~2.5 s of start-up the ratio "
-        "would be about 5×: issue 14's lazy imports are what is left to reach the goal. " + _STARTUP
+        "bare-library ceiling in `make bench`, ~100k rows/s), plus start-up. Goal missed: 3.06× (10.2 s "
+        "against the JDBC sink's 31.2 s at load 2.6-3.2); 5× needs 6.2 s. A separate pair of runs at load 2.5 "
+        "took 10.3-11.6 s on the envelope topic and 9.1-11.6 s on the same data as plain JSON, so the Connect "
+        "envelope is not the cost. Cutting start-up (issue 14) gains 1-2 s; the rest is PostgreSQL's own "
+        "upsert rate on these 2 cores, which no open issue addresses (a new one would have to find a faster "
+        "write path than COPY into a staging table + INSERT … ON CONFLICT). " + _STARTUP
     ),
     "sql_to_parquet": (
         "two processes where dlt has one: the SQL source into Kafka, then the Parquet sink out of it, each "
-        "with its own start-up (~4-5 s of the ~8 s together), and every row travels through Kafka (JSON "
+        "with its own start-up (2-4 s of the 8.1 s together), and every row travels through Kafka (JSON "
         "produce with acks=all, then consume and parse) where dlt with connectorx writes Parquet straight "
         "from the query's Arrow batches. The Kafka hop is the point of Headrace (the topic is the durable, "
         "replayable copy that other sinks read), so this case can approach dlt only by cutting start-up "
-        "(issue 14) and overlapping the two halves (issue 14's long-lived streaming runs). Against dlt's "
-        "pyarrow backend Headrace is about even (0.93×). " + _STARTUP
+        "(issue 14) and overlapping the two halves (issue 14's long-lived streaming runs). Goal missed: "
+        "0.36× against dlt with connectorx (8.1 s against 2.9 s), 0.73× against its pyarrow backend. "
+        + _STARTUP
     ),
     "incremental": (
         "start-up, twice (source and sink processes) against dlt's one process: moving 10k rows takes well "
-        "under a second in either; the rest is imports, connections and the offsets-topic read. Missed "
-        "(0.36×) until issue 14 cuts start-up; a long-lived run (continuous mode) pays it once. " + _STARTUP
+        "under a second in either; the rest is imports, connections and the offsets-topic read. Goal missed "
+        "(0.57×: 3.6 s against 2.0 s) until issue 14 cuts start-up; a long-lived run (continuous mode) pays "
+        "it once. " + _STARTUP
     ),
     "cdc": (
         "wal2json decoding through `pg_logical_slot_peek_changes` (the server decodes wal2json v2 at "
         "~125k changes/s here against ~217k for pgoutput, docs/cdc.md) and per-record produce, plus "
-        "start-up (~2.5 s of ~12 s). Debezium's figure includes its JVM and worker start (~5 s). Goal "
-        "missed (2.4×); issue 13 tracks the CDC rate (≥ 100k events/s in `make bench`). " + _STARTUP
+        "start-up (1-2 s of 11.6 s). Debezium's figure includes its JVM and worker start (~5 s). Goal "
+        "missed: 2.19× (11.6 s against 25.3 s; 4× needs 6.3 s, i.e. ~100k events/s with start-up); issue 13 "
+        "tracks the CDC rate (≥ 100k events/s in `make bench`). " + _STARTUP
     ),
     "file_to_kafka": (
         "the CSV parse, DuckDB `to_json` and per-record produce (csv_to_kafka in `make bench`), plus "

@@ -102,11 +102,15 @@ def main() -> int:
             results.append(run_case(module, args.rows, args.repeat, args.only_sides))
         except Exception as e:  # noqa: BLE001 - a failing case is reported; the others still run
             traceback.print_exc()
-            results.append({"name": module.removeprefix("case_"), "error": f"{type(e).__name__}: {e}"[:500]})
+            name = importlib.import_module(f"bench.peers.{module}").NAME
+            results.append({"name": name, "error": f"{type(e).__name__}: {e}"[:500]})
         print(json.dumps(results[-1]), flush=True)
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     merged = {r["name"]: r for r in old.get("cases", [])}
-    merged.update({r["name"]: r for r in results})
+    for r in results:  # a case that failed this time keeps its earlier figures, with the failure noted
+        prev = merged.get(r["name"])
+        merged[r["name"]] = ({**prev, "last_attempt_error": r["error"]} if "error" in r and prev and "error" not in prev
+                             else r)
     order = [importlib.import_module(f"bench.peers.{c}").NAME for c in CASES]
     out = {
         "written": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", "cores": os.cpu_count(),
