@@ -7,8 +7,9 @@ Timestamp (epoch ms); one one-partition topic, produced once. Every run upserts 
 table ``(id bigint primary key, qty int, amount numeric(12,2), name text, created_at timestamptz)``; the
 check is the table's row count, sum of qty and count of non-null names against the last value of each id. Headrace: table sink,
 ``value_converter: {type: json, schemas_enable: true}``, upsert on id, 250k-message batches. Debezium JDBC
-sink: ``insert.mode=upsert``, ``primary.key.mode=record_value``, stock otherwise; timed until the table holds
-the expected rows and sum (polled every 0.5 s). Quix Streams: bench/peers/scripts/quix_postgres.py. Plain
+sink: ``insert.mode=upsert``, ``primary.key.mode=record_value``, stock otherwise, and the named variant "tuned"
+(``batch.size=10000``, ``use.reduction.buffer=true``, ``consumer.override.max.poll.records=10000``); timed until
+the table holds the expected rows, sum and names (polled every 0.5 s). Quix Streams: bench/peers/scripts/quix_postgres.py. Plain
 script: bench/peers/scripts/plain_postgres.py (executemany of the last value per id per 10k batch).
 """
 
@@ -114,8 +115,20 @@ def headrace_sink(state: dict[str, Any]) -> Run:
         _drop(state, table)
 
 
+TUNED_JDBC = {"batch.size": 10_000, "use.reduction.buffer": "true", "consumer.override.max.poll.records": 10_000}
+
+
 def debezium_jdbc(state: dict[str, Any]) -> Run:
     """Debezium's JDBC sink connector, upsert on id, stock settings."""
+    return _debezium_jdbc(state, tuned=False)
+
+
+def debezium_jdbc_tuned(state: dict[str, Any]) -> Run:
+    """The same with 10k-record batches, polls of 10k records and the reduction buffer (one row per key)."""
+    return _debezium_jdbc(state, tuned=True)
+
+
+def _debezium_jdbc(state: dict[str, Any], tuned: bool) -> Run:
     table = _table(state)
     u = sa.make_url(state["url"])
     expected = tuple(state["expected"])
@@ -128,12 +141,14 @@ def debezium_jdbc(state: dict[str, Any]) -> Run:
         "collection.name.format": table, "schema.evolution": "none",
         "key.converter": "org.apache.kafka.connect.storage.StringConverter",
         "value.converter": "org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable": "true",
+        **(TUNED_JDBC if tuned else {}),
     }
+    side = "Debezium JDBC sink (tuned)" if tuned else "Debezium JDBC sink"
     try:
         timed = run_connector("debezium-connector-jdbc", connector,
                               lambda: pg_stats(state["url"], table) == expected, poll=0.5,
                               timeout=max(180, state["rows"] / 2000))
-        return finish("Debezium JDBC sink", timed, _check(state, table, True), expected)
+        return finish(side, timed, _check(state, table, True), expected)
     finally:
         _drop(state, table)
 
@@ -166,7 +181,7 @@ def plain(state: dict[str, Any]) -> Run:
         _drop(state, table)
 
 
-SIDES = [headrace_sink, debezium_jdbc, quix, plain]
+SIDES = [headrace_sink, debezium_jdbc, quix, plain, debezium_jdbc_tuned]
 HEADRACE_SIDE = "Headrace table sink"
 GOALS = {"Debezium JDBC sink": 5.0}
 
