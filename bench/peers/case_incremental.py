@@ -56,6 +56,7 @@ def setup(rows: int) -> dict[str, Any]:
     first = headrace_source_sink(state["url"], state["hr_name"], state["prefix"], d / "hr")
     second = dlt_run(state["url"], "pyarrow", d / "dlt", d / "pipelines", state["dlt_name"], incremental=True)
     if first.returncode or second.returncode:
+        teardown(state)
         raise RuntimeError(f"first load failed: {(first.log + second.log)[-500:]}")
     state["loaded"] = {"headrace": rows, "dlt": rows}
     return state
