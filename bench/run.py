@@ -107,7 +107,12 @@ def write_markdown(results: list[dict], path: Path) -> None:
         lines += ["", "## What limits each benchmark", ""]
         for name, note in notes:
             lines += [f"**{name}.** {note}", ""]
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    old = path.read_text() if path.exists() else ""
+    begin, end = old.find("<!-- peers:begin"), old.find("<!-- peers:end -->")
+    if begin != -1 and end > begin:  # "Against the peers" is written by make bench-peers (bench/peers/report.py)
+        text += "\n" + old[begin:end + len("<!-- peers:end -->")] + "\n"
+    path.write_text(text)
 
 
 def _latency_lines(path: Path) -> list[str]:
