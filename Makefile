@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HEADRACE_HOME ?= $(CURDIR)/.headrace
+# the port of the Dagster UI (`make dev DAGSTER_PORT=3001`)
+DAGSTER_PORT ?= 3000
 
 .PHONY: install demo dev test test-fast lint bench bench-peers peers-install chaos kafka-up kafka-down kafka-status postgres-up postgres-down validate clean
 
@@ -36,7 +38,7 @@ demo: install
 
 dev: install kafka-up
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster $(BIN)/headrace dagster-home && \
-	DAGSTER_HOME=$(HEADRACE_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster $(BIN)/dg dev -w workspace.yaml -p $(DAGSTER_PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,8 +50,9 @@ test: install
 	$(BIN)/headrace kafka up
 	bash infra/schema-registry/setup.sh
 	$(BIN)/ruff check .
+	$(BIN)/headrace validate connectors
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/headrace dagster-home && \
-	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dagster definitions validate -w workspace.yaml
+	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dg check defs
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
 # The chaos suite at full scale (issue 11; docs/chaos.md): every scenario enforced (--runxfail), 2M rows, 4 kills.
