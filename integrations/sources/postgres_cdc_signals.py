@@ -48,6 +48,7 @@ def request_snapshot(config: Any, tables: list[str], condition: str | None = Non
         if condition:
             data["additional-conditions"] = [{"data-collection": n, "filter": condition} for n in names]
         sid = f"headrace-{uuid.uuid4().hex[:12]}"
+        conn.execute("SET synchronous_commit = on")  # flushed at commit: the connector's next run reads it
         conn.execute(sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)").format(
             sql.Identifier(schema or "public", table)), (sid, orjson.dumps(data).decode()))
         return sid

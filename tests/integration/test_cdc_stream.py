@@ -89,6 +89,7 @@ def test_slot_advances_only_to_stored_offset_and_long_transaction(cdc: Cdc) -> N
     import psycopg
 
     long_tx = psycopg.connect(cdc.pg_url)  # a transaction open across runs
+    long_tx.execute("SET synchronous_commit = on")  # its commit is flushed: the next run reads up to the flush
     long_tx.execute("INSERT INTO t SELECT g, 'long' FROM generate_series(1, 500) g")
     cdc.sql("INSERT INTO t SELECT g, 'short' FROM generate_series(1001, 1100) g")
     r1 = cdc.run()
