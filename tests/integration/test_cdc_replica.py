@@ -192,6 +192,7 @@ def test_snapshot_with_concurrent_changes_converges(cdc: Cdc, tmp_path: Path) ->
 
     def churn() -> None:
         with psycopg.connect(cdc.pg_url, autocommit=True) as c:
+            c.execute("SET synchronous_commit = on")  # flushed commits: the last run reads them all
             i = 0
             while not done.is_set() and i < 400:
                 k = 30000 - i * 70
