@@ -249,6 +249,6 @@ class ConnectorsComponent(dg.Component, dg.Resolvable):
         kafka = KafkaResource(bootstrap_servers=self.bootstrap_servers) if self.bootstrap_servers else DEFAULT_KAFKA
         configs, broken = self.scan_configs(Path(context.path))
         defs = build_definitions(configs=configs, translator=self._translator(), kafka=kafka,
-                                 external_topics=self.external_topics)
+                                 external_topics=self.external_topics, tolerant=True)
         label = f"{Path(context.path).name}_{Path(self.connectors_dir or 'inline').name}"
         return dg.Definitions.merge(defs, broken_defs(broken, label)) if broken else defs

@@ -29,22 +29,26 @@ log = logging.getLogger("headrace.assets")
 DEFAULT_KAFKA = KafkaResource()
 
 
-def _connector_defs(configs: Sequence[object]) -> tuple[list[object], dict[str, object]]:
-    """Each connector's definitions; a connector whose definitions cannot be built (a valid file whose
-    partitions or routing Dagster refuses) is left out with one logged error line, the others load."""
+def _connector_defs(configs: Sequence[object], tolerant: bool) -> tuple[list[object], dict[str, object]]:
+    """Each connector's definitions. A connector whose definitions cannot be built (a valid file whose
+    routing or partitions Dagster refuses) raises its one-line ConfigError, or, ``tolerant`` (the code
+    location), is left out with that line logged so the others load."""
     kept, built = [], {}
     for c in configs:
         try:
             built[c.name] = connector_defs(c)
             kept.append(c)
         except ConfigError as e:
+            if not tolerant:
+                raise
             log.error("connector %s not loaded: %s", c.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
     return kept, built
 
 
-def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: bool) -> dg.Definitions:
+def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: bool,
+           tolerant: bool = False) -> dg.Definitions:
     assets, specs, jobs, sensors, checks, produced = [], [], [], [], [], set()
-    configs, built = _connector_defs(configs)
+    configs, built = _connector_defs(configs, tolerant)
     chained = chain_sinks(list(configs), built)
     for config in configs:
         d = built[config.name]
@@ -68,11 +72,13 @@ def _build(configs: Sequence[object], kafka: KafkaResource, external_topics: boo
 
 def build_definitions(folder: str | Path | None = None, *, configs: Sequence[object] | None = None,
                       translator: HeadraceTranslator | None = None,
-                      kafka: KafkaResource | None = None, external_topics: bool = True) -> dg.Definitions:
+                      kafka: KafkaResource | None = None, external_topics: bool = True,
+                      tolerant: bool = False) -> dg.Definitions:
     """Definitions for every connector in a folder (invalid files raise one clear ConfigError), or for
     already validated ``configs``; ``translator`` decides keys, groups, owners, tags and descriptions.
     ``external_topics=False`` leaves out the asset specs of topics that sinks read but no source here
-    produces (when other definitions declare them)."""
+    produces (when other definitions declare them). ``tolerant`` (the code location): a connector
+    whose definitions cannot be built is left out with one logged error line instead of raising."""
     if configs is None:
         configs = load_folder(folder or default_connectors_dir())
     elif folder is not None:
@@ -83,7 +89,7 @@ def build_definitions(folder: str | Path | None = None, *, configs: Sequence[obj
             raise ConfigError(f"connector name {c.name!r} is used twice")
         seen[c.name] = c
     resource = kafka or DEFAULT_KAFKA
-    return build_translated(lambda: _build(configs, resource, external_topics), configs, translator)
+    return build_translated(lambda: _build(configs, resource, external_topics, tolerant), configs, translator)
 
 
 def __getattr__(name: str) -> dg.Definitions:
@@ -96,6 +102,7 @@ def __getattr__(name: str) -> dg.Definitions:
         # every valid connector; each broken file is shown as an asset whose check fails with its error
         configs, broken = scan_for_dagster(default_connectors_dir())
         # the operations jobs (status, pause/resume, offsets) for this project's connectors
-        defs = dg.Definitions.merge(build_definitions(configs=configs), ops_definitions(configs), broken)
+        defs = dg.Definitions.merge(build_definitions(configs=configs, tolerant=True), ops_definitions(configs),
+                                    broken)
         return defs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
