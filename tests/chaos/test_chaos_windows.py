@@ -80,4 +80,18 @@ def test_window_rebuilds_beside_streaming_runs(chaos, unique):
             one_line_failure(r, code=1)
     assert any(r.code == 0 for r in rebuilds), f"no rebuild completed: {rebuilds[-1].describe()}"
     assert (got.missing, got.stray) == (0, 0), "records lost: a rebuild discarded a streamed file"
-    assert got.duplicates == 0, "records written twice by a rebuild and a streaming run"
+    assert got.duplicates == 0, f"records written twice by a rebuild and a streaming run: {_where_twice(lake)}"
+
+
+def _where_twice(lake) -> str:
+    """Which files hold the same records (what to look at when a rebuild and a streaming run overlap)."""
+    import collections
+
+    import pyarrow.parquet as pq
+
+    seen: dict[int, list[str]] = collections.defaultdict(list)
+    for f in sorted(lake.rglob("*.parquet")):
+        for i in pq.read_table(f, columns=["id"]).column("id").to_pylist():
+            seen[i].append(str(f.relative_to(lake)))
+    pairs = collections.Counter(tuple(v) for v in seen.values() if len(v) > 1)
+    return "; ".join(f"{n} records in {' and '.join(files)}" for files, n in pairs.most_common(5))
