@@ -85,6 +85,15 @@ def _sink_key(config: ParquetSinkConfig | TableSinkConfig, topic: str) -> dg.Ass
     return next(a.key for a in sink_assets(config) if topic in a.sources)
 
 
+def sink_where(config: ParquetSinkConfig | TableSinkConfig, asset: SinkAsset) -> str:
+    """Where a sink asset's data is, for its metadata: the dataset root, or its table name(s)."""
+    if not isinstance(config, TableSinkConfig):
+        return config.path
+    if asset.targets:
+        return ", ".join(config.table_for(t) for t in asset.targets)
+    return config.table_name_format
+
+
 def sink_outcomes(config: ParquetSinkConfig | TableSinkConfig, assets: list[SinkAsset], result: "SinkResult"
                   ) -> Iterator[tuple[dg.AssetKey, int, dict]]:
     """``(asset key, rows written, metadata)`` of each sink asset after a micro-batch."""
@@ -93,13 +102,7 @@ def sink_outcomes(config: ParquetSinkConfig | TableSinkConfig, assets: list[Sink
     table = isinstance(config, TableSinkConfig)
     target_name = None if not routers_of(config) else (config.table_for if table else str)
     for a in assets:
-        if not table:
-            where = config.path
-        elif a.targets:
-            where = ", ".join(config.table_for(t) for t in a.targets)
-        else:
-            where = config.table_name_format
-        meta = sink_metadata(result, a.sources, where, target_name)
+        meta = sink_metadata(result, a.sources, sink_where(config, a), target_name)
         rows = sum(result.rows_per_topic.get(t, 0) for t in a.sources)
         if rows:  # dagster/row_count (the whole dataset or table), written columns, size, absolute uri
             meta.update(sink_catalog(config, a))

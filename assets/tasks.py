@@ -31,6 +31,7 @@ import dagster as dg
 from assets.keys import clean, routers_of, sink_assets
 from assets.metadata import sink_metadata, source_metadata
 from assets.orphan_guard import die_with_run_worker
+from assets.sinks import sink_where
 from assets.stop_bridge import stoppable
 from resources.kafka import KafkaResource
 
@@ -124,13 +125,7 @@ def _sink_outputs(config: Any, result: Any, specs: list[dg.AssetSpec], names: di
     by_key = {a.key: a for a in sink_assets(config)}
     for spec in specs:
         a = by_key[spec.key]
-        if not table:
-            where = config.path
-        elif a.targets:
-            where = ", ".join(config.table_for(t) for t in a.targets)
-        else:
-            where = config.table_name_format
-        meta = sink_metadata(result, a.sources, where, target_name)
+        meta = sink_metadata(result, a.sources, sink_where(config, a), target_name)
         meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
         meta["tasks"] = dg.MetadataValue.int(config.tasks_max)
         yield spec.key, dg.Output(None, names[spec.key], metadata=meta)
