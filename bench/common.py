@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from itertools import chain
 
 import duckdb
+import pyarrow as pa
 import sqlalchemy as sa
 from confluent_kafka import IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
@@ -100,3 +103,27 @@ def high_watermark(topic: str, partition: int = 0) -> int:
     futures = KafkaSettings.from_env().admin().list_offsets(
         {tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10)
     return futures[tp].result(timeout=15).offset
+
+
+def adbc_chunks(url: str, query: str, chunk: int) -> Iterator[pa.Table]:
+    """One streaming ADBC query (COPY under the hood) cut into tables of ``chunk`` rows (the last may be
+    shorter): the ceilings' bare read of a PostgreSQL table."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    conn = adbc.connect(url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for rb in chain(cur.fetch_record_batch(), [None]):  # streamed; None marks the end
+                if rb is not None:
+                    pending.append(rb)
+                    rows += rb.num_rows
+                while rows >= chunk or (rb is None and rows):
+                    t = pa.Table.from_batches(pending)
+                    t, rest = t.slice(0, chunk), t.slice(chunk)
+                    pending, rows = rest.to_batches(), rest.num_rows
+                    yield t
+    finally:
+        conn.close()

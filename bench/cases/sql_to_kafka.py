@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from itertools import chain, repeat
+from itertools import repeat
 
-import adbc_driver_postgresql.dbapi as adbc
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Producer
 
-from bench.common import delete_topics, drop_db, make_pg_table
+from bench.common import adbc_chunks, delete_topics, drop_db, make_pg_table
 from integrations.config import SqlSourceConfig
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.source_runner import run_source
@@ -57,22 +56,10 @@ def ceiling(state: dict) -> int:
     con.execute("SET TimeZone='UTC'")
     con.execute("SET threads=1")
     p = kafka.producer()
-    conn = adbc.connect(state["url"], autocommit=True)
     total = 0
-    with conn.cursor() as cur:
-        cur.execute("SELECT * FROM bench_rows WHERE id > 0 ORDER BY id")  # literal SQL: streamed by COPY
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for rb in chain(cur.fetch_record_batch(), [None]):  # streamed; None marks the end
-            if rb is not None:
-                pending.append(rb)
-                rows += rb.num_rows
-            while rows >= CHUNK or (rb is None and rows):
-                t = pa.Table.from_batches(pending)
-                t, rest = t.slice(0, CHUNK), t.slice(CHUNK)
-                pending, rows = rest.to_batches(), rest.num_rows
-                total += _produce_chunk(con, p, topic, t)
-    conn.close()
+    # literal SQL: streamed by COPY
+    for t in adbc_chunks(state["url"], "SELECT * FROM bench_rows WHERE id > 0 ORDER BY id", CHUNK):
+        total += _produce_chunk(con, p, topic, t)
     delete_topics(topic)
     return total
 
