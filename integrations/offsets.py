@@ -23,6 +23,8 @@ from integrations.errors import DeliveryError, HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 
 DEFAULT_TOPIC = os.environ.get("HEADRACE_OFFSETS_TOPIC", "headrace-offsets")
+#: how long a read waits for a transaction marker when a partition ends below its high watermark
+SETTLE_S = 2.0
 
 
 def offset_key(connector: str, partition: dict[str, Any]) -> bytes:
@@ -107,16 +109,26 @@ class OffsetStore:
             # from the log start offset itself: OFFSET_BEGINNING cost ~0.5 s more (measured, 1 partition)
             c.assign([TopicPartition(self.topic, p, marks[p][0]) for p in highs])
             done: set[int] = set()
+            short: dict[int, float] = {}  # partition -> when it first ended below its high watermark
             deadline = time.monotonic() + timeout
             while len(done) < len(highs):
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise DeliveryError(f"timed out after {timeout:.0f}s reading offsets topic {self.topic!r}")
+                done.update(p for p, since in short.items() if now - since > SETTLE_S)
                 # short waits: consume() waits its full timeout whenever fewer messages are ready
                 msgs = c.consume(num_messages=10_000, timeout=0.01)
                 for m in msgs:
                     if m.error():
                         if m.error().code() == -191:  # _PARTITION_EOF
-                            done.add(m.partition())
+                            # read_committed ends at the last stable offset: right after a commit (or an
+                            # abort by a new fence) its marker may not be written yet, so an end below the
+                            # high watermark is waited on briefly; a transaction still open after that is
+                            # another run's, not committed, and not ours to wait for
+                            if m.offset() >= highs[m.partition()]:
+                                done.add(m.partition())
+                            else:
+                                short.setdefault(m.partition(), now)
                             continue
                         raise DeliveryError(f"reading offsets: {m.error()}")
                     name, part = orjson.loads(m.key())

@@ -52,6 +52,26 @@ def start_run(path: Path, offsets_topic: str, env: dict[str, str] | None = None)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def start_paused_run(path: Path, offsets_topic: str, once: Path, point: str = "source_after_produce",
+                     timeout: float = 120) -> subprocess.Popen:
+    """``headrace run <path>`` that stops itself (SIGSTOP) at fault point ``point`` of its first batch;
+    returned once it is stopped there. ``once`` (a file that must not exist yet) makes later runs pass."""
+    proc = start_run(path, offsets_topic, {"HEADRACE_FAULT": point, "HEADRACE_FAULT_ACTION": "pause",
+                                           "HEADRACE_FAULT_ONCE": str(once)})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before it reached {point}: {proc.communicate()}"
+        try:
+            state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = ""
+        if state == "T" and once.exists():
+            return proc
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"the run did not stop at {point} within {timeout}s")
+
+
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
     """Wait for a run; (exit code, stdout, stderr)."""
     out, err = proc.communicate(timeout=timeout)

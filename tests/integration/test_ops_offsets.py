@@ -27,7 +27,7 @@ from tests.helpers import read_dataset, read_topic, write_connector
 from tests.integration.sink_helpers import produce
 from tests.integration.sink_race import connector, finish, produce_ids, reap, spawn, wait_for
 from tests.integration.source_helpers import finish as finish_source
-from tests.integration.source_helpers import numbered_table, source_file, start_run, wait_for_growth
+from tests.integration.source_helpers import numbered_table, source_file, start_paused_run, start_run
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
@@ -252,9 +252,7 @@ def test_offsets_set_fences_a_paused_source_run(pg_url, kafka, topic_factory, un
     prefix, offsets = topic_factory("opsf", create=False), topic_factory("opsf-offs", create=False)
     path = source_file(tmp_path / "c", name, pg_url, table, prefix, batch_max_rows=batch)
     part = orjson.dumps({"table": table}).decode()
-    stale = start_run(path, offsets)
-    assert wait_for_growth(kafka, prefix + table, 0, stale)
-    os.killpg(stale.pid, signal.SIGSTOP)
+    stale = start_paused_run(path, offsets, tmp_path / "paused-once")  # stopped after its first batch
     try:
         out = _cli(tmp_path, "offsets", "set", str(path), "--partition", part, "--offset", '{"incrementing": 90000}',
                    "--json", env={"HEADRACE_OFFSETS_TOPIC": offsets})

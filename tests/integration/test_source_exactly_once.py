@@ -19,6 +19,7 @@ from tests.integration.source_helpers import (
     numbered_table,
     read_ids,
     source_file,
+    start_paused_run,
     start_run,
     uncommitted_end,
     wait_for_growth,
@@ -98,9 +99,7 @@ def test_a_paused_run_resumed_after_another_completed_is_fenced(pg_url, kafka, t
     prefix, offsets = topic_factory("eos3", create=False), topic_factory("eos3-offs", create=False)
     topic = prefix + table
     path = source_file(tmp_path, name, pg_url, table, prefix, batch_max_rows=batch, exactly_once=True)
-    stale = start_run(path, offsets)
-    assert wait_for_growth(kafka, topic, 0, stale)
-    os.killpg(stale.pid, signal.SIGSTOP)
+    stale = start_paused_run(path, offsets, tmp_path / "paused-once")  # stopped inside its first transaction
     try:
         code, _out, err = finish(start_run(path, offsets))
         assert code == 0, err

@@ -24,8 +24,8 @@ from tests.integration.source_helpers import (
     numbered_table,
     read_ids,
     source_file,
+    start_paused_run,
     start_run,
-    wait_for_growth,
 )
 
 
@@ -36,9 +36,7 @@ def test_a_paused_run_is_fenced_and_duplicates_stay_within_one_batch(pg_url, kaf
     prefix, offsets = topic_factory("fence", create=False), topic_factory("fence-offs", create=False)
     topic = prefix + table
     path = source_file(tmp_path, name, pg_url, table, prefix, batch_max_rows=batch)
-    stale = start_run(path, offsets)
-    assert wait_for_growth(kafka, topic, 0, stale)
-    os.killpg(stale.pid, signal.SIGSTOP)
+    stale = start_paused_run(path, offsets, tmp_path / "paused-once")  # stopped after producing its first batch
     try:
         code, _out, err = finish(start_run(path, offsets))
         assert code == 0, err
