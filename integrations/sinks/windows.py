@@ -42,7 +42,7 @@ from integrations.config import ParquetSinkConfig
 from integrations.errors import HeadraceError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.sinks.base import TopicPartitionRange, routes
-from integrations.sinks.parquet import END_OFFSET_KEY, FILE_RE, SOURCE_TOPIC_KEY, ParquetSink
+from integrations.sinks.parquet import END_OFFSET_KEY, FILE_RE, SOURCE_TOPIC_KEY, ParquetSink, file_origin
 from integrations.sinks.parquet_partitioners import list_files
 
 OFFSET_COLUMN = "__headrace_rebuild_offset"  # carried through staging only, never written
@@ -247,11 +247,12 @@ def rebuild_window(
         for topic, path, verified in plan:
 
             def judge(f: str, topic: str = topic, path: str = path) -> str:
-                """A file that appeared after the guard: ``drop`` it when the staged folder holds each of its
-                records, ``keep`` it when it is a streaming run's (or not ours), else ``overlap``."""
+                """A file the guard did not verify: ``drop`` it when the staged folder holds each of its
+                records, ``streamed`` when a streaming run wrote it past what the rebuild read, ``keep``
+                when it is not ours, else ``overlap``."""
                 live = _classify(fs, f, config, read_to, False)
                 if live.kind != "reread":
-                    return "keep"
+                    return "streamed" if live.kind == "streamed" else "keep"
                 return "drop" if _have(sink.held(topic, path), live) >= live.rows else "overlap"
 
             had, carried, clash = _swap(fs, probe.atomic_rename, f"{staging}/{topic}/{path}", f"{root}/{topic}/{path}",
@@ -375,6 +376,7 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
     if not local:
         return _swap_objects(fs, src, dst, verified, judge)
     has_src, had_dst = os.path.isdir(src), os.path.isdir(dst)
+    staged = set(os.listdir(src)) if has_src else set()
     old = f"{trash}/{uuid.uuid4().hex}"
     if had_dst:
         os.makedirs(trash, exist_ok=True)
@@ -394,18 +396,34 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
                         warned.append(target)
                     os.rename(f"{src}/{name}", target)
         if had_dst:
+            origins: dict[str, tuple[str, int, int, int] | None] = {}
             for name in sorted(os.listdir(old)):
                 if name in verified or _is_tmp(name):
                     continue
-                verdict = judge(f"{old}/{name}") if os.path.isfile(f"{old}/{name}") else "keep"
+                here = f"{old}/{name}"
+                verdict = judge(here) if os.path.isfile(here) else "keep"
                 if verdict == "drop":
                     continue
+                if verdict == "streamed" and _superseded(here, dst, staged, origins):  # staged: grows with carried
+                    continue  # a streaming run wrote these offsets again meanwhile, without this file: theirs stand
                 target = f"{dst}/{name}"
-                if os.path.lexists(target):
-                    target, verdict = _kept_name(dst, name, token), "overlap"
                 os.makedirs(dst, exist_ok=True)
-                os.rename(f"{old}/{name}", target)
+                if not os.path.isfile(here):
+                    if os.path.lexists(target):
+                        target, verdict = _kept_name(dst, name, token), "overlap"
+                    os.rename(here, target)
+                else:
+                    try:
+                        os.link(here, target)  # never over a file a streaming run published meanwhile
+                    except FileExistsError:
+                        if verdict == "streamed":  # a streaming run published this name meanwhile: see _superseded
+                            continue
+                        target, verdict = _kept_name(dst, name, token), "overlap"
+                        os.rename(here, target)
+                    else:
+                        os.unlink(here)
                 carried.append(target)
+                staged.add(os.path.basename(target))  # not evidence of a streaming run's write
                 if verdict == "overlap":
                     warned.append(target)
     except BaseException:
@@ -416,6 +434,35 @@ def _swap(fs: pafs.FileSystem, local: bool, src: str, dst: str, trash: str, veri
     with contextlib.suppress(OSError):
         os.rmdir(trash)  # other swaps of this rebuild may still use it
     return has_src or had_dst, carried, warned
+
+
+def _superseded(path: str, dst: str, staged: set[str],
+                origins: dict[str, tuple[str, int, int, int] | None]) -> bool:
+    """Whether the new folder ``dst`` holds a file of the same source topic-partition, not one the rebuild
+    staged or carried (``staged``), whose offsets overlap those of the streamed file ``path`` of the old
+    folder.
+
+    Such a file was published during the swap by a streaming run that could not see ``path`` (the old
+    folder was already moved away). Its run fenced every older run when it started, so ``path``'s
+    segment was never committed (a committed segment ends at or before where any later run starts) and
+    no run relies on it: the later run's files stand, and carrying ``path`` would write its records
+    twice. ``origins`` caches the new folder's files' offset spans."""
+    mine = file_origin(pafs.LocalFileSystem(), path)
+    if mine is None:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(dst):
+            if name in staged or _is_tmp(name):
+                continue
+            if name not in origins:
+                try:
+                    origins[name] = file_origin(pafs.LocalFileSystem(), f"{dst}/{name}")
+                except (FileNotFoundError, OSError, pa.ArrowInvalid):
+                    continue
+            other = origins[name]
+            if other is not None and other[:2] == mine[:2] and other[2] < mine[3] and mine[2] < other[3]:
+                return True
+    return False
 
 
 def _kept_name(folder: str, name: str, token: str) -> str:
@@ -434,7 +481,7 @@ def _swap_objects(fs: pafs.FileSystem, src: str, dst: str, verified: set[str], j
         for name in sorted(new):  # each object appears atomically; readers may briefly see old and new
             fs.copy_file(f"{src}/{name}", f"{dst}/{name}")
     old = [f for f in list_files(fs, dst) if f.rsplit("/", 1)[1] not in new]
-    verdicts = {f: "drop" if f.rsplit("/", 1)[1] in verified else judge(f) for f in old}
+    verdicts = {f: "drop" if f.rsplit("/", 1)[1] in verified else judge(f) for f in old}  # streamed: kept
     for f in old:
         if verdicts[f] == "drop":
             fs.delete_file(f)

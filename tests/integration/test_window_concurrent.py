@@ -174,3 +174,51 @@ def test_rebuilds_beside_streaming_runs_lose_and_duplicate_nothing(kafka, topic_
     assert res.rows == len(expected["year=2024/month=10/day=27/hour=02"])
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / topic).rglob("*.parquet"))
     assert rows == n + batch
+
+
+def test_streaming_run_publishing_inside_the_swap_duplicates_nothing(kafka, topic_factory, tmp_path, unique,
+                                                                     monkeypatch):
+    """Deterministic order, the race the chaos suite found under load: a streaming run failed after
+    publishing a segment (not committed); a rebuild moves the day's folder away and swaps its staged
+    folder in; right then, before the rebuild carries the failed run's file over, the next streaming run
+    publishes the same offsets as a longer segment into the new folder (it could not see the old file).
+    The old file is uncommitted and superseded: carried over, its records would be there twice."""
+    import integrations.sinks.windows as windows
+    from integrations.sinks.parquet import ParquetSink
+
+    topic = topic_factory("wcs")
+    n0, extra, more = 3_000, 400, 300
+    t0 = _ms(DAY)
+    produce(kafka, topic, [(0, None, {"id": i}, t0 + i * 1000) for i in range(n0)])
+    cfg = ParquetSinkConfig(type="parquet_sink", name=f"wcs-{unique}", topics=[topic], path=str(tmp_path),
+                            partitioner="time", flush_size=100_000)
+    assert run_sink(cfg, kafka).rows == n0
+    produce(kafka, topic, [(0, None, {"id": i}, t0 + i * 1000) for i in range(n0, n0 + extra)])
+
+    def fail(_path: str) -> None:
+        raise OSError("the run dies after publishing, before its commit")
+
+    try:
+        run_sink(cfg, kafka, sink=ParquetSink(cfg, after_write=fail))
+        raise AssertionError("the failing run did not fail")
+    except OSError:
+        pass
+    folder = tmp_path / topic / "year=2024/month=06/day=03"
+    leftover = folder / f"{topic}+0+{n0:020d}.parquet"
+    assert leftover.exists() and kafka.committed(cfg.consumer_group, topic) == {0: n0}
+    produce(kafka, topic, [(0, None, {"id": i}, t0 + i * 1000) for i in range(n0 + extra, n0 + extra + more)])
+
+    classify, streamed = windows._classify, {}
+
+    def classify_then_stream(fs, path, *args, **kwargs):  # noqa: ANN001, ANN202
+        if "/.headrace-trash-" in path and not streamed:  # the swap has begun: the old folder is moved away
+            streamed["result"] = run_sink(cfg, kafka)  # publishes [n0, n0+extra+more) into the new folder
+        return classify(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(windows, "_classify", classify_then_stream)
+    res = rebuild_window(cfg, DAY, DAY + dt.timedelta(days=1), kafka)
+    assert streamed["result"].rows == extra + more, "the streaming run did not run inside the swap"
+    assert res.rows == n0 and res.carried == []  # the old, superseded file was not carried
+    assert _ids(tmp_path, topic)["year=2024/month=06/day=03"] == list(range(n0 + extra + more))
+    assert kafka.committed(cfg.consumer_group, topic) == {0: n0 + extra + more}
+    assert run_sink(cfg, kafka).rows == 0
