@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -243,9 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     h.set_defaults(func=_dagster_home)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except BaseException as e:  # noqa: BLE001  (every failure ends as one line and an exit code)
-        return report_failure(e, getattr(args, "config", None))
+        code = report_failure(e, getattr(args, "config", None))
+    if args.func is _run:
+        _ignore_stop_signals()
+    return code
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT once a run is over and its result (or stop line) printed. While Python
+    shuts down it puts the default action back in place of its handlers, and a late stop signal would
+    kill the process, turning a finished run's exit code (0, or 143 after a clean stop) into -15; an
+    ignored signal stays ignored (process-wide, every thread)."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
