@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HEADRACE_HOME ?= $(CURDIR)/.headrace
+# the project's virtualenv is the active one for `dg` (else it warns that they differ)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 # the port of the Dagster UI (`make dev DAGSTER_PORT=3001`)
 DAGSTER_PORT ?= 3000
 
