@@ -9,8 +9,12 @@ stored offset) = records in the topic = rows in the dataset or table.
 - Output rows: Parquet footers of the dataset, or ``COUNT(*)`` of the table.
 
 The pipeline reconciles when source rows = topic records (≤ with exactly-once) and output rows = sink
-records. It is only comparable when nothing may legitimately drop or merge records: no transforms on
-either side, an ``insert`` table sink, one source topic per dataset; :func:`comparable` says why not.
+records. It is only comparable when nothing may legitimately drop or merge records: only transforms
+that keep every record where they are (no Filter, routers, Python functions or Debezium's unwrap, which
+drops deletes), one source topic per dataset, and an ``insert`` table sink, or an ``upsert`` one fed by
+an incrementing SQL source keyed by the sink's primary key (each source row is one key, so the table
+holds one row per source row; duplicates in the topic merge, and the table is compared with the
+source's rows once the sink has read the whole topic). :func:`comparable` says why not.
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ class Reconciliation:
     output_rows: int
     transactional: bool = False
     notes: list[str] = field(default_factory=list)
+    by_key: bool = False  # an upsert table: one row per key, compared with the source's rows
 
     @property
     def passed(self) -> bool:
         """Whether the figures agree (see the module docstring)."""
+        if self.by_key:  # duplicates merge: the table holds the source's rows once the topic is read
+            if self.source_rows is None or self.sink_records < self.topic_records:
+                return self.output_rows <= self.sink_records
+            return self.output_rows == self.source_rows and self.source_rows <= self.topic_records
         ok = self.output_rows == self.sink_records
         if self.source_rows is not None:
             ok &= (self.source_rows <= self.topic_records) if self.transactional else \
@@ -49,8 +58,49 @@ class Reconciliation:
         src = "source not countable" if self.source_rows is None else f"source {self.source_rows} rows"
         sink = "" if self.sink_records == self.topic_records else f" (read by the sink: {self.sink_records})"
         verdict = "agree" if self.passed else "DIFFER"
-        return (f"{src}, topic {self.topic!r} {self.topic_records} records{sink}, {output} {self.output_rows} rows: "
-                f"{verdict}")
+        per_key = " (one per key)" if self.by_key else ""
+        return (f"{src}, topic {self.topic!r} {self.topic_records} records{sink}, {output} {self.output_rows} rows"
+                f"{per_key}: {verdict}")
+
+
+def _dropping(transforms: list[Any] | None) -> str | None:
+    """The first transform that may drop, route or multiply records (None: all keep every record)."""
+    from integrations.transforms.config import (
+        CastConfig,
+        DropHeadersConfig,
+        ExtractFieldConfig,
+        FlattenConfig,
+        HeaderFromConfig,
+        HoistFieldConfig,
+        InsertFieldConfig,
+        InsertHeaderConfig,
+        MaskFieldConfig,
+        ReplaceFieldConfig,
+        SetSchemaMetadataConfig,
+        TimestampConverterConfig,
+        ValueToKeyConfig,
+    )
+
+    keeping = (CastConfig, DropHeadersConfig, ExtractFieldConfig, FlattenConfig, HeaderFromConfig, HoistFieldConfig,
+               InsertFieldConfig, InsertHeaderConfig, MaskFieldConfig, ReplaceFieldConfig, SetSchemaMetadataConfig,
+               TimestampConverterConfig, ValueToKeyConfig)
+    for t in transforms or []:
+        if not isinstance(t, keeping):
+            return type(t).__name__.removesuffix("Config")
+    return None
+
+
+def _keyed_like(source: object | None, sink: TableSinkConfig) -> bool:
+    """Whether an upsert table's key is the source's own row identity: an incrementing SQL source whose
+    ``key_columns`` are the incrementing column, and a sink keyed by that record key or value field."""
+    if not isinstance(source, SqlSourceConfig) or source.query or source.mode not in (
+            "incrementing", "timestamp+incrementing"):
+        return False
+    if list(source.key_columns or []) != [source.incrementing_column]:
+        return False
+    if sink.pk_mode == "record_key":
+        return list(sink.pk_fields or [source.incrementing_column]) == [source.incrementing_column]
+    return sink.pk_mode == "record_value" and list(sink.pk_fields or []) == [source.incrementing_column]
 
 
 def comparable(source: object | None, sink: ParquetSinkConfig | TableSinkConfig, topics: tuple[str, ...]
@@ -58,12 +108,13 @@ def comparable(source: object | None, sink: ParquetSinkConfig | TableSinkConfig,
     """None when a pipeline's counts must agree; else why they need not."""
     if len(topics) != 1:
         return "the dataset merges several topics"
-    if sink.transforms:
-        return "the sink's transforms may drop or route records"
-    if isinstance(sink, TableSinkConfig) and sink.insert_mode != "insert":
+    if (name := _dropping(sink.transforms)) is not None:
+        return f"the sink's transform {name} may drop or route records"
+    if isinstance(sink, TableSinkConfig) and sink.insert_mode != "insert" and not (
+            sink.insert_mode == "upsert" and _keyed_like(source, sink)):
         return f"insert_mode {sink.insert_mode} merges records by key"
-    if source is not None and getattr(source, "transforms", None):
-        return "the source's transforms may drop or route rows"
+    if source is not None and (name := _dropping(getattr(source, "transforms", None))) is not None:
+        return f"the source's transform {name} may drop or route rows"
     return None
 
 
@@ -122,5 +173,9 @@ def reconcile(source: object | None, table: str | None, sink: ParquetSinkConfig 
     source_rows = None
     if source is not None and table is not None:
         source_rows = _source_rows(source, table, OffsetStore(kafka).read(source.name))
+    by_key = isinstance(sink, TableSinkConfig) and sink.insert_mode == "upsert"
+    if by_key and sink_records < topic_records:
+        notes.append("the sink has not read the whole topic yet: its table is compared with the source's rows "
+                     "once it has")
     return Reconciliation(topic, source_rows, topic_records, sink_records, stats.rows or 0,
-                          transactional=bool(getattr(source, "exactly_once", False)), notes=notes)
+                          transactional=bool(getattr(source, "exactly_once", False)), notes=notes, by_key=by_key)

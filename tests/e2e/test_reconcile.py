@@ -120,3 +120,62 @@ def test_lag_of_a_partitioned_dataset_is_what_streaming_left(kafka, topic_factor
         result = sensor(dg.build_sensor_context(instance=instance, resources={"kafka": defs.resources["kafka"]}))
         [ev] = [e for e in result.asset_events if e.check_name == "lag_within_threshold"]
         assert (ev.passed, ev.metadata["lag"].value) == (True, 0)
+
+
+def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, tmp_path, unique, monkeypatch):
+    """An upsert table keyed by the source's incrementing id, behind a source with a record-keeping
+    transform (InsertField): the table holds one row per source row even when the topic holds the
+    source's rows twice (its offset moved back, as after an at-least-once replay). A Filter makes a
+    pipeline not comparable (no check); a row lost from the table fails the check."""
+    from integrations.offsets import OffsetStore
+    from integrations.reconcile import comparable
+
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    db = tmp_path / "shop.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER)")
+    con.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i * 10) for i in range(1, 11)])
+    con.commit()
+    topic = f"recu{unique}.orders"
+    kafka.ensure_topic(topic, partitions=1)
+    c = tmp_path / "c"
+    src = f"srcu-{unique}"
+    write_connector(c, {"name": src, "type": "sql_source", "connection_url": f"sqlite:///{db}",
+                        "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
+                        "key_columns": ["id"], "topic_prefix": f"recu{unique}.",
+                        "transforms": [{"type": "InsertField.Value", "static_field": "origin",
+                                        "static_value": "shop"}]})
+    write_connector(c, {"name": f"whu-{unique}", "type": "table_sink", "topics": [topic], "auto_create": True,
+                        "connection_url": f"duckdb:///{tmp_path}/wh.duckdb", "table_name_format": "orders",
+                        "insert_mode": "upsert", "pk_mode": "record_value", "pk_fields": ["id"]})
+    configs = load_folder(c)
+    source, sink = configs
+    assert comparable(source, sink, (topic,)) is None
+    filtered = sink.model_copy(update={"transforms": [*source.transforms]})
+    assert comparable(source, filtered, (topic,)) is None  # InsertField keeps every record
+    from integrations.transforms.config import FilterConfig
+
+    assert comparable(source, sink.model_copy(update={"transforms": [FilterConfig(type="Filter")]}), (topic,)) == \
+        "the sink's transform Filter may drop or route records"
+    defs = build_definitions(configs=configs)
+    table = "warehouse/duckdb_wh/orders"
+    jobs = [f"srcu_{unique}_job", f"whu_{unique}_job"]
+    try:
+        with dg.instance_for_test() as instance:
+            for job in jobs:
+                assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+            OffsetStore(kafka).write(src, {'{"table":"orders"}': {"incrementing": 4}})  # replay ids 5..10
+            for job in jobs:
+                assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+            assert kafka.watermarks(topic) == {0: (0, 16)}
+            assert _reconciled(defs, instance)[table] == (
+                True, f"source 10 rows, topic {topic!r} 16 records, table 10 rows (one per key): agree")
+            with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
+                assert wh.execute("SELECT count(*), count(DISTINCT id), min(origin) FROM orders").fetchone() == \
+                    (10, 10, "shop")
+                wh.execute("DELETE FROM orders WHERE id = 3")
+            assert _reconciled(defs, instance)[table] == (
+                False, f"source 10 rows, topic {topic!r} 16 records, table 9 rows (one per key): DIFFER")
+    finally:
+        con.close()
+        kafka.delete_topics([topic])
