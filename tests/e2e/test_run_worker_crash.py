@@ -1,4 +1,5 @@
-"""Reliability matrix row 17: a Dagster run worker killed in the middle of a sink run.
+"""Reliability matrix row 17: a Dagster run worker killed in the middle of a sink run, on the
+project's SQLite instance and (issue 15) on the multi-node PostgreSQL-storage instance.
 
 Real daemon, real code server, real run workers, the project's dagster.yaml (with a 1 s monitoring
 poll). The sink sensor requests a run; its step (a child process of the run worker) stalls right
@@ -38,8 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 N, FLUSH = 20_000, 2_000
 
 
-def _instance_yaml(home: Path) -> None:
-    conf = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+def _instance_yaml(home: Path, storage: str) -> None:
+    """The project's dagster.yaml, or (``postgres``) the multi-node one with PostgreSQL storage, with a
+    1 s monitoring poll."""
+    base = ROOT / ("dagster.yaml" if storage == "sqlite" else "infra/dagster/dagster-postgres.yaml")
+    conf = yaml.safe_load(base.read_text())
     conf["run_monitoring"]["poll_interval_seconds"] = 1
     conf["run_monitoring"]["free_slots_after_run_end_seconds"] = 1
     (home / "dagster.yaml").write_text(yaml.safe_dump(conf))
@@ -55,8 +59,10 @@ def _wait(what: str, fn, timeout: float):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", ["worker", "worker_and_code_server"])
-def test_killed_run_worker_is_failed_and_retried(kill, kafka, topic_factory, tmp_path, unique, monkeypatch):
+@pytest.mark.parametrize(("kill", "storage"), [("worker", "sqlite"), ("worker_and_code_server", "sqlite"),
+                                               ("worker", "postgres")])
+def test_killed_run_worker_is_failed_and_retried(kill, storage, kafka, topic_factory, tmp_path, unique, monkeypatch,
+                                                 request):
     topic = topic_factory("crash17")
     p = kafka.producer()
     for i in range(N):
@@ -64,7 +70,10 @@ def test_killed_run_worker_is_failed_and_retried(kill, kafka, topic_factory, tmp
     assert p.flush(30) == 0
     home, dagster_home, connectors = tmp_path / "hr", tmp_path / "dagster", tmp_path / "connectors"
     dagster_home.mkdir(parents=True)
-    _instance_yaml(dagster_home)
+    _instance_yaml(dagster_home, storage)
+    if storage == "postgres":  # issue 15: the instance shared through PostgreSQL (psycopg2, as docs/deploy.md)
+        url = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg2://", 1)
+        monkeypatch.setenv("DAGSTER_PG_URL", url)
     name = f"crash-{unique}"
     lake = tmp_path / "lake"
     write_connector(connectors, {"name": name, "type": "parquet_sink", "topics": [topic], "path": str(lake),
