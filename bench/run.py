@@ -28,7 +28,7 @@ ORDER = [
     "sql_to_kafka", "sql_to_kafka_exactly_once", "kafka_to_parquet", "sql_to_kafka_fast", "csv_to_kafka",
     "kafka_to_duckdb_upsert", "kafka_to_postgres_upsert", "kafka_to_parquet_daily",
     "transform_chain", "avro_roundtrip", "cdc_to_kafka", "cdc_snapshot", "kafka_to_parquet_4p",
-    "sql_to_kafka_parallel", "dagster_latency",
+    "sql_to_kafka_parallel", "pg_to_parquet_e2e", "dagster_latency",
 ]
 
 
@@ -80,12 +80,14 @@ def available() -> list[str]:
     return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 
 
-def write_markdown(results: list[dict], path: Path) -> None:
-    """BENCHMARKS.md: one row per case, each figure beside its in-run ceiling."""
+def write_markdown(results: list[dict], path: Path, partial: bool = False) -> None:
+    """BENCHMARKS.md: one row per case, each figure beside its in-run ceiling (``partial``: only some
+    cases were rerun; the others keep their earlier figures)."""
+    kept = " (rows not rerun then keep their earlier figures)" if partial else ""
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{kept}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}. Medians of alternating runs; the ceiling is "
         "the bare library loop doing the same work, measured in the same run (see each case's `ceiling()` in "
         "`bench/cases/`). Ratio = engine rate / ceiling rate.",
@@ -154,7 +156,7 @@ def main() -> int:
         old.update({r["name"]: r for r in results})
         results = [old[n] for n in [*ORDER, *sorted(set(old) - set(ORDER))] if n in old]
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, ROOT / "BENCHMARKS.md")
+    write_markdown(results, ROOT / "BENCHMARKS.md", partial=bool(args.cases))
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -49,10 +49,17 @@ def engine(state: dict) -> int:
 
 def ceiling(state: dict) -> int:
     """The bare loop: consume batches, parse each with pyarrow.json, write files of FLUSH rows."""
-    kafka = KafkaSettings.from_env()
-    topic = state["topic"]
     out = Path(state["dir"]) / f"c-{uuid.uuid4().hex[:8]}"
     out.mkdir()
+    total = drain_to_parquet(state["topic"], out)
+    shutil.rmtree(out)
+    return total
+
+
+def drain_to_parquet(topic: str, out: Path) -> int:
+    """The ceiling's loop over partition 0 of ``topic`` into folder ``out``: consume batches, parse
+    them with pyarrow.json (explicit schema), write files of FLUSH rows, commit after each file."""
+    kafka = KafkaSettings.from_env()
     schema = schema_from_mapping(VALUE_SCHEMA)
     c = kafka.consumer(group_id=f"bench-c-{uuid.uuid4().hex[:8]}")
     high = high_watermark(topic)
@@ -90,7 +97,6 @@ def ceiling(state: dict) -> int:
             buf, buffered = ([rest] if rest.num_rows else []), rest.num_rows
     gc.set_threshold(*saved)
     c.close()
-    shutil.rmtree(out)
     return total
 
 
