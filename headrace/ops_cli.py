@@ -126,10 +126,20 @@ def offsets(args: argparse.Namespace) -> int:
 
 
 def snapshot(args: argparse.Namespace) -> int:
-    """``headrace snapshot CONNECTOR --table T [--filter SQL]``: ask a CDC connector for a re-snapshot."""
-    from integrations.sources.postgres_cdc_signals import request_snapshot
+    """``headrace snapshot CONNECTOR --table T [--filter SQL]``: ask a CDC connector for a re-snapshot;
+    ``--stop [--table T]``: stop its incremental snapshot (of those tables, else of all)."""
+    from integrations.sources.postgres_cdc_signals import request_snapshot, request_stop
 
     config = connector(args.name, args.dir)
+    if args.stop:
+        if args.filter:
+            raise ConfigError("--stop takes no --filter")
+        sid = request_stop(config, args.table)
+        print(f"{config.name}: stop of the incremental snapshot of {', '.join(args.table or ['every table'])} "
+              f"requested (signal {sid}); it takes effect in the connector's next micro-batch")
+        return 0
+    if not args.table:
+        raise ConfigError("name the tables to snapshot with --table")
     sid = request_snapshot(config, args.table, args.filter)
     where = f" where {args.filter}" if args.filter else ""
     print(f"{config.name}: snapshot of {', '.join(args.table)}{where} requested (signal {sid}); it runs in the "
@@ -170,7 +180,8 @@ def add_commands(sub: Any) -> None:
     n = sub.add_parser("snapshot", help="re-snapshot tables (or a key range) of a postgres_cdc connector while "
                                         "it streams (an execute-snapshot signal)")
     n.add_argument("name")
-    n.add_argument("--table", action="append", required=True, metavar="SCHEMA.TABLE", help="repeatable")
+    n.add_argument("--table", action="append", metavar="SCHEMA.TABLE", help="repeatable")
+    n.add_argument("--stop", action="store_true", help="stop the incremental snapshot (of --table, else of all)")
     n.add_argument("--filter", metavar="SQL", help="only the rows matching this condition, e.g. 'id BETWEEN 1 AND 999'")
     n.add_argument("--dir", default=folder)
     n.set_defaults(func=snapshot)

@@ -235,6 +235,12 @@ class PostgresCdcSource(Source):
                     if filters:
                         state["snapshot"]["filters"] = filters
                 extra: list[Outgoing] = []
+                if "stop" in snapshots:  # stop-snapshot: before the window's chunk could go out
+                    names = snapshots["stop"][0]
+                    if incremental.stop(state, [] if "*" in names else names):
+                        window = None  # its watermarks still in the stream are ignored
+                    log.info("connector %s: incremental snapshot stopped for %s", cfg.name,
+                             "every table" if "*" in names else ", ".join(names))
                 if window is not None:  # DBLog: the chunk goes out after the batch holding its high watermark
                     incremental.observe(window, chunk, signal)
                     if window.closed:
@@ -342,7 +348,7 @@ def _runs(ops: np.ndarray) -> list[tuple[str, int, int]]:
 def _snapshot_signals(chunk: pa.Table, signal: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Per snapshot type (``incremental``, Debezium's default, or ``blocking``): the tables named by
     ``execute-snapshot`` rows inserted into the signal table in this chunk, and the row filters asked
-    for some of them (Debezium's signal format: columns ``id``, ``type``, ``data`` = ``{"data-collections":
+    for some of them; under ``stop``, the tables ``stop-snapshot`` rows name (``*``: all) (Debezium's signal format: columns ``id``, ``type``, ``data`` = ``{"data-collections":
     ["schema.table", …], "type": "incremental", "additional-conditions": [{"data-collection":
     "schema.table", "filter": "id BETWEEN 1 AND 1000"}]}``). Several signals for one table: the union."""
     import orjson
@@ -355,12 +361,20 @@ def _snapshot_signals(chunk: pa.Table, signal: str) -> dict[str, tuple[list[str]
                                                                                    "data": pa.string()})
     found: dict[str, tuple[list[str], dict[str, str], set[str]]] = {}
     for kind, data in zip(struct.field(0).to_pylist(), struct.field(1).to_pylist(), strict=True):  # a few rows
-        if kind != "execute-snapshot" or not data:
+        if kind not in ("execute-snapshot", "stop-snapshot"):
             continue
         try:
-            doc = orjson.loads(data)
+            doc = orjson.loads(data or "{}")
         except orjson.JSONDecodeError:
             log.warning("signal %s: data %r is not JSON; ignored", signal, data)
+            continue
+        if kind == "stop-snapshot":  # incremental only (a blocking snapshot ends by itself); no names: all
+            if str(doc.get("type") or "incremental").lower() == "incremental":
+                stopped = found.setdefault("stop", ([], {}, set()))
+                names = [n if "." in n else f"public.{n}" for n in doc.get("data-collections") or []]
+                stopped[0].extend(names or ["*"])
+            continue
+        if not data:
             continue
         mode = "blocking" if str(doc.get("type") or "incremental").lower() == "blocking" else "incremental"
         out, filters, whole = found.setdefault(mode, ([], {}, set()))  # whole: asked for without a filter

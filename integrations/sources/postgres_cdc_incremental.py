@@ -14,8 +14,10 @@ incremental``) right after that batch, and the chunk's last key is stored in the
 before that offset is stored re-reads the chunk in the next run (its watermarks, whose id the new
 run does not know, are ignored): nothing is skipped, and a row is emitted twice at most.
 
-A truncate of the table inside a window drops the whole chunk. Needs ``signal_data_collection`` and
-INSERT on that table for the connector's user (Debezium needs the same).
+A truncate of the table inside a window drops the whole chunk. A ``stop-snapshot`` signal drops the
+named tables (all when it names none) from the queue, with the chunk of the current table read but
+not yet sent. Needs ``signal_data_collection`` and INSERT on that table for the connector's user
+(Debezium needs the same).
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def queue(state: dict[str, Any], tables: list[str], filters: dict[str, str]) -> 
     inc["tables"] = list(inc["tables"]) + [t for t in tables if t not in inc["tables"][inc["table"]:]]
     inc["filters"] = {**(inc.get("filters") or {}), **filters}
     state["incremental"] = inc
+
+
+def stop(state: dict[str, Any], tables: list[str]) -> bool:
+    """Drop ``tables`` (all when empty) from the queued incremental snapshot (a ``stop-snapshot``
+    signal). Return whether the table being read now was dropped (its open window must not be sent)."""
+    inc = state.get("incremental")
+    if not inc or inc["table"] >= len(inc["tables"]):
+        return False
+    rest = inc["tables"][inc["table"]:]
+    keep = [t for t in rest if tables and t not in tables]
+    current = rest[0] not in keep
+    if keep:
+        state["incremental"] = {"tables": keep, "table": 0, "after": None if current else inc["after"],
+                                "filters": {k: v for k, v in (inc.get("filters") or {}).items() if k in keep}}
+    else:
+        state["incremental"] = None
+    return current
 
 
 def open_window(conn: Any, config: Any, state: dict[str, Any], by_name: dict[str, TableInfo]) -> Window | None:

@@ -141,3 +141,36 @@ def test_incremental_snapshot_keeps_changes_made_during_its_windows(cdc: Cdc, tm
     assert replica == _source(cdc)
     assert len(replica) == 1996 and not deleted & {r[0] for r in replica}
     assert cdc.run().rows == 0  # the snapshot is done and stored
+
+
+def test_stop_snapshot_drops_the_rest_of_an_incremental_snapshot(cdc: Cdc, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debezium's ``stop-snapshot`` signal: sent while the second chunk is read, it drops that chunk and
+    the rest of the table; only the first chunk's 300 rows arrive as reads. From the CLI, ``--stop``
+    with nothing running changes nothing."""
+    from integrations.sources import postgres_cdc_pg as pg
+    from integrations.sources.postgres_cdc_signals import request_stop
+
+    _setup(cdc)
+    topic = cdc.topic("items")
+    real, reads = pg.read_chunk, []
+
+    def read_then_stop(conn, table, after, limit, condition=None):
+        out = real(conn, table, after, limit, condition)
+        reads.append(after)
+        if len(reads) == 2:  # committed between the second window's watermarks
+            request_stop(cdc.config(), ["items"])
+        return out
+
+    monkeypatch.setattr(pg, "read_chunk", read_then_stop)
+    request_snapshot(cdc.config(), ["items"])
+    cdc.run()
+    monkeypatch.setattr(pg, "read_chunk", real)
+    assert len(reads) == 2, reads  # no third chunk was read
+    snap = [i for i, op in _ops(cdc, topic)[2000:] if op == "r"]
+    assert snap == list(range(1, 301))
+    assert cdc.run().rows == 0  # nothing queued any more
+    path = write_connector(tmp_path / "connectors", cdc.config().model_dump(mode="json", exclude_defaults=True))
+    out = run_cli("snapshot", str(path), "--stop", check=True)
+    assert "stop of the incremental snapshot of every table requested" in out.stdout
+    assert cdc.run().rows == 0 and len(_ops(cdc, topic)) == 2300
