@@ -67,11 +67,13 @@ def topic_outcomes(config: SqlSourceConfig | FileSourceConfig, result: Any, sett
         ends = {p: hi for p, (_lo, hi) in settings.watermarks(topic).items()}
         meta = source_metadata(stats, result.seconds, ends)
         meta["dead_lettered"] = dg.MetadataValue.int(result.dead_lettered)
-        if config.type == "postgres_cdc":  # LSN range, events per op, slot lag
+        if config.type == "postgres_cdc":  # LSN range, this topic's events per op, slot lag
             from integrations.sources.postgres_cdc_checks import run_metadata
 
+            # the slot is the connector's one source partition: its offsets, whichever topics it fed
+            slot = next(iter(result.per_partition.values()), stats)
             meta.update({k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in
-                         run_metadata(config, stats.offset_before, stats.offset_after).items()})
+                         run_metadata(config, slot.offset_before, slot.offset_after, topic).items()})
         if isinstance(config, FileSourceConfig):
             meta["files_ingested"] = dg.MetadataValue.json(files.get(topic, []))
         yield key, stats.rows, meta

@@ -169,7 +169,7 @@ class PostgresCdcSource(Source):
                                             lsn=int(state.get("lsn_flush") or 0), last=final)
             snap = {**snap, "after": last}
             state["snapshot"] = snap
-            self._count("r", len(rows), state)
+            self._count("r", len(rows), state, table.qualified)
             yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
         state["snapshot"] = None
         # the snapshot is complete: stored before any streamed event
@@ -244,16 +244,17 @@ class PostgresCdcSource(Source):
                 if window is not None:  # DBLog: the chunk goes out after the batch holding its high watermark
                     incremental.observe(window, chunk, signal)
                     if window.closed:
+                        emitted = window.table.qualified
                         extra, window = incremental.emit(window, cfg, self.db, partition, state), None
                 if "incremental" in snapshots:
                     incremental.queue(state, *snapshots["incremental"])
                 offset = dict(state)
                 items = list(self._produce(partition, chunk, by_name, offset))
                 if extra:
-                    self._count("r", sum(x.num_rows for x in extra), offset)
+                    self._count("r", sum(x.num_rows for x in extra), offset, emitted)
                     items[-1].offset, extra[-1].offset = None, offset
                 yield from items + extra
-                state["events"] = offset.get("events")
+                state["events"], state["events_by_table"] = offset.get("events"), offset.get("events_by_table")
                 self._advance_slot(int(state["lsn_flush"]))  # resumed only after the runner stored the offset
                 self.last_run["lsn_to"] = state["lsn_flush"]
                 if requested:  # stored with the chunk: a crash resumes the snapshot before streaming on
@@ -292,7 +293,7 @@ class PostgresCdcSource(Source):
                                         layout=layout)
             topic = cfg.topic_for(name)
             for op, n in zip(*np.unique(ops, return_counts=True), strict=True):
-                self._count(str(op), int(n), offset)
+                self._count(str(op), int(n), offset, name)
             for op, lo, hi in _runs(ops):
                 part_key = None if key is None or op == "t" else key.slice(lo, hi - lo)
                 out.append(Outgoing(partition, topic, value.slice(lo, hi - lo), None, part_key))
@@ -304,14 +305,19 @@ class PostgresCdcSource(Source):
             out.append(SourceBatch(partition, cfg.topic_for("heartbeat"), pa.table({}), offset))
         yield from out
 
-    def _count(self, op: str, n: int, state: dict[str, Any]) -> None:
-        """Count events per op: in this poll (``last_run``) and, cumulated, in the offset to store (so a
-        run's counts are the difference of its offsets before and after, replays not counted twice)."""
+    def _count(self, op: str, n: int, state: dict[str, Any], table: str) -> None:
+        """Count events per op: in this poll (``last_run``) and, cumulated, in the offset to store, in all
+        and per table (``schema.table``), so a run's counts are the difference of its offsets before and
+        after (replays not counted twice) and each table's topic can show its own."""
         ev = self.last_run.setdefault("events", {})
         ev[op] = ev.get(op, 0) + n
         total = dict(state.get("events") or {})
         total[op] = total.get(op, 0) + n
         state["events"] = total
+        by_table = {t: dict(v) for t, v in (state.get("events_by_table") or {}).items()}
+        mine = by_table.setdefault(table, {})
+        mine[op] = mine.get(op, 0) + n
+        state["events_by_table"] = by_table
 
 
 def _new_events(rows: pa.Table, state: dict[str, Any]) -> tuple[pa.Table, int | None]:

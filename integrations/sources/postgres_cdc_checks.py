@@ -61,12 +61,18 @@ def captured_tables(config: PostgresCdcConfig) -> list[str]:
         return [p for p in plain if re.fullmatch(r"[\w$]+(\.[\w$]+)?", p)]
 
 
-def run_metadata(config: PostgresCdcConfig, before: dict[str, Any] | None, after: dict[str, Any] | None
-                 ) -> dict[str, Any]:
-    """What a run did, from its offsets before and after: the LSN range, events per op, and the slot's
-    lag now (``lag_bytes``: WAL past the confirmed position; ``retained_bytes``: WAL the slot keeps)."""
+def run_metadata(config: PostgresCdcConfig, before: dict[str, Any] | None, after: dict[str, Any] | None,
+                 topic: str | None = None) -> dict[str, Any]:
+    """What a run did, from its offsets before and after: the LSN range, events per op (those of the
+    tables whose topic is ``topic`` when given), and the slot's lag now (``lag_bytes``: WAL past the
+    confirmed position; ``retained_bytes``: WAL the slot keeps). Offsets stored before per-table counts
+    existed give the connector's counts."""
     before, after = before or {}, after or {}
     b_ev, a_ev = before.get("events") or {}, after.get("events") or {}
+    if topic is not None and "events_by_table" in after:
+        mine = [t for t in after["events_by_table"] if config.topic_for(t) == topic]
+        b_ev, a_ev = (_summed((before.get("events_by_table") or {}).get(t) or {} for t in mine),
+                      _summed(after["events_by_table"][t] for t in mine))
     out: dict[str, Any] = {
         "lsn_range": [pg.lsn_text(int(before.get("lsn_flush") or 0)), pg.lsn_text(int(after.get("lsn_flush") or 0))],
         "events_per_op": {op: n - b_ev.get(op, 0) for op, n in sorted(a_ev.items()) if n - b_ev.get(op, 0)},
@@ -78,6 +84,15 @@ def run_metadata(config: PostgresCdcConfig, before: dict[str, Any] | None, after
             out["slot_retained_bytes"] = s["retained_bytes"]
     except Exception as e:  # noqa: BLE001 - metadata must not fail a run that moved its data
         out["slot_status_error"] = type(e).__name__
+    return out
+
+
+def _summed(counts: Any) -> dict[str, int]:
+    """Per-op counts added up over several tables."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for op, n in c.items():
+            out[op] = out.get(op, 0) + n
     return out
 
 

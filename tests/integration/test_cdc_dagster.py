@@ -116,3 +116,29 @@ def test_slot_lag_check_fails_past_its_threshold_and_passes_once_caught_up(cdc: 
         return (int(hi, 16) << 32) + int(lo, 16)
 
     assert lsn(caught_up.metadata["confirmed_lsn"].value) >= lsn(inserted)
+
+
+def test_each_topic_shows_its_own_tables_events(cdc: Cdc) -> None:
+    """A connector capturing two tables: each topic's materialization counts the events of its table,
+    not the connector's."""
+    cdc.sql("CREATE TABLE orders (id int PRIMARY KEY, v text)", "CREATE TABLE items (id int PRIMARY KEY)",
+            "INSERT INTO orders VALUES (1, 'a'), (2, 'b')", "INSERT INTO items SELECT generate_series(1, 5)")
+    config = cdc.config(table_include=[r"public\.orders", r"public\.items"])
+    cdc.topics.update(f"{cdc.prefix}.public.{t}" for t in ("orders", "items", "snapshot", "heartbeat"))
+    defs = build_definitions(configs=[config])
+    job = defs.resolve_implicit_global_asset_job_def()
+
+    def metadata() -> dict[str, dict]:
+        with dg.instance_for_test() as instance:
+            res = job.execute_in_process(instance=instance)
+            assert res.success
+            mats = [e.event_specific_data.materialization for e in res.all_events
+                    if e.event_type_value == "ASSET_MATERIALIZATION"]
+            return {m.asset_key.path[-1].rsplit("_", 1)[-1]: {k: v.value for k, v in m.metadata.items()} for m in mats}
+
+    first = metadata()  # the snapshot
+    assert {t: m["events_per_op"] for t, m in first.items()} == {"orders": {"r": 2}, "items": {"r": 5}}
+    cdc.sql("UPDATE orders SET v = 'c' WHERE id = 1", "DELETE FROM items WHERE id = 2",
+            "INSERT INTO items VALUES (6)", "INSERT INTO items VALUES (7)")
+    second = metadata()
+    assert {t: m["events_per_op"] for t, m in second.items()} == {"orders": {"u": 1}, "items": {"c": 2, "d": 1}}
