@@ -177,16 +177,26 @@ def freshness_policy(config: object) -> dg.FreshnessPolicy:
                                           warn_window=dt.timedelta(seconds=fail / 2))
 
 
-def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float) -> bool:
+def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float, materialized: float) -> bool:
+    """Record the evaluation when it changed, every HEARTBEAT_SECONDS, and after a newer materialization
+    (so the check shows an evaluation of the latest materialization, even when a run's lag was already
+    recorded before its materialization was)."""
     return last is None or last[0] != ev.passed or last[1] != ev.metadata["lag"].value or \
-        now - last[2] >= HEARTBEAT_SECONDS
+        now - last[2] >= HEARTBEAT_SECONDS or materialized > (last[3] if len(last) > 3 else 0)
+
+
+def _materialized_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> float:
+    """When ``key`` was last materialized (0: never)."""
+    event = instance.get_latest_materialization_event(key)
+    return event.timestamp if event is not None else 0.0
 
 
 def checks_sensor(config: ParquetSinkConfig | TableSinkConfig, comparable: Sequence[Pipeline] = ()
                   ) -> dg.SensorDefinition:
     """``<connector>_checks_sensor`` (running by default): the lag check of every asset of a sink,
     evaluated between runs from cheap offset calls and recorded as check evaluations (no run is
-    launched). A result is recorded when it changes, and again every 10 minutes. The reconciliation
+    launched). A result is recorded when it changes, after each new materialization of the asset, and
+    again every 10 minutes. The reconciliation
     checks of ``comparable`` are evaluated every ``HEADRACE_RECONCILE_INTERVAL`` seconds."""
     targets = [(config, a) for a in sink_assets(config)]  # keys fixed at build
 
@@ -203,9 +213,10 @@ def checks_sensor(config: ParquetSinkConfig | TableSinkConfig, comparable: Seque
             except Exception as e:  # noqa: BLE001 - one unreachable target must not hide the others
                 context.log.warning(f"{config.name}: lag of {key} not evaluated: {str(e).splitlines()[0]}")
                 continue
-            if _changed(state.get(key), ev, now):
+            materialized = _materialized_at(context.instance, asset.key)
+            if _changed(state.get(key), ev, now, materialized):
                 events.append(ev)
-                state[key] = [ev.passed, ev.metadata["lag"].value, now]
+                state[key] = [ev.passed, ev.metadata["lag"].value, now, materialized]
         if now - state.get("reconciled_at", 0) >= RECONCILE_INTERVAL:
             state["reconciled_at"] = now
             for p in comparable:

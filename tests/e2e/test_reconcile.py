@@ -179,3 +179,43 @@ def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, 
     finally:
         con.close()
         kafka.delete_topics([topic])
+
+
+def test_lag_check_is_recorded_again_after_a_newer_materialization(kafka, topic_factory, tmp_path, unique,
+                                                                   monkeypatch):
+    """The race the daemon test met under load: the checks sensor recorded lag 0 as soon as the sink had
+    committed, before the run's materialization was stored; with the lag unchanged it recorded nothing
+    after it, so the latest materialization showed no lag evaluation. A newer materialization is now
+    always followed by an evaluation."""
+    from integrations.runtime.sink_runner import run_sink
+    from tests.helpers import produce_all
+
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    topic = topic_factory("lagm")
+    produce_all(kafka, topic, [{"value": f'{{"id": {i}}}'.encode()} for i in range(5)])
+    c = tmp_path / "c"
+    name = f"lagm-{unique}"
+    write_connector(c, {"name": name, "type": "parquet_sink", "topics": [topic], "path": "lake"})
+    configs = load_folder(c)
+    defs = build_definitions(configs=configs)
+    sensor = defs.resolve_sensor_def(f"{name.replace('-', '_')}_checks_sensor")
+    key = dg.AssetKey(["parquet", name.replace("-", "_"), topic.replace("-", "_")])
+    with dg.instance_for_test() as instance:
+        cursor = None
+
+        def tick() -> list[tuple[bool, int]]:
+            nonlocal cursor
+            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": defs.resources["kafka"]})
+            result = sensor(ctx)
+            cursor = result.cursor
+            return [(e.passed, e.metadata["lag"].value) for e in result.asset_events
+                    if e.check_name == "lag_within_threshold"]
+
+        assert tick() == [(True, 5)]
+        assert tick() == []  # unchanged: nothing recorded
+        assert run_sink(configs[0], kafka).rows == 5  # committed; its materialization not stored yet
+        assert tick() == [(True, 0)]
+        assert tick() == []
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))  # the run's, stored late
+        assert tick() == [(True, 0)]  # evaluated again for the latest materialization
+        assert tick() == []
