@@ -316,7 +316,26 @@ class PythonTransformConfig(_Transform):
     )
 
 
-from integrations.transforms.unwrap import ExtractNewRecordStateConfig  # noqa: E402 (needs _Transform)
+class ExtractNewRecordStateConfig(_Transform):
+    """Debezium's ExtractNewRecordState: a change event's envelope → the new row state."""
+
+    type: Literal["ExtractNewRecordState"]
+    delete_handling_mode: Annotated[
+        Literal["drop", "none", "rewrite"],
+        Field(description="drop: drop delete events; none: make them tombstones; rewrite: the old row with "
+                          "__deleted: 'true'"),
+    ] = "drop"
+    drop_tombstones: Annotated[bool, Field(description="Drop tombstone records (Debezium's default)")] = True
+    add_fields: Annotated[
+        list[str], Field(description="Envelope fields added as __<field> columns: op, table, schema, db, lsn, txId, "
+                                     "ts_ms, source.<field>")
+    ] = []
+
+    @field_validator("add_fields", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
 
 TransformConfig = Annotated[
     CastConfig | DropHeadersConfig | ExtractFieldConfig | FilterConfig | FlattenConfig | HeaderFromConfig

@@ -17,36 +17,14 @@ Records that are not envelopes (no ``op`` column) pass through unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
 
 from integrations.transforms.batch import Batch, is_primitive
-from integrations.transforms.config import _Transform
+from integrations.transforms.config import ExtractNewRecordStateConfig
 
-
-class ExtractNewRecordStateConfig(_Transform):
-    """Debezium's ExtractNewRecordState: a change event's envelope → the new row state."""
-
-    type: Literal["ExtractNewRecordState"]
-    delete_handling_mode: Annotated[
-        Literal["drop", "none", "rewrite"],
-        Field(description="drop: drop delete events; none: make them tombstones; rewrite: the old row with "
-                          "__deleted: 'true'"),
-    ] = "drop"
-    drop_tombstones: Annotated[bool, Field(description="Drop tombstone records (Debezium's default)")] = True
-    add_fields: Annotated[
-        list[str], Field(description="Envelope fields added as __<field> columns: op, table, schema, db, lsn, txId, "
-                                     "ts_ms, source.<field>")
-    ] = []
-
-    @field_validator("add_fields", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+__all__ = ["ExtractNewRecordStateConfig", "build", "unwrap"]
 
 
 _SOURCE = {"table", "schema", "db", "lsn", "txId", "snapshot", "name", "connector"}
