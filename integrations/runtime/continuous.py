@@ -15,7 +15,18 @@ After a turn that moved records, ``on_batch`` receives its result (the Dagster l
 materialization per batch). A turn that found nothing sleeps ``idle_sleep_seconds``. The loop ends
 cleanly at its time budget (after the turn in flight), and at a stop request (SIGTERM, SIGINT,
 Dagster's termination: ``runtime.stopping``) with ``StopRequested`` at a batch boundary; the next run
-picks up from the stored offsets.
+picks up from the stored offsets. Dagster's ``<connector>_continuous_job`` and ``headrace run NAME
+--continuous`` both run these loops.
+
+Every source kind works the same way, because each turn is one ``_run`` over the same open source:
+
+- **SQL sources** read from the offsets stored last.
+- **postgres_cdc** peeks the slot up to the WAL position of the turn's start; the slot is advanced
+  after each stored chunk, and a stop between storing and advancing is repaired by the next run's
+  start (the stored offset is the truth).
+- **File sources** list the spooling folder again at every turn (files that arrived meanwhile are
+  read), and files finished in a turn are cleaned up (``cleanup_policy``) right after it, through the
+  source's ``end_turn`` hook: a long run does not keep listing, hashing or re-finishing them.
 """
 
 from __future__ import annotations
@@ -24,14 +35,18 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from integrations.config import ContinuousConfig
+from integrations.errors import ConfigError
 from integrations.kafka.cluster import KafkaSettings
 from integrations.offsets import OffsetStore
 from integrations.runtime import stopping
 from integrations.runtime.errors import ErrorHandler
+
+#: an unlimited budget: the run ends only at a stop request (``headrace run NAME --continuous``)
+FOREVER = float("inf")
 
 log = logging.getLogger("headrace.continuous")
 
@@ -45,12 +60,21 @@ class LoopResult:
     rows: int = 0
     seconds: float = 0.0
     turns: int = 0
+    #: rows per topic written (sources) or read (sinks), over the whole run
+    by_target: dict[str, int] = field(default_factory=dict)
 
 
 def _settings(config: Any, max_seconds: float | None, idle_sleep: float | None) -> tuple[float, float]:
     cont = getattr(config, "continuous", None) or ContinuousConfig()
     return (cont.max_run_seconds if max_seconds is None else max_seconds,
             cont.idle_sleep_seconds if idle_sleep is None else idle_sleep)
+
+
+def _end_turn(source: Any) -> None:
+    """Let the source finish what a stored turn completed (the file source's cleanup), if it has a hook."""
+    hook = getattr(source, "end_turn", None)
+    if hook is not None:
+        hook()
 
 
 def idle(seconds: float, where: str) -> None:
@@ -65,10 +89,17 @@ def idle(seconds: float, where: str) -> None:
 def run_source_continuous(config: Any, kafka: KafkaSettings | None = None,
                           on_batch: Callable[[Any], None] | None = None, max_seconds: float | None = None,
                           idle_sleep: float | None = None, offsets_topic: str | None = None) -> LoopResult:
-    """Poll the source in a loop for ``max_seconds``; ``on_batch(SourceResult)`` after every turn that
-    moved or dead-lettered records (that turn's figures only)."""
-    from integrations.runtime.source_runner import _open_transactions, _run, build_source
+    """Poll the source in a loop for ``max_seconds`` (``FOREVER``: until a stop request; None: the config's
+    ``continuous.max_run_seconds``); ``on_batch(SourceResult)`` after every turn that moved or
+    dead-lettered records (that turn's figures only). Raises ``StopRequested`` at a batch boundary
+    when a stop is requested, ``SourceFenced`` when a newer run of the connector took over."""
+    from confluent_kafka import KafkaException
 
+    from integrations.runtime.source_runner import _open_transactions, _run, build_source, is_fenced
+
+    if config.tasks_max > 1 and config.type == "postgres_cdc":
+        raise ConfigError(f"connector {config.name}: postgres_cdc reads one replication slot in order; "
+                          "tasks_max must be 1")
     budget, sleep = _settings(config, max_seconds, idle_sleep)
     kafka = kafka or KafkaSettings.from_env()
     started = time.monotonic()
@@ -92,14 +123,23 @@ def run_source_continuous(config: Any, kafka: KafkaSettings | None = None,
         while True:
             turn = time.monotonic()
             dead, failed = errors.dead_lettered, errors.failed
-            result = _run(config, kafka, source, stored, producing, txn, errors, turn)
+            try:
+                result = _run(config, kafka, source, stored, producing, txn, errors, turn)
+            except KafkaException as e:
+                if is_fenced(e):  # fenced while producing or ending a transaction: the one fencing line
+                    raise txn.fenced_error(e) from e
+                raise
             result.dead_lettered -= dead  # this turn's, not the run's
             result.failed -= failed
             stored.update({k: s.offset_after for k, s in result.per_partition.items() if s.offset_after is not None})
+            _end_turn(source)
             out.turns += 1
             if result.rows or result.dead_lettered:
                 out.batches += 1
                 out.rows += result.rows
+                for t, s in result.by_topic().items():
+                    if s.rows:
+                        out.by_target[t] = out.by_target.get(t, 0) + s.rows
                 if on_batch is not None:
                     on_batch(result)
             if time.monotonic() - started >= budget:
@@ -120,8 +160,9 @@ def run_source_continuous(config: Any, kafka: KafkaSettings | None = None,
 def run_sink_continuous(config: Any, kafka: KafkaSettings | None = None,
                         on_batch: Callable[[Any], None] | None = None, max_seconds: float | None = None,
                         idle_sleep: float | None = None) -> LoopResult:
-    """Run a sink micro-batch whenever records are pending, for ``max_seconds``; ``on_batch(SinkResult)``
-    after each one that read records."""
+    """Run a sink micro-batch whenever records are pending, for ``max_seconds`` (``FOREVER``: until a stop
+    request; None: the config's ``continuous.max_run_seconds``); ``on_batch(SinkResult)`` after each
+    one that read records. Raises ``StopRequested`` at a batch boundary when a stop is requested."""
     from integrations.runtime.sink_plan import plan_ranges
     from integrations.runtime.sink_runner import run_sink
 
@@ -141,6 +182,8 @@ def run_sink_continuous(config: Any, kafka: KafkaSettings | None = None,
                 if result.ranges:
                     out.batches += 1
                     out.rows += result.rows
+                    for t, n in result.rows_per_topic.items():
+                        out.by_target[t] = out.by_target.get(t, 0) + n
                     if on_batch is not None:
                         on_batch(result)
                 stopping.check(where)

@@ -256,10 +256,15 @@ def _run(config: SqlSourceConfig, kafka: KafkaSettings, source: Source, stored: 
                         stats.topic = next(iter(stats.rows_per_topic)) if len(stats.rows_per_topic) == 1 \
                             else batch.topic
                         stats.rows += sent
-                        stats.offset_after = batch.offset
                         if budget[0] is not None:
                             budget[0] -= rows_read
+                        if batch.offset is None:  # a part of a larger unit (a CDC chunk's batches before its
+                            continue  # last): no offset is stored here, so neither a retry nor a stop starts here
+                        stats.offset_after = batch.offset
                         stopping.check(where)  # the batch's records are acknowledged and its offset stored
+                except BaseException:
+                    txn.abort()  # a unit's batches left in an open transaction (exactly_once) never show
+                    raise
                 finally:
                     close = getattr(batches, "close", None)
                     if close is not None:
@@ -300,8 +305,10 @@ def _move_batch(config: SqlSourceConfig, kafka: KafkaSettings, producing: Produc
         # --- end transforms ---
         errors.flush()  # dead-lettered records are acknowledged before the offset moves
         fault_point("source_after_produce")
-        if txn.exactly_once or batch.offset is not None:
-            txn.commit({} if batch.offset is None else {pkey: batch.offset})
+        # a batch without an offset is part of a larger unit (a CDC chunk's batches before its last): under
+        # exactly_once its records stay in the open transaction, committed with the unit's offset
+        if batch.offset is not None:
+            txn.commit({pkey: batch.offset})
         fault_point("source_after_commit")
     except BaseException:
         if txn.exactly_once:

@@ -11,7 +11,8 @@
 - **Cleanup after the offset.** The runner stores a batch's offset before it asks the generator for
   the next batch, so when ``poll`` resumes after its last batch (``done: true``) the offset is stored
   and the file is finished. The cleanup policy is applied to the run's finished files in ``close()``,
-  at the end of the run. A crash before that finds ``done`` on the next run, which only cleans up.
+  at the end of the run (and in ``end_turn()``, after every turn of a continuous run). A crash before
+  that finds ``done`` on the next run, which only cleans up.
 - **Bad records.** Under ``errors_tolerance: all`` a malformed CSV line, a value that does not convert
   to its column's type, or a JSON line that does not parse is skipped and attached to the batch it
   falls in as a ``Rejected`` (its text, ``line N``), which the runner dead-letters before the batch's
@@ -363,6 +364,12 @@ class FileSource(Source):
 
     def close(self) -> None:
         """Apply the cleanup policy to the files finished in this run, unless a bad file halted it."""
+        self.end_turn()
+
+    def end_turn(self) -> None:
+        """Apply the cleanup policy to the files finished so far (their last offsets are stored), unless a
+        bad file halted the run. A continuous run calls it after every turn: finished files leave the
+        folder while the run goes on, instead of being listed and finished again at every turn."""
         finished, self._finished = self._finished, []
         if self._halted:
             if finished:
