@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
     args.config = config  # for the one-line report of a failure
+    _check_run_args(args)
     # installed for the rest of the process, not restored: a second SIGTERM while the run winds down
     # (or after it printed its stop line) must change nothing, never kill the process half-way
     stopping.install()
@@ -71,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         from integrations.runtime import progress
 
         progress.use_bar()
+    if args.continuous:
+        return _run_continuous(args, config)
     if is_source(config):
         res = run_source(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
@@ -80,6 +83,36 @@ def _run(args: argparse.Namespace) -> int:
         out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
                "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
     print(json.dumps(out))
+    return 0
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Refuse combinations of ``run`` options that make no sense (a configuration error, exit 2)."""
+    if args.max_seconds is not None and not args.continuous:
+        raise ConfigError("--max-seconds needs --continuous")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds:g}")
+    if args.continuous and args.task is not None:
+        raise ConfigError("--task cannot be combined with --continuous (a continuous run reads every task's "
+                          "partitions in one loop)")
+
+
+def _run_continuous(args: argparse.Namespace, config: object) -> int:
+    """``headrace run NAME --continuous``: the engine's continuous loop (as Dagster's
+    ``<connector>_continuous_job`` runs it) until ``--max-seconds`` (default: the connector's
+    ``continuous.max_run_seconds`` if it declares ``continuous``, else until stopped). SIGTERM/SIGINT end
+    it at a batch boundary (``StopRequested``: the caller prints the stop line, exit 143/130)."""
+    from integrations.registry import is_source
+    from integrations.runtime.continuous import FOREVER, run_sink_continuous, run_source_continuous
+
+    budget = args.max_seconds
+    if budget is None and getattr(config, "continuous", None) is None:
+        budget = FOREVER
+    loop = run_source_continuous if is_source(config) else run_sink_continuous
+    res = loop(config, max_seconds=budget)
+    print(json.dumps({"connector": res.connector, "mode": "continuous", "batches": res.batches, "rows": res.rows,
+                      "turns": res.turns, "seconds": round(res.seconds, 3),
+                      ("topics" if is_source(config) else "rows_per_topic"): res.by_target}))
     return 0
 
 
@@ -229,11 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check connector files")
     v.add_argument("dir", nargs="?", default=str(default_connectors_dir()))
     v.set_defaults(func=_validate)
-    r = sub.add_parser("run", help="run one micro-batch of a connector, without Dagster")
+    r = sub.add_parser("run", help="run one micro-batch of a connector (or, with --continuous, a stream), "
+                                   "without Dagster")
     r.add_argument("name", help="connector name, or a path to its YAML file")
     r.add_argument("--dir", default=str(default_connectors_dir()))
     r.add_argument("--task", type=int, default=None,
                    help="with tasks_max > 1: run only this task (0..tasks_max-1); default: every task in turn")
+    r.add_argument("--continuous", action="store_true",
+                   help="poll in a loop, one micro-batch after another (continuous mode, as Dagster's "
+                        "<connector>_continuous_job), until SIGTERM/SIGINT (exit 143/130) or --max-seconds (exit 0)")
+    r.add_argument("--max-seconds", type=float, default=None, metavar="N",
+                   help="with --continuous: end cleanly after N seconds (default: the connector's "
+                        "continuous.max_run_seconds if it declares continuous, else no limit)")
     r.set_defaults(func=_run)
     from headrace.ops_cli import add_commands
 
