@@ -54,8 +54,6 @@ def _run(args: argparse.Namespace) -> int:
     from integrations.config import find_connector
     from integrations.registry import is_source
     from integrations.runtime import stopping
-    from integrations.runtime.sink_runner import run_sink
-    from integrations.runtime.source_runner import run_source
 
     if args.name.endswith((".yaml", ".yml")):
         config = load_connector(args.name)
@@ -74,11 +72,15 @@ def _run(args: argparse.Namespace) -> int:
         progress.use_bar()
     if args.continuous:
         return _run_continuous(args, config)
-    if is_source(config):
+    if is_source(config):  # only the runner this connector needs is imported (start-up time)
+        from integrations.runtime.source_runner import run_source
+
         res = run_source(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "bytes": res.bytes,
                "seconds": round(res.seconds, 3), "topics": {t: s.rows for t, s in res.by_topic().items()}}
     else:
+        from integrations.runtime.sink_runner import run_sink
+
         res = run_sink(config, task=args.task)
         out = {"connector": res.connector, "rows": res.rows, "files": res.stats.files, "offsets": res.offsets(),
                "lag_after": res.lag_after, "seconds": round(res.seconds, 3)}
