@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from itertools import chain, repeat
+from itertools import repeat
 
-import adbc_driver_postgresql.dbapi as adbc
 import duckdb
 import orjson
 import pyarrow as pa
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 from confluent_kafka import Producer
 
 from bench.cases.sql_to_kafka import CHUNK, DEFAULT_ROWS, setup, teardown  # noqa: F401 - the same table
-from bench.common import delete_topics
+from bench.common import adbc_chunks, delete_topics
 from integrations.config import SqlSourceConfig
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.source_runner import run_source
@@ -60,22 +59,10 @@ def ceiling(state: dict) -> int:
     p = kafka.producer(**{"transactional.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}",
                           "transaction.timeout.ms": kafka.message_timeout_ms})
     p.init_transactions(60)
-    conn = adbc.connect(state["url"], autocommit=True)
     total = 0
-    with conn.cursor() as cur:
-        cur.execute("SELECT * FROM bench_rows WHERE id > 0 ORDER BY id")  # literal SQL: streamed by COPY
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for rb in chain(cur.fetch_record_batch(), [None]):  # streamed; None marks the end
-            if rb is not None:
-                pending.append(rb)
-                rows += rb.num_rows
-            while rows >= CHUNK or (rb is None and rows):
-                t = pa.Table.from_batches(pending)
-                t, rest = t.slice(0, CHUNK), t.slice(CHUNK)
-                pending, rows = rest.to_batches(), rest.num_rows
-                total += _transact_chunk(con, p, topic, offsets, t)
-    conn.close()
+    # literal SQL: streamed by COPY
+    for t in adbc_chunks(state["url"], "SELECT * FROM bench_rows WHERE id > 0 ORDER BY id", CHUNK):
+        total += _transact_chunk(con, p, topic, offsets, t)
     delete_topics(topic, offsets)
     return total
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from itertools import chain
 
-import adbc_driver_postgresql.dbapi as adbc
 import duckdb
-import pyarrow as pa
 
 from bench.cases.kafka_to_parquet_4p import _in_processes
 from bench.cases.sql_to_kafka import _produce_chunk
-from bench.common import delete_topics, drop_db, make_pg_table
+from bench.common import adbc_chunks, delete_topics, drop_db, make_pg_table
 from integrations.config import SqlSourceConfig
 from integrations.kafka.cluster import KafkaSettings
 from integrations.runtime.source_runner import run_source
@@ -76,23 +73,8 @@ def ceiling(state: dict) -> int:
         con.execute("SET TimeZone='UTC'")
         con.execute("SET threads=1")
         p = kafka.producer()
-        conn = adbc.connect(state["url"], autocommit=True)
-        total = 0
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM bench_rows WHERE id BETWEEN {lo} AND {hi}")
-            pending: list[pa.RecordBatch] = []
-            n = 0
-            for rb in chain(cur.fetch_record_batch(), [None]):
-                if rb is not None:
-                    pending.append(rb)
-                    n += rb.num_rows
-                while n >= CHUNK or (rb is None and n):
-                    t = pa.Table.from_batches(pending)
-                    t, rest = t.slice(0, CHUNK), t.slice(CHUNK)
-                    pending, n = rest.to_batches(), rest.num_rows
-                    total += _produce_chunk(con, p, topic, t)
-        conn.close()
-        return total
+        query = f"SELECT * FROM bench_rows WHERE id BETWEEN {lo} AND {hi}"
+        return sum(_produce_chunk(con, p, topic, t) for t in adbc_chunks(state["url"], query, CHUNK))
 
     total = _in_processes(k, part)
     delete_topics(topic)
