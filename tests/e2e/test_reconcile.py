@@ -27,13 +27,19 @@ def _reconciled(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str,
     return out
 
 
-def test_reconciliation_of_source_topic_and_outputs(kafka, tmp_path, unique, monkeypatch):
-    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+def _orders_db(tmp_path) -> tuple:  # noqa: ANN001
+    """A SQLite ``shop.db`` whose ``orders`` table holds ids 1..10; its path and an open connection."""
     db = tmp_path / "shop.db"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER)")
     con.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i * 10) for i in range(1, 11)])
     con.commit()
+    return db, con
+
+
+def test_reconciliation_of_source_topic_and_outputs(kafka, tmp_path, unique, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    db, con = _orders_db(tmp_path)
     topic = f"rec{unique}.orders"
     kafka.ensure_topic(topic, partitions=2)
     c = tmp_path / "c"
@@ -129,13 +135,10 @@ def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, 
     pipeline not comparable (no check); a row lost from the table fails the check."""
     from integrations.offsets import OffsetStore
     from integrations.reconcile import comparable
+    from integrations.transforms.config import FilterConfig
 
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
-    db = tmp_path / "shop.db"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER)")
-    con.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i * 10) for i in range(1, 11)])
-    con.commit()
+    db, con = _orders_db(tmp_path)
     topic = f"recu{unique}.orders"
     kafka.ensure_topic(topic, partitions=1)
     c = tmp_path / "c"
@@ -151,10 +154,8 @@ def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, 
     configs = load_folder(c)
     source, sink = configs
     assert comparable(source, sink, (topic,)) is None
-    filtered = sink.model_copy(update={"transforms": [*source.transforms]})
-    assert comparable(source, filtered, (topic,)) is None  # InsertField keeps every record
-    from integrations.transforms.config import FilterConfig
-
+    keeping = sink.model_copy(update={"transforms": [*source.transforms]})
+    assert comparable(source, keeping, (topic,)) is None  # InsertField keeps every record
     assert comparable(source, sink.model_copy(update={"transforms": [FilterConfig(type="Filter")]}), (topic,)) == \
         "the sink's transform Filter may drop or route records"
     defs = build_definitions(configs=configs)

@@ -90,6 +90,18 @@ def start_continuous_job(config: Any) -> ContinuousRun:
     return run
 
 
+def tear_down(kafka: KafkaSettings, connector: str, halt: threading.Event, *runs: ContinuousRun | None) -> None:
+    """A test's cleanup: stop its writer thread, terminate the runs still going, forget the connector's
+    stored offsets (the in-process jobs use the shared default offsets topic)."""
+    from integrations.offsets import OffsetStore
+
+    halt.set()
+    for run in runs:
+        if run is not None and run.alive():
+            run.terminate()
+    OffsetStore(kafka).reset(connector)
+
+
 def stop_line(result: dg.ExecuteInProcessResult) -> str:
     """The one failure of a terminated continuous run: its stop line (fails on any other outcome)."""
     assert not result.success, "the continuous run ended by itself; it should have been terminated"

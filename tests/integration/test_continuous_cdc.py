@@ -13,13 +13,13 @@ import time
 import orjson
 import psycopg
 
-from integrations.offsets import OffsetStore
 from tests.integration.cdc_helpers import Cdc, cdc_fixture, ops_by_key  # noqa: F401 (fixture)
 from tests.integration.continuous_helpers import (
     materialized_rows,
     read_records,
     start_continuous_job,
     stop_line,
+    tear_down,
     wait_for,
 )
 
@@ -104,11 +104,7 @@ def test_continuous_cdc_run_terminated_mid_stream_resumes_exactly_once(cdc: Cdc)
         wait_for(f"all {count()} events", lambda: len(records()) >= count(), alive=second.alive)
         stop_line(second.terminate())
     finally:
-        writer.halt.set()
-        for run in (first, second):
-            if run is not None and run.alive():
-                run.terminate()
-        OffsetStore(cdc.kafka).reset(config.name)
+        tear_down(cdc.kafka, config.name, writer.halt, first, second)
     got = _parsed(records())
     assert len(got) == count()
     assert ops_by_key(got) == writer.expected  # every change once, in order per key

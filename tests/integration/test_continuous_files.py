@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 
 from integrations.config import FileSourceConfig
-from integrations.offsets import OffsetStore
 from tests.integration.continuous_helpers import (
     materialized_rows,
     read_records,
     start_continuous_job,
     stop_line,
+    tear_down,
     wait_for,
 )
 
@@ -85,11 +85,7 @@ def test_continuous_file_source_terminated_mid_stream_resumes_exactly_once(kafka
         wait_for("the folder emptied by the running job", lambda: not any(folder.iterdir()), alive=second.alive)
         stop_line(second.terminate())
     finally:
-        writer.halt.set()
-        for run in (first, second):
-            if run is not None and run.alive():
-                run.terminate()
-        OffsetStore(kafka).reset(config.name)
+        tear_down(kafka, config.name, writer.halt, first, second)
     got = ids()
     dups = sum(n - 1 for n in collections.Counter(got).values())
     assert (len(got), dups, sorted(set(got))) == (total, 0, list(range(1, total + 1)))
