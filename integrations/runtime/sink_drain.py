@@ -54,6 +54,7 @@ def _drain(
         """The sink's view of the committer: dead letters acknowledged first, a stop checked after."""
 
         check = staticmethod(committer.check)
+        probe = staticmethod(committer.probe)
 
         @staticmethod
         def commit(topic: str, partition: int, offset: int) -> None:

@@ -147,6 +147,9 @@ class Committer(Protocol):
     def check(self, topic: str, partition: int) -> None:
         """Raise :class:`SinkFenced` unless this run still holds ``topic[partition]`` (before a publish)."""
 
+    def probe(self, topic: str, partition: int) -> None:
+        """Raise :class:`SinkFenced` when a newer run took over, even one that moved no offset yet."""
+
     def commit(self, topic: str, partition: int, offset: int) -> None:
         """Store ``offset`` as the next offset of ``topic[partition]``."""
 
@@ -164,6 +167,9 @@ class GroupCommitter:
 
     def check(self, topic: str, partition: int) -> None:
         """Nothing to check: the target fences these sinks."""
+
+    def probe(self, topic: str, partition: int) -> None:
+        """Nothing to probe: the target fences these sinks."""
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         """Commit synchronously, skipping repeats and anything below what this run committed."""
@@ -293,6 +299,29 @@ class FencedCommitter:
         now = self._current(topic, partition)
         if now != want:
             raise SinkFenced(fenced_message(self.connector, topic, partition, want, now))
+
+    def probe(self, topic: str, partition: int) -> None:
+        """Raise :class:`SinkFenced` when a newer run has fenced this run's producer, even before it
+        moved the offsets: a transaction is begun, offsets sent to it (which reaches the coordinator)
+        and aborted. Used on error paths only (it costs a transaction's round trips)."""
+        p = self.producer
+        if p is None:
+            return
+        want = self.expected.get((topic, partition))
+        tps = [TopicPartition(topic, partition, 0 if want is None else want)]
+        meta = self.consumer.consumer_group_metadata()
+        what = f"checking the fence of {topic}[{partition}]"
+        try:
+            self._call(p.begin_transaction, what)
+            self._call(lambda: p.send_offsets_to_transaction(tps, meta, self.timeout), what)
+        except KafkaException as e:
+            if e.args and isinstance(e.args[0], KafkaError) and _fenced(e.args[0]):
+                raise SinkFenced(fenced_message(self.connector, topic, partition, want,
+                                                self._current(topic, partition))) from None
+            raise
+        finally:
+            with contextlib.suppress(KafkaException, TransientError):
+                self._call(lambda: p.abort_transaction(self.timeout), what)
 
     def commit(self, topic: str, partition: int, offset: int) -> None:
         """Commit ``offset`` in a transaction, after checking nobody moved the group's offset; refuse

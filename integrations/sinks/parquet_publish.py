@@ -43,6 +43,7 @@ from integrations.arrow_types import parquet_writable
 from integrations.config import ParquetSinkConfig
 from integrations.errors import ConfigError
 from integrations.runtime.errors import TransientError
+from integrations.runtime.faults import fault_point
 from integrations.sinks.base import SinkStats, SinkWriteError
 from integrations.sinks.fencing import Committer, one_line
 from integrations.sinks.parquet_files import (
@@ -148,6 +149,9 @@ class FilePublisher:
             if self._committer is not None:  # a fenced run says so, not what failed under it
                 with contextlib.suppress(KafkaException, TransientError):  # Kafka down too: the write error
                     self._committer.check(source, partition)
+                    # a newer run that took the fence deletes older temporary files (remove_leftovers)
+                    # before it moves any offset: this run's vanished file is its only trace
+                    self._committer.probe(source, partition)
             last = "?" if end is None else end - 1
             raise SinkWriteError(f"connector {self.config.name}: writing {source}[{partition}] offsets {start}..{last} "
                                  f"to {final} failed: {type(e).__name__}: {one_line(e)}") from e
@@ -175,6 +179,7 @@ class FilePublisher:
         tmp = f"{folder}/.{final.rsplit('/', 1)[1]}.{self.tag}-{uuid.uuid4().hex}.tmp"
         try:
             pq.write_table(table, tmp, filesystem=self.fs, compression=self.compression)
+            fault_point("parquet_before_publish")
             if head and self._committer is not None:
                 self._committer.check(source, partition)  # right before publishing: the range starts at the commit
             if replace:

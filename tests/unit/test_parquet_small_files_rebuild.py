@@ -34,6 +34,9 @@ class _Committer:
     def check(self, topic: str, partition: int) -> None:
         pass
 
+    def probe(self, topic: str, partition: int) -> None:
+        pass
+
     def commit(self, topic: str, partition: int, offset: int) -> None:
         assert not self.commits or offset > self.commits[-1], f"commit {offset} after {self.commits}"
         self.commits.append(offset)
