@@ -25,7 +25,6 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
-import pytest
 import sqlalchemy as sa
 import yaml
 
@@ -59,7 +58,6 @@ def _wait(what: str, fn, timeout: float, every: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-@pytest.mark.slow
 def test_postgres_storage_sensor_and_backfill(kafka, topic_factory, pg_url, tmp_path, unique):
     topic = topic_factory("pgst", partitions=2)
     start = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)

@@ -7,7 +7,6 @@ import decimal
 import json
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from assets.definitions import build_definitions
@@ -53,7 +52,6 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, tags: dict 
     return out
 
 
-@pytest.mark.slow
 def test_postgres_to_parquet_through_dagster(pg_url, kafka, tmp_path, unique, monkeypatch):
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
     _seed(pg_url)

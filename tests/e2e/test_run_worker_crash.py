@@ -58,9 +58,10 @@ def _wait(what: str, fn, timeout: float):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("kill", "storage"), [("worker", "sqlite"), ("worker_and_code_server", "sqlite"),
-                                               ("worker", "postgres")])
+@pytest.mark.parametrize(("kill", "storage"), [
+    ("worker", "postgres"),  # make test: the production storage; make test-long adds the two SQLite variants
+    pytest.param("worker", "sqlite", marks=pytest.mark.long),
+    pytest.param("worker_and_code_server", "sqlite", marks=pytest.mark.long)])
 def test_killed_run_worker_is_failed_and_retried(kill, storage, kafka, topic_factory, tmp_path, unique, monkeypatch,
                                                  request):
     topic = topic_factory("crash17")

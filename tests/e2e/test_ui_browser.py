@@ -32,7 +32,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.dataset as ds
-import pytest
 import yaml
 
 from headrace.demo import seed_shop
@@ -145,7 +144,6 @@ def _edges_drawn(drawn: dict, kinds: set[str]) -> list[tuple[tuple, tuple]]:
     return sorted((node_at(a, "right"), node_at(b, "left")) for a, b in drawn["edges"])
 
 
-@pytest.mark.slow
 def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypatch):
     assert CHROMIUM.exists(), (f"{CHROMIUM} is missing: the browser test needs Debian's chromium. Run "
                                "`bash infra/browser/setup.sh` (make test does).")

@@ -121,7 +121,8 @@ def _ids(settings: KafkaSettings, topic: str) -> list[int]:
     return ids
 
 
-@pytest.mark.parametrize("hard", [False, True], ids=["clean", "hard"])
+# make test: the clean restart here and a kill -9 in tests/chaos (short); make test-long adds this kill -9
+@pytest.mark.parametrize("hard", [False, pytest.param(True, marks=pytest.mark.long)], ids=["clean", "hard"])
 def test_source_and_sink_ride_out_a_broker_restart(broker, hard, tmp_path: Path, unique):
     settings = broker.settings()
     db = tmp_path / "src.db"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 from integrations.kafka.cluster import KafkaSettings
+from integrations.kafka.local import LocalKafka
 from tests.conftest import free_port, run_cli
 
 
@@ -26,6 +29,11 @@ def test_up_is_idempotent_status_reports_version_and_down_stops(kafka, tmp_path)
     assert down.stdout.startswith("Kafka stopped")
     assert run_cli("kafka", "status", env=env, check=True).stdout.startswith("stopped")
     assert run_cli("kafka", "down", env=env, check=True).stdout.strip() == "Kafka is not running"
+    # the throwaway broker's data folder and files go (the shared broker's stay)
+    local = LocalKafka(port=port)
+    shutil.rmtree(local.data)
+    (local.home / f"server-{port}.properties").unlink()
+    (local.home / "logs" / f"stdout-{port}.log").unlink(missing_ok=True)
 
 
 def test_external_cluster_starts_nothing(kafka):

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import sqlalchemy as sa
 
 from tests.conftest import REPO
@@ -32,7 +31,6 @@ print(json.dumps({"rows": rows, "last": last and last["incrementing"],
 """
 
 
-@pytest.mark.slow
 def test_five_million_rows_bounded_rss(pg_url: str) -> None:
     eng = sa.create_engine(pg_url)
     with eng.begin() as c:

@@ -1,4 +1,4 @@
-"""Smoke test of the peer benchmark harness (issue 17): every case of ``make bench-peers`` once on 10k rows.
+"""Smoke test of the peer benchmark harness (issue 17): the cases of ``make bench-peers`` once on 10k rows.
 
 Bootstraps the peers the same way (``bench/peers/install.py``: Kafka Connect, Debezium, dlt, Quix Streams;
 cached under $HEADRACE_HOME/peers and ~/.m2) and fails loudly when it cannot. Each side runs once and its
@@ -21,8 +21,11 @@ KNOWN_WRONG = {
     "Quix Streams PostgreSQL sink": "non-null names 0",  # columns taken from a batch's first row
     "Kafka Connect FileStreamSource (lines)": "stalled: 10,000 of 10,001 lines",  # lines left in its buffer
 }
-CASES = ["case_sql_to_kafka", "case_kafka_to_parquet", "case_kafka_to_postgres", "case_sql_to_parquet",
-         "case_file_to_kafka", "case_incremental", "case_cdc"]
+#: make test runs the four short cases, which cover every peer (Kafka Connect with Debezium, dlt, Quix
+#: Streams); make test-long adds the three long ones (Debezium snapshots, its JDBC sink, FileStream)
+SHORT = ["case_cdc", "case_sql_to_parquet", "case_kafka_to_parquet", "case_incremental"]
+CASES = [*SHORT, *(pytest.param(c, marks=pytest.mark.long)
+                   for c in ("case_sql_to_kafka", "case_kafka_to_postgres", "case_file_to_kafka"))]
 
 
 @pytest.fixture(scope="module")
