@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 export HEADRACE_HOME ?= $(CURDIR)/.headrace
 # the project's virtualenv is the active one for `dg` (else it warns that they differ)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+# pytest workers of `make test` (pytest-xdist; 0: one process). Most of the suite waits on brokers,
+# databases and subprocesses, so two workers share the two cores well; a module stays on one worker.
+PYTEST_WORKERS ?= 2
 # the port of the Dagster UI (`make dev DAGSTER_PORT=3001`)
 DAGSTER_PORT ?= 3000
 
@@ -52,12 +55,12 @@ test: install services
 	$(BIN)/headrace validate connectors
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/headrace dagster-home && \
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dg check defs
-	$(BIN)/pytest -q -ra -m "not long" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -ra -m "not long" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The long variants only (about 7 minutes): a broker killed with -9 mid-run, run-worker kills on SQLite
 # storage, the peers' long cases.
 test-long: install services
-	$(BIN)/pytest -q -ra -m long $(PYTEST_ARGS)
+	$(BIN)/pytest -q -ra -m long -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 services: install
 	bash infra/postgres/setup.sh

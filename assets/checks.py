@@ -39,6 +39,8 @@ LAG_CHECK = "lag_within_threshold"
 CHECK_INTERVAL = int(os.environ.get("HEADRACE_CHECK_INTERVAL", "60"))
 #: the checks sensor records an unchanged result again after this long, so its time stays recent
 HEARTBEAT_SECONDS = 600
+#: a recording counts for a materialization when its tick started this long after it (see ``_changed``)
+SETTLE_SECONDS = 2.0
 RECONCILE_CHECK = "reconciled"
 RECONCILE_INTERVAL = int(os.environ.get("HEADRACE_RECONCILE_INTERVAL", "600"))
 
@@ -179,10 +181,12 @@ def freshness_policy(config: object) -> dg.FreshnessPolicy:
 
 def _changed(last: list | None, ev: dg.AssetCheckEvaluation, now: float, materialized: float) -> bool:
     """Record the evaluation when it changed, every HEARTBEAT_SECONDS, and after a newer materialization
-    (so the check shows an evaluation of the latest materialization, even when a run's lag was already
-    recorded before its materialization was)."""
+    until one recording's tick started SETTLE_SECONDS after it. Dagster shows a runless evaluation for
+    the latest materialization only when it was stored after it, by a creation time that SQLite storage
+    keeps in whole seconds: a recording in the same second as the materialization (or before it, while
+    the run was still storing it) counts as older, and the check would show no evaluation."""
     return last is None or last[0] != ev.passed or last[1] != ev.metadata["lag"].value or \
-        now - last[2] >= HEARTBEAT_SECONDS or materialized > (last[3] if len(last) > 3 else 0)
+        now - last[2] >= HEARTBEAT_SECONDS or (materialized > 0 and last[2] < materialized + SETTLE_SECONDS)
 
 
 def _materialized_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> float:

@@ -39,7 +39,8 @@ def status(args: argparse.Namespace) -> int:
     if not configs:
         raise ConfigError(f"{args.dir}: no connector files (*.yaml)")
     rows = collect(configs, KafkaSettings.from_env())
-    print(as_json(rows) if args.json else render(rows, shutil.get_terminal_size((160, 24)).columns), end="")
+    width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else None
+    print(as_json(rows) if args.json else render(rows, width), end="")
     if not args.json:
         print()
     return 0

@@ -173,7 +173,8 @@ HEADERS = ["connector", "sensor", "last run", "offsets", "lag", "dead letters"]
 
 
 def render(statuses: list[ConnectorStatus], width: int | None = None) -> str:
-    """The status table as text (rich's table; plain, no colours, when written to a file or pipe)."""
+    """The status table as text (rich's table; plain, no colours). ``width``: the terminal's, which long
+    cells wrap to fit; None (a file or pipe): the table's natural width, no cell wrapped."""
     import io
 
     from rich.console import Console
@@ -183,7 +184,7 @@ def render(statuses: list[ConnectorStatus], width: int | None = None) -> str:
     for r in rows(statuses):
         table.add_row(*r)
     buf = io.StringIO()
-    Console(file=buf, width=width or 160, no_color=True, highlight=False, soft_wrap=False).print(table)
+    Console(file=buf, width=width or 10_000, no_color=True, highlight=False, soft_wrap=False).print(table)
     return buf.getvalue()
 
 

@@ -27,6 +27,24 @@ REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("HEADRACE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres")
 
 
+#: test modules that use fixed names on the shared broker (the demo's ``shop.*`` topics, connectors named
+#: ``lake``/``wh``/``src`` with their consumer groups and source offsets): never run at the same time
+SHARED_NAMES = {"test_demo.py", "test_catalog_metadata.py", "test_component.py", "test_dagster_wiring.py",
+                "test_dagster_routing.py", "test_broken_connector.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``) a module's tests stay on one worker, in
+    order (as in a serial run: module fixtures, shared state), and the ``SHARED_NAMES`` modules share one
+    worker. Runs before xdist reads the ``xdist_group`` marks."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            path = Path(str(item.fspath))
+            group = "shared-names" if path.name in SHARED_NAMES else path.relative_to(REPO).as_posix()
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def kafka() -> KafkaSettings:
     """Settings for the running broker; fails (never skips) when it does not answer."""
@@ -154,3 +172,23 @@ def db_url(request, tmp_path: Path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path}/wh.duckdb"
     return request.getfixturevalue("pg_url")
+
+
+_CHAOS: list[tuple] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Collect the chaos scenarios' counts from their reports (under xdist, on the controller)."""
+    if report.when == "teardown":
+        _CHAOS.extend(row for name, rows in report.user_properties if name == "chaos" for row in rows)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Every chaos scenario's counts in one table (the figures of the README's delivery guarantees)."""
+    if not _CHAOS:
+        return
+    tr = terminalreporter
+    tr.section(f"chaos summary ({'full' if os.environ.get('HEADRACE_CHAOS') == 'full' else 'short'} variant)")
+    tr.write_line(f"{'scenario':<52} {'stage':<26} {'records':>9} {'kills':>5} {'missing':>8} {'dups':>8}")
+    for name, kills, stage, expected, missing, dups in sorted(_CHAOS, key=lambda r: r[0]):
+        tr.write_line(f"{name:<52} {stage:<26} {expected:>9} {kills:>5} {missing:>8} {dups:>8}")

@@ -179,11 +179,14 @@ class LocalKafka:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         props = self._write_properties()
         if not (self.data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            formatted = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props)),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
+            if formatted.returncode != 0:
+                tail = " ".join(formatted.stderr.split()[-40:])
+                raise HeadraceError(f"formatting Kafka's storage in {self.data} failed (exit {formatted.returncode}): "
+                                    f"{tail}")
         out = open(self.home / "logs" / f"stdout-{self.port}.log", "ab")  # noqa: SIM115 (owned by child)
         proc = subprocess.Popen(
             self._java("kafka.Kafka", str(props), heap=self.heap),
@@ -222,6 +225,14 @@ class LocalKafka:
         if pid and self.answers():
             return f"running: Kafka {self.version()} on {self.bootstrap} (pid {pid})"
         return f"stopped (jars: {self.version() or 'not fetched'})"
+
+
+def cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with '-' (which the storage
+    tool would read as an option, failing one format in 64, as Kafka's own ``Uuid`` avoids too)."""
+    while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cid
 
 
 def min_heap(heap: str) -> str:

@@ -1,5 +1,6 @@
-"""Fixtures of the chaos suite: a ``Chaos`` world per scenario, a harness-side database engine, and one
-summary table of every scenario at the end of the session."""
+"""Fixtures of the chaos suite: a ``Chaos`` world per scenario and a harness-side database engine. Each
+scenario's counts travel in its report (``user_properties``, which reach the xdist controller too);
+tests/conftest.py prints them as one table at the end of the session."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.chaos.harness import FULL, Chaos, Tally
-
-_ALL: list[tuple[str, int, Tally]] = []
+from tests.chaos.harness import Chaos
 
 
 @pytest.fixture
@@ -29,7 +28,8 @@ def chaos(request, kafka, tmp_path: Path) -> Iterator[Chaos]:
     finally:
         if world.tallies:
             world.report()
-            _ALL.extend((world.name, world.kills, t) for t in world.tallies)
+            request.node.user_properties.append(("chaos", [(world.name, world.kills, t.stage, t.expected,
+                                                            t.missing, t.duplicates) for t in world.tallies]))
         world.cleanup()
 
 
@@ -42,14 +42,3 @@ def harness_db(pg_url: str) -> Iterator[sa.Engine]:
         yield eng
     finally:
         eng.dispose()
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    """Every scenario's counts in one table (the figures of the README's delivery guarantees)."""
-    if not _ALL:
-        return
-    tr = terminalreporter
-    tr.section(f"chaos summary ({'full' if FULL else 'short'} variant)")
-    tr.write_line(f"{'scenario':<52} {'stage':<26} {'records':>9} {'kills':>5} {'missing':>8} {'dups':>8}")
-    for name, kills, t in _ALL:
-        tr.write_line(f"{name:<52} {t.stage:<26} {t.expected:>9} {kills:>5} {t.missing:>8} {t.duplicates:>8}")

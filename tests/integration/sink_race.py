@@ -32,6 +32,25 @@ def spawn(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def spawn_paused(cfg: Path, point: str, once: Path) -> subprocess.Popen:
+    """``headrace run <cfg>`` stopped (SIGSTOP to itself) the first time it reaches fault ``point``
+    (``once`` marks that it fired); returns once the process is stopped. A signal sent now is
+    delivered when the test resumes it with SIGCONT: a stop at a known place, whatever the load."""
+    p = spawn(cfg, {"HEADRACE_FAULT": point, "HEADRACE_FAULT_ACTION": "pause", "HEADRACE_FAULT_ONCE": str(once)})
+    wait_for(lambda: p.poll() is not None or process_state(p.pid) == "T", timeout=120, every=0.02)
+    assert p.poll() is None, finish(p)
+    return p
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` from /proc (``T``: stopped; ``?``: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "?"
+
+
 def reap(*procs: subprocess.Popen) -> None:
     """Kill what is still running (a failed test leaves no process behind)."""
     for p in procs:

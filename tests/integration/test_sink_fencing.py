@@ -27,6 +27,7 @@ from tests.integration.sink_race import (
     produce_ids,
     reap,
     spawn,
+    spawn_paused,
     table_counts,
     wait_for,
 )
@@ -83,12 +84,9 @@ def test_paused_parquet_run_resumed_after_another_run_is_fenced(kafka, topic_fac
     name = f"fp-{unique}"
     cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
                                      "flush_size": 300})
-    a = spawn(cfg)
+    a = spawn_paused(cfg, "sink_after_write", tmp_path / "once")  # right after its first file
     b = None
     try:
-        wait_for(lambda: any(root.rglob("*.parquet")) or a.poll() is not None)
-        os.kill(a.pid, signal.SIGSTOP)
-        assert a.poll() is None, "run A finished before it could be paused"
         produce_ids(kafka, topic, 30_000, 45_000)  # the topic grows while A is paused
         b = spawn(cfg)
         rc_b, lines_b = finish(b, timeout=300)
@@ -376,12 +374,7 @@ def test_run_whose_staged_file_a_newer_run_removed_says_it_was_fenced(kafka, top
                                      "flush_size": 500})
 
     def paused_at_publish(who: str):
-        env = {"HEADRACE_FAULT": "parquet_before_publish", "HEADRACE_FAULT_ACTION": "pause",
-               "HEADRACE_FAULT_ONCE": str(tmp_path / f"once-{who}")}
-        p = spawn(cfg, env)
-        wait_for(lambda: p.poll() is not None or _state(p.pid) == "T", timeout=120, every=0.05)
-        assert p.poll() is None, finish(p)
-        return p
+        return spawn_paused(cfg, "parquet_before_publish", tmp_path / f"once-{who}")
 
     b = paused_at_publish("b")
     a = None
@@ -409,11 +402,3 @@ def test_run_whose_staged_file_a_newer_run_removed_says_it_was_fenced(kafka, top
     assert not list(root.rglob("*.tmp"))
     assert kafka.committed(f"headrace-{name}", topic) == {0: n // 2, 1: n // 2}
 
-
-def _state(pid: int) -> str:
-    """The process state letter of ``pid`` from /proc (``T``: stopped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "?"

@@ -17,9 +17,8 @@ from tests.integration.sink_race import (
     parquet_counts,
     produce_ids,
     reap,
-    spawn,
+    spawn_paused,
     table_counts,
-    wait_for,
 )
 
 
@@ -31,10 +30,10 @@ def test_sigterm_stops_a_parquet_run_at_a_commit(kafka, topic_factory, unique, t
     name = f"sp-{unique}"
     cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
                                      "flush_size": 1000})
-    p = spawn(cfg)
+    p = spawn_paused(cfg, "sink_after_write", tmp_path / "once")  # its first file is published
     try:
-        wait_for(lambda: any(root.rglob("*.parquet")) or p.poll() is not None)
         os.kill(p.pid, signal.SIGTERM)
+        os.kill(p.pid, signal.SIGCONT)
         rc, lines = finish(p)
     finally:
         reap(p)
@@ -67,10 +66,11 @@ def test_sigint_stops_a_table_run_after_a_transaction(kafka, topic_factory, uniq
             row = c.execute("SELECT next_offset FROM headrace_sink_offsets WHERE connector = %s", [name]).fetchone()
             return None if row is None else row[0]
 
-    p = spawn(cfg)
+    p = spawn_paused(cfg, "sink_after_write", tmp_path / "once")  # its first transaction is committed
     try:
-        wait_for(lambda: stored() is not None or p.poll() is not None, every=0.01)
+        assert stored() is not None
         os.kill(p.pid, signal.SIGINT)
+        os.kill(p.pid, signal.SIGCONT)
         rc, lines = finish(p)
     finally:
         reap(p)
