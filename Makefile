@@ -57,7 +57,7 @@ test: install services
 	DAGSTER_HOME=$(HEADRACE_HOME)/dagster-validate $(BIN)/dg check defs
 	$(BIN)/pytest -q -ra -m "not long" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-# The long variants only (about 7 minutes): a broker killed with -9 mid-run, run-worker kills on SQLite
+# The long variants only (about 3 minutes): a broker killed with -9 mid-run, run-worker kills on SQLite
 # storage, the peers' long cases.
 test-long: install services
 	$(BIN)/pytest -q -ra -m long -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
