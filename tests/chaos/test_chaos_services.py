@@ -33,6 +33,7 @@ from tests.chaos.harness import (
     topic_ids,
 )
 from tests.conftest import free_port, remove_broker
+from tests.integration.sink_race import process_state
 
 
 class Broker:
@@ -73,9 +74,11 @@ def broker(kafka) -> Iterator[Broker]:
         b.remove()
 
 
-def _bounce(broker: Broker, runs: list[Run], reached: Callable[[], bool], log: list[str]) -> threading.Thread:
-    """In the background: once ``reached()``, kill -9 the broker, wait 2 s, start it again. The log says
-    whether every one of ``runs`` was still running when the broker died."""
+def _bounce(broker: Broker, runs: list[Run], reached: Callable[[], bool], log: list[str],
+            resume: tuple[Run, ...] = ()) -> threading.Thread:
+    """In the background: once ``reached()``, kill -9 the broker, resume ``resume`` (runs paused at a
+    fault point, so that they cannot finish before), wait 2 s, start it again. The log says whether
+    every one of ``runs`` was still running when the broker died."""
 
     def bounce() -> None:
         deadline = time.monotonic() + 300
@@ -83,6 +86,8 @@ def _bounce(broker: Broker, runs: list[Run], reached: Callable[[], bool], log: l
             time.sleep(0.02)
         alive = [r.label for r in runs if r.code is None]
         broker.kill()
+        for r in resume:
+            r.send(signal.SIGCONT)
         log.append(f"killed while running: {', '.join(alive) or 'none'}")
         time.sleep(2)
         broker.start()
@@ -111,9 +116,16 @@ def test_broker_killed_and_restarted_mid_run(chaos, broker, harness_db, pg_url, 
     sink_cfg = chaos.connector(parquet_sink(f"chaos-bounce-sink-{unique}", sink_topic, lake, flush_size=batch))
 
     log: list[str] = []
-    source, sink = chaos.start(src_cfg, "source", env), chaos.start(sink_cfg, "sink", env)
-    bouncer = _bounce(broker, [source, sink],
-                      lambda: partition_total(settings, topic) > 0 and len(parquet_files(lake)) > 0, log)
+    # each run pauses (SIGSTOP to itself) after its first batch until the broker is down: under load one
+    # could otherwise finish before the other had started
+    def paused(point: str, who: str) -> dict[str, str]:
+        return {**env, "HEADRACE_FAULT": point, "HEADRACE_FAULT_ACTION": "pause",
+                "HEADRACE_FAULT_ONCE": str(chaos.folder / f"{who}-paused")}
+
+    source = chaos.start(src_cfg, "source", paused("source_after_produce", "source"))
+    sink = chaos.start(sink_cfg, "sink", paused("sink_after_write", "sink"))
+    bouncer = _bounce(broker, [source, sink], lambda: all(process_state(r.proc.pid) == "T" for r in (source, sink))
+                      and partition_total(settings, topic) > 0 and len(parquet_files(lake)) > 0, log, (source, sink))
     source.wait(600)
     sink.wait(600)
     bouncer.join(300)

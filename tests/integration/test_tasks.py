@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -201,7 +202,11 @@ def test_incrementing_first_load_in_key_ranges_resumes(kafka, unique, pg_url, tm
         killed = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(path)], env={**os.environ, **env},
                                 capture_output=True, text=True, timeout=300)
         assert killed.returncode == -9, killed.stderr[-2000:]
-        stored = OffsetStore(kafka, offsets).read(conf["name"])
+        # the killed run's commit marker is written after its commit returned, and under load it can
+        # come later than a read's wait for it (a run takes the fence first, which waits for it)
+        deadline = time.monotonic() + 60
+        while not (stored := OffsetStore(kafka, offsets).read(conf["name"])) and time.monotonic() < deadline:
+            time.sleep(0.5)
         (snap,) = [v["snapshot"] for v in stored.values()]
         assert snap["upto"] == 9000 and [r[:2] for r in snap["ranges"]] == [[1, 3000], [3001, 6000], [6001, 9000]]
         again = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(path)], env={**os.environ, **env},
