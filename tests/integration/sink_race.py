@@ -25,6 +25,18 @@ def produce_ids(kafka, topic: str, lo: int, hi: int, partitions: int = 1) -> Non
     produce_all(kafka, topic, ({"value": orjson.dumps({"id": i}), "partition": i % partitions} for i in range(lo, hi)))
 
 
+def parquet_world(kafka, topic_factory, tmp_path: Path, prefix: str, name: str, n: int, flush_size: int,
+                  partitions: int = 2) -> tuple[str, Path, Path]:
+    """A topic of ``n`` numbered records over ``partitions`` and a Parquet sink connector file for it:
+    ``(topic, dataset root, connector file)``."""
+    topic = topic_factory(prefix, partitions=partitions)
+    produce_ids(kafka, topic, 0, n, partitions=partitions)
+    root = tmp_path / "lake"
+    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
+                                     "flush_size": flush_size})
+    return topic, root, cfg
+
+
 def spawn(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``headrace run <cfg>`` in the background (its own process group, killed by ``reap``)."""
     return subprocess.Popen([sys.executable, "-m", "headrace.cli", "run", str(cfg)], cwd=REPO, text=True,

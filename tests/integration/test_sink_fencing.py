@@ -24,6 +24,7 @@ from tests.integration.sink_race import (
     finish,
     overlaps,
     parquet_counts,
+    parquet_world,
     produce_ids,
     reap,
     spawn,
@@ -339,13 +340,8 @@ def test_offset_update_is_conditional_in_every_backend(backend, tmp_path, reques
 
 
 def test_two_parquet_runs_started_together_write_each_record_once(kafka, topic_factory, unique, tmp_path):
-    topic = topic_factory("fence-p2", partitions=2)
-    n = 20_000
-    produce_ids(kafka, topic, 0, n, partitions=2)
-    root = tmp_path / "lake"
-    name = f"fp2-{unique}"
-    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
-                                     "flush_size": 500})
+    n, name = 20_000, f"fp2-{unique}"
+    topic, root, cfg = parquet_world(kafka, topic_factory, tmp_path, "fence-p2", name, n, flush_size=500)
     procs = [spawn(cfg), spawn(cfg)]
     try:
         results = [finish(p) for p in procs]
@@ -365,13 +361,8 @@ def test_run_whose_staged_file_a_newer_run_removed_says_it_was_fenced(kafka, top
     removes B's staged file, older than A's fence) and pauses at its own first file, offsets unmoved.
     Resumed, B cannot publish (its file is gone) and must say another run took over, not "file not
     found" (the race behind a failed CI run of the test above). A then completes: every record once."""
-    topic = topic_factory("fence-tmp", partitions=2)
-    n = 6_000
-    produce_ids(kafka, topic, 0, n, partitions=2)
-    root = tmp_path / "lake"
-    name = f"ftmp-{unique}"
-    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
-                                     "flush_size": 500})
+    n, name = 6_000, f"ftmp-{unique}"
+    topic, root, cfg = parquet_world(kafka, topic_factory, tmp_path, "fence-tmp", name, n, flush_size=500)
 
     def paused_at_publish(who: str):
         return spawn_paused(cfg, "parquet_before_publish", tmp_path / f"once-{who}")

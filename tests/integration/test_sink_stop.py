@@ -15,6 +15,7 @@ from tests.integration.sink_race import (
     finish,
     overlaps,
     parquet_counts,
+    parquet_world,
     produce_ids,
     reap,
     spawn_paused,
@@ -23,13 +24,8 @@ from tests.integration.sink_race import (
 
 
 def test_sigterm_stops_a_parquet_run_at_a_commit(kafka, topic_factory, unique, tmp_path):
-    topic = topic_factory("stop-pq", partitions=2)
-    n = 100_000
-    produce_ids(kafka, topic, 0, n, partitions=2)
-    root = tmp_path / "lake"
-    name = f"sp-{unique}"
-    cfg = connector(tmp_path / "c", {"type": "parquet_sink", "name": name, "topics": [topic], "path": str(root),
-                                     "flush_size": 1000})
+    n, name = 100_000, f"sp-{unique}"
+    topic, root, cfg = parquet_world(kafka, topic_factory, tmp_path, "stop-pq", name, n, flush_size=1000)
     p = spawn_paused(cfg, "sink_after_write", tmp_path / "once")  # its first file is published
     try:
         os.kill(p.pid, signal.SIGTERM)
