@@ -19,6 +19,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from integrations.kafka.cluster import KafkaSettings
+from tests.integration.sink_race import process_state
 
 REPO = Path(__file__).resolve().parents[2]
 _EOF = -191  # librdkafka's _PARTITION_EOF
@@ -61,11 +62,7 @@ def start_paused_run(path: Path, offsets_topic: str, once: Path, point: str = "s
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the run ended before it reached {point}: {proc.communicate()}"
-        try:
-            state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            state = ""
-        if state == "T" and once.exists():
+        if process_state(proc.pid) == "T" and once.exists():
             return proc
         time.sleep(0.02)
     proc.kill()

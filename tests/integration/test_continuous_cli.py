@@ -22,15 +22,14 @@ from integrations.kafka.cluster import KafkaSettings
 from tests.conftest import run_cli
 from tests.integration.cdc_helpers import Cdc, cdc_fixture, ops_by_key  # noqa: F401 (fixture)
 from tests.integration.continuous_helpers import read_records, start_cli, stop_process, wait_for
-from tests.integration.sink_race import connector, overlaps, parquet_counts, produce_ids
+from tests.integration.sink_race import connector, overlaps, parquet_counts, process_state, produce_ids
 from tests.integration.source_helpers import finish, numbered_table, read_ids, source_file
 
 
 def _paused(proc, once: Path) -> bool:
     """True once ``proc`` stopped itself (SIGSTOP) at its fault point."""
     assert proc.poll() is None, proc.communicate()
-    state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state == "T" and once.exists()
+    return process_state(proc.pid) == "T" and once.exists()
 
 
 def _stopped(proc, code: int) -> None:
