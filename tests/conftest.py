@@ -45,6 +45,15 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+def pytest_runtest_setup(item) -> None:
+    """Fail a test that ``--dist loadgroup`` did not group (pytest-xdist marks a grouped test's nodeid
+    with ``@group``; pytest 9.2 moved the nodeid where xdist 3.8 cannot set it, and the modules then
+    split over workers and race on shared names)."""
+    if getattr(item.config.option, "loadgroup", False) and "@" not in item.nodeid:
+        pytest.fail(f"pytest-xdist did not group {item.nodeid}: install the pytest version pyproject.toml "
+                    "pins (make install)", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def kafka() -> KafkaSettings:
     """Settings for the running broker; fails (never skips) when it does not answer."""

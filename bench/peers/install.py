@@ -11,6 +11,7 @@ Usage: ``python -m bench.peers.install`` prints the versions as JSON.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -125,10 +126,14 @@ def versions() -> dict[str, str]:
 
 
 def install() -> dict[str, str]:
-    """Install everything (fast when cached) and return the versions."""
-    install_connect()
-    install_python()
-    return versions()
+    """Install everything (fast when cached) and return the versions. One install at a time: a second
+    process (a parallel test worker, ``make bench-peers`` beside ``make test``) waits for the first."""
+    home().mkdir(parents=True, exist_ok=True)
+    with open(home() / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        install_connect()
+        install_python()
+        return versions()
 
 
 def main() -> int:
