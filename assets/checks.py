@@ -47,8 +47,8 @@ RECONCILE_INTERVAL = int(os.environ.get("HEADRACE_RECONCILE_INTERVAL", "600"))
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One comparable pipeline: a sink asset, its one source topic, and the source table producing it
-    (``source``/``table`` None when no SQL source here produces the topic)."""
+    """One countable pipeline: a sink asset, its one source topic, and the source (and table) producing
+    it (``source`` None when no source here produces the topic; ``table`` None but for a SQL source)."""
 
     sink: ParquetSinkConfig | TableSinkConfig
     asset: SinkAsset
@@ -68,11 +68,12 @@ class Pipeline:
 
 
 def pipelines(configs: Sequence[object], sink: object | None = None) -> list[Pipeline]:
-    """The comparable pipelines among ``configs`` (see :func:`integrations.reconcile.comparable`); only
-    those of ``sink`` when given."""
-    from integrations.reconcile import comparable
+    """The pipelines among ``configs`` whose records can be counted (see
+    :func:`integrations.reconcile.plan`); only those of ``sink`` when given."""
+    from integrations.reconcile import plan
 
     producers: dict[str, tuple[object, str]] = {}
+    cdc = [c for c in configs if getattr(c, "type", "") == "postgres_cdc"]
     for c in configs:
         if is_source(c) and getattr(c, "type", "") == "sql_source" and not getattr(c, "query", None):
             for t in c.tables or []:
@@ -83,7 +84,9 @@ def pipelines(configs: Sequence[object], sink: object | None = None) -> list[Pip
             continue
         for a in sink_assets(c):
             source, table = producers.get(a.sources[0], (None, None)) if len(a.sources) == 1 else (None, None)
-            if comparable(source, c, a.sources) is None:
+            if source is None and len(a.sources) == 1:  # a CDC source's topic: <topic_prefix>.<schema>.<table>
+                source = next((s for s in cdc if a.sources[0].startswith(f"{s.topic_prefix}.")), None)
+            if plan(source, c, a.sources) is not None:
                 out.append(Pipeline(c, a, a.sources[0], source, table))
     return out
 
@@ -98,16 +101,24 @@ def reconcile_evaluation(p: Pipeline, settings: object) -> dg.AssetCheckEvaluati
                   f"{p.label}_rows": r.output_rows}
     if r.notes:
         meta["notes"] = dg.MetadataValue.json(r.notes)
+    if r.plan.bounds:  # why a count is only a bound
+        meta["bounds"] = dg.MetadataValue.json(list(r.plan.bounds))
     return dg.AssetCheckEvaluation(asset_key=p.asset.key, check_name=RECONCILE_CHECK, passed=r.passed,
                                    severity=dg.AssetCheckSeverity.ERROR, description=r.describe(p.label),
                                    metadata=meta)
 
 
 def _reconcile_check(p: Pipeline) -> dg.AssetChecksDefinition:
-    src = f"{p.source.name}'s table {p.table!r}" if p.source is not None else "the topic's producer"
+    from integrations.reconcile import plan
+
+    how = plan(p.source, p.sink, (p.topic,))
+    src = f"{p.source.name}'s table {p.table!r}" if p.table is not None else "the topic's producer"
+    rel = "≥" if how is not None and how.sink == "at_most" else "="
+    bounds = f" ({'; '.join(how.bounds)})" if how is not None and how.bounds else ""
+
     @dg.asset_check(asset=p.asset.key, name=RECONCILE_CHECK, blocking=False,
-                    description=f"Rows in {src} (up to its stored offset) = records in {p.topic!r} = rows in the "
-                                f"{p.label} (cheap counts only)")
+                    description=f"Rows in {src} (up to its stored offset) = records in {p.topic!r} {rel} rows in "
+                                f"the {p.label}{bounds} (cheap counts only)")
     def _check(kafka: KafkaResource) -> dg.AssetCheckResult:
         ev = reconcile_evaluation(p, kafka.settings())
         return dg.AssetCheckResult(passed=ev.passed, severity=ev.severity, description=ev.description,

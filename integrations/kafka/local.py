@@ -29,12 +29,25 @@ def headrace_home() -> Path:
     return Path(os.environ.get("HEADRACE_HOME", REPO_ROOT / ".headrace")).resolve()
 
 
+def _bindable(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:``port`` now (with SO_REUSEADDR, as the JVM binds, so a
+    port whose old connections are in TIME_WAIT after a restart counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class LocalKafka:
     """Paths and ports of the local broker."""
 
     port: int = int(os.environ.get("HEADRACE_KAFKA_PORT", "9092"))
-    controller_port: int | None = None
+    controller_port: int | None = (int(os.environ["HEADRACE_KAFKA_CONTROLLER_PORT"])
+                                   if os.environ.get("HEADRACE_KAFKA_CONTROLLER_PORT") else None)
     heap: str = os.environ.get("HEADRACE_KAFKA_HEAP", "768m")
     #: security protocol of the client listener (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)
     protocol: str = "PLAINTEXT"
@@ -174,6 +187,11 @@ class LocalKafka:
             raise HeadraceError(
                 f"port {self.port} is taken by another process; set HEADRACE_KAFKA_PORT to another port "
                 "or KAFKA_BOOTSTRAP_SERVERS to use that cluster"
+            )
+        if not _bindable(self.ctrl_port):
+            raise HeadraceError(
+                f"the controller port {self.ctrl_port} is taken by another process; set "
+                "HEADRACE_KAFKA_CONTROLLER_PORT (default: HEADRACE_KAFKA_PORT + 1) to a free port"
             )
         self.fetch_jars()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)

@@ -133,25 +133,45 @@ class DagsterServices:
         return f"--- {name}\n" + "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30) -> list[str]:
-        """SIGTERM each service's process group, then SIGKILL whatever is left of the trees. Returns the
-        processes that had to be killed."""
+        """SIGTERM the clients (daemon, webserver) and then the code server they call, each with its
+        process group, then SIGKILL whatever is left of the trees. Returns the processes that had to be
+        killed. (A code server stopped together with its clients was seen waiting on their in-flight
+        calls past the timeout on a loaded machine.)"""
         tree = self.processes()
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        _gone, alive = psutil.wait_procs(tree, timeout=timeout)
         killed = []
+        order = [[n for n in self.procs if n != "code-server"], [n for n in self.procs if n == "code-server"]]
+        for names in order:
+            if not names:
+                continue
+            roots = {self.procs[n].pid for n in names}
+            group = [p for p in tree if p.pid in roots or any(a.pid in roots for a in _ancestors(p))]
+            for n in names:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.procs[n].pid, signal.SIGTERM)
+            _gone, alive = psutil.wait_procs(group, timeout=timeout)
+            for p in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    killed.append(" ".join(p.cmdline()[:4]))
+                    p.kill()
+            psutil.wait_procs(alive, timeout=10)
+        _gone, alive = psutil.wait_procs([p for p in tree if _alive(p)], timeout=5)  # reparented stragglers
         for p in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 killed.append(" ".join(p.cmdline()[:4]))
                 p.kill()
-        psutil.wait_procs(alive, timeout=10)
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
         for log in self._logs:
             log.close()
         return killed
+
+
+def _ancestors(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.parents()
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _free_port() -> int:

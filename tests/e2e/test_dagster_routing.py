@@ -94,7 +94,8 @@ def test_regex_router_parquet_asset_is_the_routed_dataset(kafka, orders_topic, t
     assert deps[key] == [f"kafka/{clean(topic)}"]
     assert specs[key].metadata["path"].value == str(tmp_path / "lake" / routed)
     assert f"routed from topic {topic!r} by RegexRouter" in specs[key].description
-    assert _checks(defs) == [(key, "dead_letters_within_threshold"), (key, "lag_within_threshold")]
+    assert _checks(defs) == [(key, "dead_letters_within_threshold"), (key, "lag_within_threshold"),
+                             (key, "reconciled")]  # a router may only drop records from this dataset: a bound
 
     with dg.instance_for_test() as instance:
         res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
@@ -108,6 +109,9 @@ def test_regex_router_parquet_asset_is_the_routed_dataset(kafka, orders_topic, t
                                                                            {"0": [0, 5], "1": [0, 5]})
         assert meta["lag"] == 0
         assert all(ev.passed for ev in res.get_asset_check_evaluations())
+        [rec] = [ev for ev in res.get_asset_check_evaluations() if ev.check_name == "reconciled"]
+        assert rec.description.startswith(f"source not countable, topic {topic!r} 10 records, dataset 10 rows (at most "
+                                          "the records read): agree; the sink's transform RegexRouter may drop")
         assert file_rows(str(tmp_path / "lake"), routed)[f"partition=1/{_name(4, routed, 1)}"] == [9]
 
         again = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)

@@ -17,7 +17,8 @@ def test_demo_prints_a_short_summary_on_a_fresh_broker(tmp_path, monkeypatch):
     (home / "kafka").mkdir(parents=True)
     (home / "kafka" / "libs").symlink_to(repo_libs)
     port = free_port()
-    env = {"HEADRACE_HOME": str(home), "HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_HEAP": "320m"}
+    env = {"HEADRACE_HOME": str(home), "HEADRACE_KAFKA_PORT": str(port),
+           "HEADRACE_KAFKA_CONTROLLER_PORT": str(free_port()), "HEADRACE_KAFKA_HEAP": "320m"}
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the demo starts its own broker
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     try:

@@ -132,8 +132,8 @@ def test_lag_of_a_partitioned_dataset_is_what_streaming_left(kafka, topic_factor
 def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, tmp_path, unique, monkeypatch):
     """An upsert table keyed by the source's incrementing id, behind a source with a record-keeping
     transform (InsertField): the table holds one row per source row even when the topic holds the
-    source's rows twice (its offset moved back, as after an at-least-once replay). A Filter makes a
-    pipeline not comparable (no check); a row lost from the table fails the check."""
+    source's rows twice (its offset moved back, as after an at-least-once replay). A Filter makes the
+    table's count a bound (see the next test); a row lost from the table fails the check."""
     from integrations.offsets import OffsetStore
     from integrations.reconcile import comparable
     from integrations.transforms.config import FilterConfig
@@ -225,3 +225,50 @@ def test_lag_check_is_recorded_again_after_a_newer_materialization(kafka, topic_
         time.sleep(SETTLE_SECONDS)
         assert tick() in ([(True, 0)], [])  # [] when the tick above already started that late
         assert tick() == []
+
+
+def test_reconciliation_bounds_of_a_filtered_dataset_and_an_upsert_on_another_key(kafka, tmp_path, unique,
+                                                                                   monkeypatch):
+    """Where records may be dropped (a sink's Filter) or merged (an upsert keyed by another column) the
+    check compares the output with the records read as a bound, says why, and still fails when the output
+    holds more rows than were read (a dataset file copied by hand)."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    db, con = _orders_db(tmp_path)
+    topic = f"recb{unique}.orders"
+    kafka.ensure_topic(topic, partitions=1)
+    c = tmp_path / "c"
+    write_connector(c, {"name": f"srcb-{unique}", "type": "sql_source", "connection_url": f"sqlite:///{db}",
+                        "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
+                        "topic_prefix": f"recb{unique}."})
+    write_connector(c, {"name": f"lakeb-{unique}", "type": "parquet_sink", "topics": [topic], "path": "lake",
+                        "transforms": [{"type": "Filter", "predicate": {"type": "RecordIsTombstone"}}]})
+    write_connector(c, {"name": f"whb-{unique}", "type": "table_sink", "topics": [topic], "auto_create": True,
+                        "connection_url": f"duckdb:///{tmp_path}/wh.duckdb", "table_name_format": "orders",
+                        "insert_mode": "upsert", "pk_mode": "record_value", "pk_fields": ["amount"],
+                        "transforms": [{"type": "Cast.Value", "spec": "amount:int8"}]})
+    con.execute("UPDATE orders SET amount = id % 3")
+    con.commit()
+    configs = load_folder(c)
+    defs = build_definitions(configs=configs)
+    dataset, table = f"parquet/lakeb_{unique}/recb{unique}_orders", "warehouse/duckdb_wh/orders"
+    checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert {(dataset, RECONCILE_CHECK), (table, RECONCILE_CHECK)} <= checks
+    try:
+        with dg.instance_for_test() as instance:
+            for job in (f"srcb_{unique}_job", f"lakeb_{unique}_job", f"whb_{unique}_job"):
+                assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+            got = _reconciled(defs, instance)
+            assert got[dataset] == (True, f"source 10 rows, topic {topic!r} 10 records, dataset 10 rows (at most the "
+                                          "records read): agree; the sink's transform Filter may drop or route records")
+            assert got[table] == (True, f"source 10 rows, topic {topic!r} 10 records, table 3 rows (at most the "
+                                        "records read): agree; insert_mode upsert merges records by key")
+            [written] = list((tmp_path / "lake" / topic).rglob("*.parquet"))
+            pq.write_table(pq.read_table(written), written.with_name("copy-" + written.name))
+            assert _reconciled(defs, instance)[dataset] == (
+                False, f"source 10 rows, topic {topic!r} 10 records, dataset 20 rows (at most the records read): "
+                       "DIFFER; the sink's transform Filter may drop or route records")
+    finally:
+        con.close()
+        kafka.delete_topics([topic])

@@ -76,34 +76,44 @@ def broker(kafka) -> Iterator[Broker]:
         b.remove()
 
 
-def _restart_when(broker: Broker, reached: Callable[[], bool], hard: bool, log: list[tuple[str, float]]
+def _restart_when(broker: Broker, reached: threading.Event, hard: bool, log: list[tuple[str, float]]
                   ) -> threading.Thread:
-    """In the background: once ``reached()`` is true, stop the broker, wait 2 s, start it again."""
+    """In the background: once ``reached`` is set, stop the broker, wait 2 s, start it again; ``log``
+    gets the moments, and ``log.stopped`` (an Event) is set once the broker is down."""
 
     def run() -> None:
-        deadline = time.monotonic() + 120
-        while not reached() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reached.wait(120)
         log.append(("stopping", time.monotonic()))
         broker.stop(hard)
         log.append(("stopped", time.monotonic()))
+        stopped.set()
         time.sleep(2)
         broker.start()
         log.append(("started", time.monotonic()))
 
+    stopped = threading.Event()
     t = threading.Thread(target=run, daemon=True)
+    t.stopped = stopped  # type: ignore[attr-defined]
     t.start()
     return t
 
 
-def _high(settings: KafkaSettings, topic: str) -> int:
-    c = settings.consumer(group_id="restart-probe")
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
-    except Exception:  # noqa: BLE001 - the broker is down or the topic not there yet
-        return 0
-    finally:
-        c.close()
+def _hold_at(monkeypatch, module: object, point: str, nth: int, reached: threading.Event,  # noqa: ANN001
+             restarter: Callable[[], threading.Thread]) -> None:
+    """Make the run (in this process) wait at its ``nth`` pass of fault point ``point`` until the broker
+    is down: it then goes on against a stopped, then restarting broker (it could otherwise finish
+    before a clean shutdown completes)."""
+    seen = 0
+
+    def hold(name: str) -> None:
+        nonlocal seen
+        if name == point:
+            seen += 1
+            if seen == nth:
+                reached.set()
+                assert restarter().stopped.wait(120), "the broker did not stop"  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(module, "fault_point", hold)
 
 
 def _ids(settings: KafkaSettings, topic: str) -> list[int]:
@@ -123,7 +133,9 @@ def _ids(settings: KafkaSettings, topic: str) -> list[int]:
 
 # make test: the clean restart here and a kill -9 in tests/chaos (short); make test-long adds this kill -9
 @pytest.mark.parametrize("hard", [False, pytest.param(True, marks=pytest.mark.long)], ids=["clean", "hard"])
-def test_source_and_sink_ride_out_a_broker_restart(broker, hard, tmp_path: Path, unique):
+def test_source_and_sink_ride_out_a_broker_restart(broker, hard, tmp_path: Path, unique, monkeypatch):
+    from integrations.runtime import sink_runner, source_runner
+
     settings = broker.settings()
     db = tmp_path / "src.db"
     eng = sa.create_engine(f"sqlite:///{db}")
@@ -139,9 +151,11 @@ def test_source_and_sink_ride_out_a_broker_restart(broker, hard, tmp_path: Path,
                           batch_max_rows=BATCH, errors_retry_timeout=180, errors_retry_delay_max=2)
     offsets = f"restart-offsets-{unique}"
 
-    # 1. the source: the broker goes down once a tenth of the rows are in the topic
+    # 1. the source: the broker goes down once its first batch is committed; the source waits for that
     log: list[tuple[str, float]] = []
-    restarter = _restart_when(broker, lambda: _high(settings, topic) >= BATCH, hard, log)
+    reached = threading.Event()
+    restarter = _restart_when(broker, reached, hard, log)
+    _hold_at(monkeypatch, source_runner, "source_after_commit", 1, reached, lambda: restarter)
     res = run_source(cfg, settings, offsets)
     ended = time.monotonic()
     restarter.join(timeout=180)
@@ -159,7 +173,9 @@ def test_source_and_sink_ride_out_a_broker_restart(broker, hard, tmp_path: Path,
     sink = ParquetSinkConfig(type="parquet_sink", name=f"restart-sink-{unique}", topics=[topic], path=str(out),
                              flush_size=BATCH, errors_retry_timeout=180, errors_retry_delay_max=2)
     log.clear()
-    restarter = _restart_when(broker, lambda: len(list(out.rglob("*.parquet"))) >= 3, hard, log)
+    reached = threading.Event()
+    restarter = _restart_when(broker, reached, hard, log)
+    _hold_at(monkeypatch, sink_runner, "sink_after_write", 3, reached, lambda: restarter)
     first = run_sink(sink, settings, consume_batch=BATCH)
     ended = time.monotonic()
     restarter.join(timeout=180)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 
 from integrations.kafka.cluster import KafkaSettings
 from integrations.kafka.local import LocalKafka
@@ -11,8 +12,8 @@ from tests.conftest import free_port, run_cli
 
 def test_up_is_idempotent_status_reports_version_and_down_stops(kafka, tmp_path):
     port = free_port()
-    env = {"HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_HEAP": "256m"}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = {"HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_CONTROLLER_PORT": str(free_port()),
+           "HEADRACE_KAFKA_HEAP": "256m"}
     # reuse the jars already fetched for the shared broker, but a fresh data folder for this port
     try:
         first = run_cli("kafka", "up", env=env, check=True, timeout=180)
@@ -34,6 +35,21 @@ def test_up_is_idempotent_status_reports_version_and_down_stops(kafka, tmp_path)
     shutil.rmtree(local.data)
     (local.home / f"server-{port}.properties").unlink()
     (local.home / "logs" / f"stdout-{port}.log").unlink(missing_ok=True)
+
+
+def test_a_taken_controller_port_is_one_line_naming_it(kafka):
+    """The controller listens on HEADRACE_KAFKA_PORT + 1 unless HEADRACE_KAFKA_CONTROLLER_PORT says
+    otherwise; a port taken by another process is named before anything starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ctrl = taken.getsockname()[1]
+        port = free_port()
+        proc = run_cli("kafka", "up", env={"HEADRACE_KAFKA_PORT": str(port), "HEADRACE_KAFKA_CONTROLLER_PORT": str(ctrl)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"error: the controller port {ctrl} is taken by another process; set "
+                                   "HEADRACE_KAFKA_CONTROLLER_PORT (default: HEADRACE_KAFKA_PORT + 1) to a free port")
+    assert not LocalKafka(port=port).data.exists()
 
 
 def test_external_cluster_starts_nothing(kafka):
