@@ -85,13 +85,21 @@ def named(key: dg.AssetKey, origin: KeyOrigin) -> dg.AssetKey:
     return n.renamed.get(key, key)
 
 
+def qualified(*parts: str) -> dg.AssetKey:
+    """``root/part/.../label`` whose last part (the label Dagster's asset graph draws on a node) is the
+    parts after the root joined by ``__``, so a topic, a dataset and a table of one name cannot be
+    confused: ``parquet/lake/lake__shop_orders``, ``warehouse/duckdb_wh/duckdb_wh__orders``."""
+    root, *rest = parts
+    return dg.AssetKey([root, *rest[:-1], "__".join(rest)])
+
+
 def table_key(config: SqlSourceConfig, table: str) -> dg.AssetKey:
-    """The external source table (or custom query)."""
+    """The external source table (or custom query): ``source/<database>/<database>__<table>``."""
     label = database_label(config.connection_url, config.name)
     if config.query:
-        key = dg.AssetKey(["source", label, clean(f"{config.name}_query")])
+        key = qualified("source", label, clean(f"{config.name}_query"))
     else:
-        key = dg.AssetKey(["source", label, *[clean(p) for p in table.split(".")]])
+        key = qualified("source", label, *[clean(p) for p in table.split(".")])
     return named(key, KeyOrigin("source_table", config, None if config.query else table,
                                 (config.topic_for(table),)))
 
@@ -108,15 +116,16 @@ def topic_key(topic: str) -> dg.AssetKey:
 
 
 def dataset_key(config: ParquetSinkConfig, topic: str) -> dg.AssetKey:
-    """The Parquet dataset a sink writes for one topic."""
-    return dg.AssetKey(["parquet", clean(config.name), clean(topic)])
+    """The Parquet dataset a sink writes for one topic: ``parquet/<connector>/<connector>__<topic>``."""
+    return qualified("parquet", clean(config.name), clean(topic))
 
 
 def target_table_key(config: TableSinkConfig, topic: str) -> dg.AssetKey:
-    """The warehouse table a table sink writes for one topic."""
+    """The warehouse table a table sink writes for one topic: ``warehouse/<database>/[<schema>/]<database>__
+    [<schema>__]<table>``."""
     table = config.table_name_format.replace("${topic}", topic)
     parts = [config.db_schema, table] if config.db_schema else [table]
-    return dg.AssetKey(["warehouse", database_label(config.connection_url, config.name), *[clean(p) for p in parts]])
+    return qualified("warehouse", database_label(config.connection_url, config.name), *[clean(p) for p in parts])
 
 
 def group_of(config: object) -> str:

@@ -76,21 +76,20 @@ class HeadraceTranslator:
         return props.spec
 
 
-class QualifiedLabels(HeadraceTranslator):
-    """Keys whose last part (the label Dagster's asset graph draws on a node) says where the asset lives,
-    so a topic, a dataset and a table of the same name cannot be confused: ``source/sqlite_shop/orders``
-    becomes ``source/sqlite_shop/sqlite_shop__orders``, ``parquet/lake/shop_orders`` becomes
-    ``parquet/lake/lake__shop_orders``, ``warehouse/duckdb_wh/orders`` becomes
-    ``warehouse/duckdb_wh/duckdb_wh__orders``; topics (``kafka/shop_orders``) keep theirs. Opt-in: keys
-    name an asset's history, so changing them starts new histories."""
+class ShortLabels(HeadraceTranslator):
+    """The keys of Headrace before its labels were qualified: the last part without the parts before it
+    (``parquet/lake/shop_orders`` instead of ``parquet/lake/lake__shop_orders``). For a project whose
+    asset histories started under those keys (keys name histories); a topic, a dataset and a table of
+    one name then share a label in the asset graph."""
 
     def get_asset_spec(self, props: AssetProps) -> dg.AssetSpec:
-        """The default spec, its key's last part qualified by the parts between the root and it."""
+        """The default spec, its key's last part without the qualifying parts."""
         spec = super().get_asset_spec(props)
         path = list(spec.key.path)
-        if len(path) <= 2:
+        prefix = "__".join(path[1:-1]) + "__"
+        if len(path) <= 2 or not path[-1].startswith(prefix):
             return spec
-        return spec.replace_attributes(key=dg.AssetKey([*path[:-1], "__".join(path[1:])]))
+        return spec.replace_attributes(key=dg.AssetKey([*path[:-1], path[-1].removeprefix(prefix)]))
 
 
 def _specs_of(defs: dg.Definitions) -> list[dg.AssetSpec]:

@@ -49,7 +49,7 @@ def test_component_loads_valid_connectors_beside_broken_files(tmp_path, monkeypa
     defs = component_defs(component=ConnectorsComponent.resolve_from_yaml(f"connectors_dir: {c}\n"))
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     errors = _errors(c)
-    assert set(specs) == {"parquet/good/shop_orders", "kafka/shop_orders", *errors}
+    assert set(specs) == {"parquet/good/good__shop_orders", "kafka/shop_orders", *errors}
     label = f"{clean(Path.cwd().name)}_connectors"  # component_defs loads the component from the cwd
     assert {s.name for s in defs.sensors} - {"good_checks_sensor"} == {"good_sensor", f"{label}_broken_files_sensor"}
     for key, error in errors.items():
@@ -111,7 +111,7 @@ def test_broken_files_through_graphql(tmp_path, monkeypatch):
     errors = _errors(c)
     with dg.DagsterInstance.get() as instance, define_out_of_process_context(str(workspace), None, instance) as ctx:
         nodes = {"/".join(n["assetKey"]["path"]): n for n in execute_dagster_graphql(ctx, ASSETS).data["assetNodes"]}
-        assert set(nodes) == {"parquet/good/shop_orders", "kafka/shop_orders", *errors}
+        assert set(nodes) == {"parquet/good/good__shop_orders", "kafka/shop_orders", *errors}
         for key, error in errors.items():
             assert nodes[key]["groupName"] == BROKEN_GROUP
             assert nodes[key]["description"] == f"BROKEN connector file, not loaded: {error}"
@@ -131,7 +131,7 @@ def test_broken_files_through_graphql(tmp_path, monkeypatch):
             assert check["name"] == CHECK_NAME
             assert check["executionForLatestMaterialization"] == {
                 "status": "FAILED", "evaluation": {"description": error, "severity": "ERROR"}}
-        good = nodes["parquet/good/shop_orders"]["assetChecksOrError"]["checks"]
+        good = nodes["parquet/good/good__shop_orders"]["assetChecksOrError"]["checks"]
         assert {ch["name"] for ch in good} == {"lag_within_threshold", "dead_letters_within_threshold", "reconciled"}
 
 
@@ -147,6 +147,6 @@ def test_workspace_location_loads_beside_a_broken_file(tmp_path, monkeypatch):
             define_out_of_process_context(str(REPO / "workspace.yaml"), None, instance) as ctx:
         nodes = {"/".join(n["assetKey"]["path"]): n for n in execute_dagster_graphql(ctx, ASSETS).data["assetNodes"]}
     errors = _errors(c)
-    assert set(nodes) == {"parquet/good/shop_orders", "kafka/shop_orders", *errors}
+    assert set(nodes) == {"parquet/good/good__shop_orders", "kafka/shop_orders", *errors}
     for key, error in errors.items():
         assert nodes[key]["description"] == f"BROKEN connector file, not loaded: {error}"

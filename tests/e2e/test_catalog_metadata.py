@@ -73,8 +73,8 @@ def test_catalog_metadata_through_graphql(tmp_path, monkeypatch):
     owners = {k: [o.get("team") or o.get("email") for o in n["owners"]] for k, n in nodes.items()}
     tags = {k: {t["key"]: t["value"] for t in n["tags"] if not t["key"].startswith("dagster/kind/")}
             for k, n in nodes.items()}
-    table, topic, dataset = "source/sqlite_shop/orders", "kafka/shop_orders", "parquet/lake/shop_orders"
-    target = "warehouse/postgresql_dw/sales/shop_orders"
+    table, topic, dataset = "source/sqlite_shop/sqlite_shop__orders", "kafka/shop_orders", "parquet/lake/lake__shop_orders"
+    target = "warehouse/postgresql_dw/sales/postgresql_dw__sales__shop_orders"
     assert set(nodes) == {table, topic, dataset, target}
     assert owners == {table: ["sales", "ana@example.com"], topic: ["sales", "ana@example.com"], dataset: ["lake"],
                       target: []}
@@ -131,9 +131,11 @@ def test_sink_catalog_counts_the_whole_output(kafka, topic_factory, tmp_path, un
             assert [col.name for col in wh_meta["dagster/column_schema"].value.columns] == ["id", "name"]
 
 
-def test_qualified_labels_are_unique_and_keep_the_catalog(tmp_path, monkeypatch):
+def test_labels_are_unique_by_default_and_short_labels_keep_the_old_keys(tmp_path, monkeypatch):
+    """A source table, a topic, a dataset and a table all named ``shop_orders``: four nodes with four
+    labels (the last part of each key). ``ShortLabels`` gives the keys of before, one label for all four."""
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
-    from assets.translator import QualifiedLabels
+    from assets.translator import ShortLabels
 
     db = tmp_path / "shop.db"
     sqlite3.connect(db).execute("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY)").connection.close()
@@ -143,11 +145,11 @@ def test_qualified_labels_are_unique_and_keep_the_catalog(tmp_path, monkeypatch)
     write_connector(c, {"name": "lake", "type": "parquet_sink", "topics": ["shop_orders"], "path": "lake"})
     write_connector(c, {"name": "wh", "type": "table_sink", "topics": ["shop_orders"],
                         "connection_url": f"duckdb:///{tmp_path}/wh.duckdb"})
-    plain = [s.key.path[-1] for s in build_definitions(c).resolve_all_asset_specs()]
-    assert sorted(plain) == ["shop_orders"] * 4  # four nodes drawn "shop_orders"
-    specs = {s.key.to_user_string(): s for s in build_definitions(c, translator=QualifiedLabels()).resolve_all_asset_specs()}
-    assert sorted(specs) == ["kafka/shop_orders", "parquet/lake/lake__shop_orders", "source/sqlite_shop/sqlite_shop__shop_orders",
-                             "warehouse/duckdb_wh/duckdb_wh__shop_orders"]
+    short = [s.key.path[-1] for s in build_definitions(c, translator=ShortLabels()).resolve_all_asset_specs()]
+    assert sorted(short) == ["shop_orders"] * 4  # four nodes drawn "shop_orders"
+    specs = {s.key.to_user_string(): s for s in build_definitions(c).resolve_all_asset_specs()}
+    assert sorted(specs) == ["kafka/shop_orders", "parquet/lake/lake__shop_orders",
+                             "source/sqlite_shop/sqlite_shop__shop_orders", "warehouse/duckdb_wh/duckdb_wh__shop_orders"]
     assert [d.asset_key.to_user_string() for d in specs["kafka/shop_orders"].deps] == [
         "source/sqlite_shop/sqlite_shop__shop_orders"]
     assert specs["kafka/shop_orders"].owners == ["team:sales"]

@@ -84,7 +84,7 @@ def test_daemon_evaluates_lag_and_broken_file_checks(kafka, topic_factory, tmp_p
         pass
     (tmp_path / "logs").mkdir()
     dev = _Services(env, tmp_path / "logs")
-    dataset = ["parquet", sink.replace("-", "_"), topic.replace("-", "_")]
+    dataset = ["parquet", sink.replace("-", "_"), f"{sink.replace('-', '_')}__{topic.replace('-', '_')}"]
     try:
         dev.start_code_server()
         dev.start_webserver()

@@ -82,8 +82,8 @@ def test_example_project_checks_and_materializes(kafka, tmp_path):
         listed = _dg("list", "defs", "--json", cwd=EXAMPLE, env=env)
         assert listed.returncode == 0, listed.stderr
         assets = {a["asset_key"]: a for a in json.loads(listed.stdout)["assets"]}
-        topic, lake = "example/kafka/example_shop_orders", "example/parquet/example_shop_lake/example_shop_orders"
-        table, source = "example/warehouse/duckdb_warehouse/orders", "example/source/sqlite_shop/orders"
+        topic, lake = "example/kafka/example_shop_orders", "example/parquet/example_shop_lake/example_shop_lake__example_shop_orders"
+        table, source = "example/warehouse/duckdb_warehouse/duckdb_warehouse__orders", "example/source/sqlite_shop/sqlite_shop__orders"
         assert set(assets) == {topic, lake, table, source}
         assert assets[topic]["dependency_keys"] == [source]  # lineage follows the translated keys
         assert assets[lake]["dependency_keys"] == [topic] and assets[table]["dependency_keys"] == [topic]
@@ -136,7 +136,7 @@ def test_scaffold_list_and_bad_inline_connector(tmp_path):
     listed = _dg("list", "defs", "--json", cwd=project, env=env)
     assert listed.returncode == 0, listed.stderr
     keys = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
-    assert {"parquet/scaffolded_lake/scaffolded_t", "kafka/scaffolded_t"} <= keys  # no translation there
+    assert {"parquet/scaffolded_lake/scaffolded_lake__scaffolded_t", "kafka/scaffolded_t"} <= keys  # no translation there
 
     shop = project / "shop_pipelines" / "defs" / "shop" / "defs.yaml"
     text = shop.read_text()
@@ -187,38 +187,38 @@ def test_custom_translator_renames_and_lineage_follows(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
     defs = build_definitions(_shop(tmp_path), translator=_Acme())
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    assert set(specs) == {"acme/source/sqlite_shop/orders", "acme/kafka/shop_orders", "acme/kafka/ext_clicks",
-                          "acme/parquet/lake/shop_orders", "acme/parquet/lake/ext_clicks",
-                          "acme/warehouse/duckdb_wh/orders_copy"}
+    assert set(specs) == {"acme/source/sqlite_shop/sqlite_shop__orders", "acme/kafka/shop_orders", "acme/kafka/ext_clicks",
+                          "acme/parquet/lake/lake__shop_orders", "acme/parquet/lake/lake__ext_clicks",
+                          "acme/warehouse/duckdb_wh/duckdb_wh__orders_copy"}
     graph = defs.resolve_asset_graph()
     parents = {k: sorted(p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(k)).parent_keys)
                for k in specs}
     assert parents == {
-        "acme/source/sqlite_shop/orders": [], "acme/kafka/ext_clicks": [],
-        "acme/kafka/shop_orders": ["acme/source/sqlite_shop/orders"],
-        "acme/parquet/lake/shop_orders": ["acme/kafka/shop_orders"],
-        "acme/parquet/lake/ext_clicks": ["acme/kafka/ext_clicks"],
-        "acme/warehouse/duckdb_wh/orders_copy": ["acme/kafka/shop_orders"]}
+        "acme/source/sqlite_shop/sqlite_shop__orders": [], "acme/kafka/ext_clicks": [],
+        "acme/kafka/shop_orders": ["acme/source/sqlite_shop/sqlite_shop__orders"],
+        "acme/parquet/lake/lake__shop_orders": ["acme/kafka/shop_orders"],
+        "acme/parquet/lake/lake__ext_clicks": ["acme/kafka/ext_clicks"],
+        "acme/warehouse/duckdb_wh/duckdb_wh__orders_copy": ["acme/kafka/shop_orders"]}
     assert {k: s.group_name for k, s in specs.items()} == {
-        "acme/source/sqlite_shop/orders": "acme_source_table", "acme/kafka/shop_orders": "acme_topic",
-        "acme/kafka/ext_clicks": "acme_topic", "acme/parquet/lake/shop_orders": "acme_parquet_dataset",
-        "acme/parquet/lake/ext_clicks": "acme_parquet_dataset",
-        "acme/warehouse/duckdb_wh/orders_copy": "acme_warehouse_table"}
+        "acme/source/sqlite_shop/sqlite_shop__orders": "acme_source_table", "acme/kafka/shop_orders": "acme_topic",
+        "acme/kafka/ext_clicks": "acme_topic", "acme/parquet/lake/lake__shop_orders": "acme_parquet_dataset",
+        "acme/parquet/lake/lake__ext_clicks": "acme_parquet_dataset",
+        "acme/warehouse/duckdb_wh/duckdb_wh__orders_copy": "acme_warehouse_table"}
     assert all(s.owners == ["team:acme"] for s in specs.values())
     assert specs["acme/kafka/shop_orders"].tags["acme/kind"] == "topic"
     assert specs["acme/kafka/shop_orders"].kinds == {"kafka"}  # kinds kept
     assert specs["acme/kafka/shop_orders"].description == "topic shop.orders of src"
     assert specs["acme/kafka/ext_clicks"].description == "topic ext.clicks of outside"
-    assert specs["acme/warehouse/duckdb_wh/orders_copy"].description == "warehouse_table orders_copy of wh"
-    assert specs["acme/source/sqlite_shop/orders"].description == "source_table orders of src"
+    assert specs["acme/warehouse/duckdb_wh/duckdb_wh__orders_copy"].description == "warehouse_table orders_copy of wh"
+    assert specs["acme/source/sqlite_shop/sqlite_shop__orders"].description == "source_table orders of src"
     # jobs and checks use the new keys too
     repo = defs.get_repository_def()
     # the source's micro-batch job also runs the sinks it feeds (one run per micro-batch)
     assert {k.to_user_string() for k in repo.get_job("src_job").asset_layer.executable_asset_keys} == {
-        "acme/kafka/shop_orders", "acme/parquet/lake/shop_orders", "acme/parquet/lake/ext_clicks",
-        "acme/warehouse/duckdb_wh/orders_copy"}
+        "acme/kafka/shop_orders", "acme/parquet/lake/lake__shop_orders", "acme/parquet/lake/lake__ext_clicks",
+        "acme/warehouse/duckdb_wh/duckdb_wh__orders_copy"}
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
-    assert ("acme/warehouse/duckdb_wh/orders_copy", "lag_within_threshold") in checks
+    assert ("acme/warehouse/duckdb_wh/duckdb_wh__orders_copy", "lag_within_threshold") in checks
     assert ("acme/kafka/shop_orders", "dead_letters_within_threshold") in checks
 
 
@@ -286,17 +286,17 @@ translation:
 """
     specs = {s.key.to_user_string(): s for s in
              component_defs(component=_Owned.resolve_from_yaml(text)).resolve_all_asset_specs()}
-    assert set(specs) == {"team/source/sqlite_shop/orders", "team/kafka/shop_orders", "team/kafka/ext_clicks",
-                          "team/parquet/lake/shop_orders", "team/parquet/lake/ext_clicks",
-                          "team/warehouse/duckdb_wh/orders_copy", "team/warehouse/duckdb_more/shop_orders"}
-    assert [d.asset_key.to_user_string() for d in specs["team/warehouse/duckdb_more/shop_orders"].deps] == [
+    assert set(specs) == {"team/source/sqlite_shop/sqlite_shop__orders", "team/kafka/shop_orders", "team/kafka/ext_clicks",
+                          "team/parquet/lake/lake__shop_orders", "team/parquet/lake/lake__ext_clicks",
+                          "team/warehouse/duckdb_wh/duckdb_wh__orders_copy", "team/warehouse/duckdb_more/duckdb_more__shop_orders"}
+    assert [d.asset_key.to_user_string() for d in specs["team/warehouse/duckdb_more/duckdb_more__shop_orders"].deps] == [
         "team/kafka/shop_orders"]
-    assert specs["team/parquet/lake/shop_orders"].group_name == "lake"
+    assert specs["team/parquet/lake/lake__shop_orders"].group_name == "lake"
     assert specs["team/kafka/shop_orders"].group_name == "src"  # the default (the connector's name)
     assert specs["team/kafka/ext_clicks"].tags["owner_connector"] == "none"
-    assert specs["team/warehouse/duckdb_more/shop_orders"].tags["owner_connector"] == "more"
+    assert specs["team/warehouse/duckdb_more/duckdb_more__shop_orders"].tags["owner_connector"] == "more"
     assert specs["team/kafka/shop_orders"].owners == ["team:topic"]
-    assert specs["team/source/sqlite_shop/orders"].owners == ["team:source"]
+    assert specs["team/source/sqlite_shop/sqlite_shop__orders"].owners == ["team:source"]
 
     with pytest.raises(ResolutionException) as e:
         ConnectorsComponent.resolve_from_yaml("connectors:\n  - name: lake\n    type: parquet_sink\n"
@@ -325,7 +325,7 @@ connectors:
         component_defs(component=source),
         component_defs(component=ConnectorsComponent.resolve_from_yaml(sink + "external_topics: false\n")))
     graph = merged.resolve_asset_graph()
-    lake = graph.get(dg.AssetKey(["parquet", "lake", "p_t"]))
+    lake = graph.get(dg.AssetKey(["parquet", "lake", "lake__p_t"]))
     assert lake.parent_keys == {dg.AssetKey(["kafka", "p_t"])}
     assert graph.get(dg.AssetKey(["kafka", "p_t"])).is_materializable  # the source component's topic
 

@@ -89,7 +89,7 @@ def test_regex_router_parquet_asset_is_the_routed_dataset(kafka, orders_topic, t
                         "transforms": [REGEX]})
     defs = build_definitions(c)
     specs, deps = _specs(defs)
-    key = f"parquet/{clean(name)}/{clean(routed)}"
+    key = f"parquet/{clean(name)}/{clean(name)}__{clean(routed)}"
     assert [k for k in specs if k.startswith("parquet/")] == [key]  # no asset named after the source topic
     assert deps[key] == [f"kafka/{clean(topic)}"]
     assert specs[key].metadata["path"].value == str(tmp_path / "lake" / routed)
@@ -161,7 +161,7 @@ def test_timestamp_router_parquet_one_asset_per_source_topic(kafka, topic_factor
                         "transforms": [BY_DAY]})
     defs = build_definitions(c)
     specs, deps = _specs(defs)
-    ka, kb = f"parquet/{clean(name)}/{clean(a)}", f"parquet/{clean(name)}/{clean(b)}"
+    ka, kb = f"parquet/{clean(name)}/{clean(name)}__{clean(a)}", f"parquet/{clean(name)}/{clean(name)}__{clean(b)}"
     assert sorted(k for k in specs if k.startswith("parquet/")) == sorted([ka, kb])
     assert (deps[ka], deps[kb]) == ([f"kafka/{clean(a)}"], [f"kafka/{clean(b)}"])
     for k in (ka, kb):
@@ -201,7 +201,7 @@ def test_definitions_refuse_two_topics_routed_into_one_parquet_topic(tmp_path, m
                         "transforms": [{"type": "RegexRouter", "regex": r".*\.orders", "replacement": "all_orders"}]})
     _, deps = _specs(build_definitions(c))
     assert {k: v for k, v in deps.items() if k.startswith("parquet/")} == {
-        "parquet/merge_lake/all_orders": ["kafka/eu_orders"], "parquet/merge_lake/x": ["kafka/x"]}
+        "parquet/merge_lake/merge_lake__all_orders": ["kafka/eu_orders"], "parquet/merge_lake/merge_lake__x": ["kafka/x"]}
 
 
 def _time_sink(c: Path, name: str, topics: list[str], transforms: list[dict]) -> dg.Definitions:
@@ -218,7 +218,7 @@ def test_time_partitioned_static_routing_records_the_routed_asset(kafka, orders_
     produce(kafka, topic, [(0, None, {"id": i}, T0 + (i % 2) * DAY + i) for i in range(5)])  # days 9,10,9,10,9
     name = f"trr-{unique}"
     defs = _time_sink(tmp_path / "c", name, [topic], [REGEX])
-    key = f"parquet/{clean(name)}/{clean(routed)}"
+    key = f"parquet/{clean(name)}/{clean(name)}__{clean(routed)}"
     specs, deps = _specs(defs)
     assert [k for k in specs if k.startswith("parquet/")] == [key] and deps[key] == [f"kafka/{clean(topic)}"]
     with dg.instance_for_test() as instance:
@@ -251,7 +251,7 @@ def test_time_partitioned_dynamic_routing_records_the_source_topic_asset(kafka, 
     produce(kafka, b, [(0, None, {"id": 100 + i}, T0 + (1 + i // 2) * DAY + i) for i in range(3)])
     name = f"tpd-{unique}"
     defs = _time_sink(tmp_path / "c", name, [a, b], [BY_DAY])
-    ka, kb = f"parquet/{clean(name)}/{clean(a)}", f"parquet/{clean(name)}/{clean(b)}"
+    ka, kb = f"parquet/{clean(name)}/{clean(name)}__{clean(a)}", f"parquet/{clean(name)}/{clean(name)}__{clean(b)}"
     a9, a10, b10, b11 = f"{a}-20240309", f"{a}-20240310", f"{b}-20240310", f"{b}-20240311"
     with dg.instance_for_test() as instance:
         res = defs.resolve_job_def(f"{clean(name)}_job").execute_in_process(instance=instance)
@@ -287,9 +287,9 @@ def test_a_router_behind_a_predicate_is_dynamic(tmp_path, monkeypatch):
                         "transforms": [{**REGEX, "predicate": {"type": "HasHeaderKey", "name": "v2"}}]})
     specs, deps = _specs(build_definitions(c))
     assert {k: v for k, v in deps.items() if k.startswith("parquet/")} == {
-        "parquet/pred/eu_orders": ["kafka/eu_orders"], "parquet/pred/us_orders": ["kafka/us_orders"]}
+        "parquet/pred/pred__eu_orders": ["kafka/eu_orders"], "parquet/pred/pred__us_orders": ["kafka/us_orders"]}
     assert "RegexRouter(regex '(.*)\\\\.orders', replacement '$1_orders_v2') if HasHeaderKey routes each record" \
-        in specs["parquet/pred/eu_orders"].description
+        in specs["parquet/pred/pred__eu_orders"].description
 
 
 def test_timestamp_router_table_sink_lists_rows_per_routed_table(kafka, topic_factory, tmp_path, unique,

@@ -49,16 +49,16 @@ def test_lineage_of_every_connector_type(tmp_path, unique, monkeypatch):
     defs = build_definitions(c)
     specs = {"/".join(s.key.path): s for s in defs.resolve_all_asset_specs()}
     deps = {k: sorted("/".join(d.asset_key.path) for d in s.deps) for k, s in specs.items()}
-    assert deps["kafka/db_sales_eu"] == ["source/sqlite_src/sales_eu"]  # discovered by table_include
-    assert deps["kafka/db_sales_us"] == ["source/sqlite_src/sales_us"]
-    assert "source/sqlite_src/audit" not in specs
+    assert deps["kafka/db_sales_eu"] == ["source/sqlite_src/sqlite_src__sales_eu"]  # discovered by table_include
+    assert deps["kafka/db_sales_us"] == ["source/sqlite_src/sqlite_src__sales_us"]
+    assert "source/sqlite_src/sqlite_src__audit" not in specs
     assert deps["kafka/files_drops"] == ["files/drops"]
-    assert deps["warehouse/duckdb_wh/db_sales_eu"] == ["kafka/db_sales_eu"]
-    assert deps["warehouse/duckdb_wh/files_drops"] == ["kafka/files_drops"]
-    assert deps["parquet/lake/db_sales_us"] == ["kafka/db_sales_us"]
-    assert deps["parquet/lake/ext_clicks"] == ["kafka/ext_clicks"]
+    assert deps["warehouse/duckdb_wh/duckdb_wh__db_sales_eu"] == ["kafka/db_sales_eu"]
+    assert deps["warehouse/duckdb_wh/duckdb_wh__files_drops"] == ["kafka/files_drops"]
+    assert deps["parquet/lake/lake__db_sales_us"] == ["kafka/db_sales_us"]
+    assert deps["parquet/lake/lake__ext_clicks"] == ["kafka/ext_clicks"]
     assert specs["kafka/ext_clicks"].group_name == "external_topics"
-    assert isinstance(specs["parquet/lake/db_sales_us"].partitions_def, dg.DailyPartitionsDefinition)
+    assert isinstance(specs["parquet/lake/lake__db_sales_us"].partitions_def, dg.DailyPartitionsDefinition)
     assert {s.name for s in defs.sensors} == {"sales_sensor", "drops_sensor", "wh_sensor", "lake_sensor",
                                               "wh_checks_sensor", "lake_checks_sensor"}
     assert {"sales_job", "drops_job", "wh_job", "lake_job", "lake_backfill_job"} <= {j.name for j in defs.jobs}
@@ -89,7 +89,7 @@ def test_file_source_to_duckdb_table_through_dagster(kafka, tmp_path, unique, mo
             mats, checks = _events(res)
             src = mats[f"kafka/drops_{unique}"]
             assert src["rows"] == 4 and sorted(src["files_ingested"]) == ['{"file":"a.csv"}', '{"file":"b.csv"}']
-            assert mats["warehouse/duckdb_wh/people"]["rows"] == 4
+            assert mats["warehouse/duckdb_wh/duckdb_wh__people"]["rows"] == 4
             assert all(ev.passed for ev in checks.values())
         with duckdb.connect(str(tmp_path / "wh.duckdb")) as con:
             assert con.sql("SELECT id, name FROM people ORDER BY id").fetchall() == [

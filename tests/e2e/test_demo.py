@@ -25,13 +25,13 @@ def test_demo_moves_shop_then_nothing_on_rerun(kafka, tmp_path):
         moved = _moved(first.stdout)
         assert {k: rows for k, (rows, _where) in moved.items()} == {
             "kafka/shop_customers": 1000, "kafka/shop_orders": 20000,
-            "parquet/shop_customers_lake/shop_customers": 1000, "parquet/shop_orders_lake/shop_orders": 20000,
-            "warehouse/duckdb_warehouse/orders": 20000}
+            "parquet/shop_customers_lake/shop_customers_lake__shop_customers": 1000, "parquet/shop_orders_lake/shop_orders_lake__shop_orders": 20000,
+            "warehouse/duckdb_warehouse/duckdb_warehouse__orders": 20000}
         lake = tmp_path / "demo" / "lake"
         warehouse = tmp_path / "demo" / "warehouse.duckdb"
         assert moved["kafka/shop_orders"][1] == "Kafka topic shop.orders"
-        assert moved["parquet/shop_orders_lake/shop_orders"][1] == f"Parquet {lake / 'shop.orders'} (1 file)"
-        assert moved["warehouse/duckdb_warehouse/orders"][1] == (
+        assert moved["parquet/shop_orders_lake/shop_orders_lake__shop_orders"][1] == f"Parquet {lake / 'shop.orders'} (1 file)"
+        assert moved["warehouse/duckdb_warehouse/duckdb_warehouse__orders"][1] == (
             f"DuckDB {warehouse}, table orders (20000 rows in the table)")
         orders = read_dataset(lake / "shop.orders")
         assert orders.num_rows == 20000 and sorted(orders.column("id").to_pylist()) == list(range(1, 20001))

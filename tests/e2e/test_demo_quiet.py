@@ -32,8 +32,8 @@ def test_demo_prints_a_short_summary_on_a_fresh_broker(tmp_path, monkeypatch):
                               "rows moved, per asset (and where the data is):"]
         assert sorted(re.match(r"  (\S+)\s+(\d+) rows  → ", x).group(1, 2) for x in lines[5:10]) == [
             ("kafka/shop_customers", "1000"), ("kafka/shop_orders", "20000"),
-            ("parquet/shop_customers_lake/shop_customers", "1000"), ("parquet/shop_orders_lake/shop_orders", "20000"),
-            ("warehouse/duckdb_warehouse/orders", "20000")]
+            ("parquet/shop_customers_lake/shop_customers_lake__shop_customers", "1000"), ("parquet/shop_orders_lake/shop_orders_lake__shop_orders", "20000"),
+            ("warehouse/duckdb_warehouse/duckdb_warehouse__orders", "20000")]
         log = home / "logs" / "demo.log"
         assert lines[10:] == ["", f"Dagster's event log of this run (DEBUG): {log}",
                               "Dagster UI with this history: run `make dev`, then open http://127.0.0.1:3000 "

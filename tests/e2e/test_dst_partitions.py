@@ -49,7 +49,7 @@ def test_fall_back_partitions_rebuild_the_shared_hour_whole(kafka, topic_factory
                                      "partitioner": "time", "partition_duration": "hourly",
                                      "timezone": "Europe/Berlin", "partition_start_date": "2024-10-01"})
     defs = build_definitions(tmp_path / "c")
-    key = dg.AssetKey(["parquet", clean(name), clean(topic)])
+    key = dg.AssetKey(["parquet", clean(name), f"{clean(name)}__{clean(topic)}"])
     lake = tmp_path / "lake"
     day = "year=2024/month=10/day=27"
     expected = {f"{day}/hour=01": [4], f"{day}/hour=02": [0, 1, 2, 3], f"{day}/hour=03": [5]}

@@ -96,7 +96,7 @@ def test_postgres_storage_sensor_and_backfill(kafka, topic_factory, pg_url, tmp_
                                   "-w", str(dev.workspace)], env=env, cwd=ROOT, capture_output=True, text=True,
                                  timeout=180)
         assert started.returncode == 0, started.stderr[-2000:]
-        key = {"path": ["parquet", daily.replace("-", "_"), topic.replace("-", "_")]}
+        key = {"path": ["parquet", daily.replace("-", "_"), f"{daily.replace('-', '_')}__{topic.replace('-', '_')}"]}
         params = {"assetSelection": [key], "partitionNames": DAYS, "title": "pg storage test"}
         launched = _gql(dev, BACKFILL, {"p": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched

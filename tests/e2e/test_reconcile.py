@@ -54,7 +54,7 @@ def test_reconciliation_of_source_topic_and_outputs(kafka, tmp_path, unique, mon
     defs = build_definitions(configs=configs)
     if not any(s.name.endswith("_checks_sensor") for s in defs.sensors):  # until _build adds sink_checks
         defs = dg.Definitions.merge(defs, check_definitions(configs, lag=False))
-    dataset, table = f"parquet/lake_{unique}/rec{unique}_orders", "warehouse/duckdb_wh/orders"
+    dataset, table = f"parquet/lake_{unique}/lake_{unique}__rec{unique}_orders", "warehouse/duckdb_wh/duckdb_wh__orders"
     jobs = [f"src_{unique}_job", f"lake_{unique}_job", f"wh_{unique}_job"]
     try:
         with dg.instance_for_test() as instance:
@@ -115,7 +115,7 @@ def test_lag_of_a_partitioned_dataset_is_what_streaming_left(kafka, topic_factor
     defs = build_definitions(configs=configs)
     if not any(s.name.endswith("_checks_sensor") for s in defs.sensors):  # until _build adds sink_checks
         defs = dg.Definitions.merge(defs, check_definitions(configs, lag=False))
-    key = f"parquet/{name.replace('-', '_')}/{topic.replace('-', '_')}"
+    key = f"parquet/{name.replace('-', '_')}/{name.replace('-', '_')}__{topic.replace('-', '_')}"
     with dg.instance_for_test() as instance:
         res = defs.resolve_job_def(f"{name.replace('-', '_')}_backfill_job").execute_in_process(
             instance=instance, partition_key="2024-05-01")
@@ -160,7 +160,7 @@ def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, 
     assert comparable(source, sink.model_copy(update={"transforms": [FilterConfig(type="Filter")]}), (topic,)) == \
         "the sink's transform Filter may drop or route records"
     defs = build_definitions(configs=configs)
-    table = "warehouse/duckdb_wh/orders"
+    table = "warehouse/duckdb_wh/duckdb_wh__orders"
     jobs = [f"srcu_{unique}_job", f"whu_{unique}_job"]
     try:
         with dg.instance_for_test() as instance:
@@ -201,7 +201,7 @@ def test_lag_check_is_recorded_again_after_a_newer_materialization(kafka, topic_
     configs = load_folder(c)
     defs = build_definitions(configs=configs)
     sensor = defs.resolve_sensor_def(f"{name.replace('-', '_')}_checks_sensor")
-    key = dg.AssetKey(["parquet", name.replace("-", "_"), topic.replace("-", "_")])
+    key = dg.AssetKey(["parquet", name.replace("-", "_"), f"{name.replace('-', '_')}__{topic.replace('-', '_')}"])
     with dg.instance_for_test() as instance:
         cursor = None
 
@@ -252,7 +252,7 @@ def test_reconciliation_bounds_of_a_filtered_dataset_and_an_upsert_on_another_ke
     con.commit()
     configs = load_folder(c)
     defs = build_definitions(configs=configs)
-    dataset, table = f"parquet/lakeb_{unique}/recb{unique}_orders", "warehouse/duckdb_wh/orders"
+    dataset, table = f"parquet/lakeb_{unique}/lakeb_{unique}__recb{unique}_orders", "warehouse/duckdb_wh/duckdb_wh__orders"
     checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
     assert {(dataset, RECONCILE_CHECK), (table, RECONCILE_CHECK)} <= checks
     try:

@@ -158,7 +158,7 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
     with dg.DagsterInstance.from_config(str(dagster_home)):  # its SQLite storage made once, before two
         pass  # processes (dagster dev and the source job) would race to create the same tables
     topic = _connectors(tmp_path / "connectors", prefix)
-    label = topic.replace("-", "_").replace(".", "_")  # the last part of the topic's and datasets' keys
+    label = topic.replace("-", "_").replace(".", "_")  # the topic's label, the end of the datasets'
     offsets_topic = f"headrace-offsets-ui-{unique}"
     env = {**os.environ, "HEADRACE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "HEADRACE_CONNECTORS_DIR": str(tmp_path / "connectors"), "HEADRACE_OFFSETS_TOPIC": offsets_topic}
@@ -186,7 +186,7 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
         phase("webserver")
         dev.graphql("mutation { setNuxSeen }")  # the first-visit newsletter dialog would cover the pages
 
-        key = {"path": ["parquet", DAILY.replace("-", "_"), label]}
+        key = {"path": ["parquet", DAILY.replace("-", "_"), f"{DAILY.replace('-', '_')}__{label}"]}
         # one run for both days (BackfillPolicy.single_run). Its rebuild step and the lag check run in the
         # run worker (the in_process choice of the default executor): a process per step costs ~10 s
         # each on this machine, and the backfill is only marked complete by the daemon's next iteration
@@ -220,11 +220,11 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
 
                 for table, lake in (("customers", "shop_customers_lake"), ("orders", "shop_orders_lake")):
                     t = prefix.replace("-", "_").replace(".", "_") + table
-                    assert links(f"kafka/{t}", "dependencyKeys") == [f"source/sqlite_shop/{table}"]
-                    assert f"parquet/{lake}/{t}" in links(f"kafka/{t}", "dependedByKeys")
+                    assert links(f"kafka/{t}", "dependencyKeys") == [f"source/sqlite_shop/sqlite_shop__{table}"]
+                    assert f"parquet/{lake}/{lake}__{t}" in links(f"kafka/{t}", "dependedByKeys")
                 topic_key = f"kafka/{label}"
                 upstream, downstream = links(topic_key, "dependencyKeys"), links(topic_key, "dependedByKeys")
-                assert {"warehouse/duckdb_warehouse/orders", f"parquet/shop_orders_daily/{label}"} <= set(downstream)
+                assert {"warehouse/duckdb_warehouse/duckdb_warehouse__orders", f"parquet/shop_orders_daily/shop_orders_daily__{label}"} <= set(downstream)
 
                 # then the drawing: the topic's neighbours are visible nodes (label and kind tags), and each
                 # drawn edge joins the right two of them
@@ -243,8 +243,11 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
                 kinds = {k for n in assets.values() for k in n["kinds"]}
                 nodes = sorted(_drawn_ident(n, kinds) for n in drawn["nodes"])
                 assert nodes == want_nodes, drawn["nodes"]
-                assert ("orders", ("sql",)) in nodes and (label, ("kafka",)) in nodes
-                assert nodes.count((label, ("parquet",))) == 2  # the demo's lake and the daily dataset
+                assert ("sqlite_shop__orders", ("sql",)) in nodes and (label, ("kafka",)) in nodes
+                # the demo's lake and the daily dataset of one topic: two nodes, told apart by their labels
+                assert {(f"shop_orders_lake__{label}", ("parquet",)), (f"shop_orders_daily__{label}", ("parquet",))} \
+                    <= set(nodes)
+                assert len({n[0] for n in nodes}) == len(nodes)  # no two nodes share a label
                 for name in {n[0] for n in nodes}:
                     for el in page.locator(f'svg foreignObject [data-tooltip="{name}"]').all():
                         expect(el).to_be_visible()
@@ -285,11 +288,11 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
                 page.screenshot(path=str(shots / "backfill.png"))
 
                 # the asset's partitions page: two materialized; each shows its run's metadata
-                page.goto(f"{dev.url}/assets/parquet/shop_orders_daily/{label}?view=partitions")
+                page.goto(f"{dev.url}/assets/parquet/shop_orders_daily/shop_orders_daily__{label}?view=partitions")
                 expect(page.get_by_text("Materialized (2)")).to_be_visible(timeout=30_000)
                 page.screenshot(path=str(shots / "partitions.png"))
                 for partition in PARTITIONS:
-                    page.goto(f"{dev.url}/assets/parquet/shop_orders_daily/{label}?view=partitions"
+                    page.goto(f"{dev.url}/assets/parquet/shop_orders_daily/shop_orders_daily__{label}?view=partitions"
                               f"&partition={partition}")
                     # the detail panel: "<partition> [Materialized] Latest materialization …", and the
                     # partition's own figures (one run rebuilt both days; each day has its 1440 rows)

@@ -19,7 +19,7 @@ def test_definitions_lineage_and_sensor_check(cdc: Cdc) -> None:
     assert len(topic_keys) == 1 and topic_keys[0].path[-1] == f"{cdc.prefix}_public_orders"
     assert graph.get(topic_keys[0]).metadata["topic"] == f"{cdc.prefix}.public.orders"
     parents = graph.get(topic_keys[0]).parent_keys
-    assert [p.path[-1] for p in parents] == ["orders"]
+    assert [p.path[-1] for p in parents] == [f"{next(iter(parents)).path[1]}__public__orders"]
     assert isinstance(defs.get_sensor_def(f"{cdc.name}_sensor"), dg.SensorDefinition)
     assert cdc_fingerprint(config).startswith("no-slot:")  # the first run creates the slot
     cdc.run(table_include=[r"public\.orders"])

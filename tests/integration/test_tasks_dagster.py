@@ -54,9 +54,9 @@ def test_defs_shape(tmp_path, monkeypatch, unique):
     assert ops == [f"{name}_gather", *(f"{name}_task_{i}" for i in range(3))]
     graph = defs.resolve_asset_graph()
     sink_keys = [k for k in graph.get_all_asset_keys() if k.path[0] == "parquet"]
-    assert sorted(k.path[-1] for k in sink_keys) == ["a", "b"]
+    assert sorted(k.path[-1] for k in sink_keys) == [f"{sink_keys[0].path[1]}__a", f"{sink_keys[0].path[1]}__b"]
     for k in sink_keys:  # lineage kept: each dataset depends on its own topic only
-        assert graph.get(k).parent_keys == {dg.AssetKey(["kafka", k.path[-1]])}
+        assert graph.get(k).parent_keys == {dg.AssetKey(["kafka", k.path[-1].rsplit("__", 1)[1]])}
         assert graph.get(k).kinds == {"parquet"}
     assert len(list(graph.asset_check_keys)) == 2
     assert job.tags["headrace/connector"] == f"tdd-{unique}"
