@@ -115,14 +115,34 @@ class PostgresCdcSource(Source):
         if info is None:
             start = pg.create_slot(self.conn, self.slot)
             log.info("connector %s created replication slot %s at %s", cfg.name, self.slot, pg.lsn_text(start))
-            snap = {"table": 0, "after": None} if cfg.snapshot_mode != "never" else None
+            snap = self._due_snapshot(cfg.snapshot_mode != "never")
             return {"lsn_flush": start, "snapshot": snap, "events": state.get("events") or {}}
         if not stored:  # an existing slot adopted: stream from its confirmed position
-            snap = {"table": 0, "after": None} if cfg.snapshot_mode in ("initial", "when_needed") else None
+            snap = self._due_snapshot(cfg.snapshot_mode in ("initial", "when_needed"))
             return {"lsn_flush": info.confirmed, "snapshot": snap}
         if int(state.get("lsn_flush") or 0) > info.confirmed:  # stored, not advanced yet (a crash in between)
             pg.advance_slot(self.conn, self.slot, int(state["lsn_flush"]))
         return state
+
+    def _due_snapshot(self, due: bool) -> dict[str, Any] | None:
+        """The state of a snapshot that is due (None: none, or an incremental one). An incremental snapshot
+        (``snapshot_strategy: incremental``) is requested as a signal row written after the slot's start:
+        the stream reads it in order and snapshots every captured table in watermarked chunks (DBLog)
+        while changes keep flowing. A crash before the first offset is stored adopts the slot, which
+        requests it again; two requests in one batch are one snapshot, in two they read twice (never
+        skip)."""
+        if not due:
+            return None
+        if self.config.snapshot_strategy != "incremental":
+            return {"table": 0, "after": None}
+        from integrations.sources.postgres_cdc_signals import request_snapshot
+
+        names = [t.qualified for t in self._tables() if t.qualified != self.config.signal_data_collection]
+        if names:
+            sid = request_snapshot(self.config, names)
+            log.info("connector %s: incremental snapshot of %s requested (signal %s)", self.config.name,
+                     ", ".join(names), sid)
+        return None
 
     def _advance_slot(self, lsn: int) -> None:
         info = pg.slot_info(self.conn, self.slot)

@@ -66,6 +66,12 @@ else:
                               "no streaming; when_needed: like initial, and snapshot again when the slot or "
                               "its position is lost"),
         ] = "initial"
+        snapshot_strategy: Annotated[
+            Literal["blocking", "incremental"],
+            Field(description="How a due snapshot (initial, when_needed) reads: blocking (every table in key-ordered "
+                              "chunks, then the stream) or incremental (DBLog: the chunks interleave with the "
+                              "stream through watermarks in the signal table; needs signal_data_collection)"),
+        ] = "blocking"
         snapshot_fetch_size: Annotated[
             int, Field(gt=0, le=10_000_000, description="Rows per snapshot chunk (key-ordered, resumable)")
         ] = 100_000
@@ -129,6 +135,10 @@ else:
             problem = _illegal_topic(f"{self.topic_prefix}.public.t", self.transforms, "topic_prefix")
             if problem:
                 raise ValueError(problem)
+            if self.snapshot_strategy == "incremental" and not self.signal_data_collection:
+                raise ValueError("snapshot_strategy incremental needs signal_data_collection (a table with columns "
+                                 "id text, type text, data text that the connector's user may INSERT into): its "
+                                 "watermarks go there")
             return self
 
         @property
