@@ -135,7 +135,8 @@ def test_regex_router_table_sink_two_topics_one_table_one_asset(db, kafka, order
     defs = build_definitions(c)
     specs, deps = _specs(defs)
     [key] = [k for k in specs if k.startswith("warehouse/")]
-    assert key.split("/")[0::2] == ["warehouse", "all_orders"]
+    root, db, label = key.split("/")
+    assert (root, label) == ("warehouse", f"{db}__all_orders")
     assert deps[key] == sorted([f"kafka/{clean(a)}", f"kafka/{clean(b)}"])
     assert "routed from topics" in specs[key].description
     assert _checks(defs) == [(key, "dead_letters_within_threshold"), (key, "lag_within_threshold")]
@@ -305,7 +306,7 @@ def test_timestamp_router_table_sink_lists_rows_per_routed_table(kafka, topic_fa
     defs = build_definitions(c)
     specs, deps = _specs(defs)
     [key] = [k for k in specs if k.startswith("warehouse/")]
-    assert key.split("/")[-1] == clean(f"t_{topic}") and deps[key] == [f"kafka/{clean(topic)}"]
+    assert key.split("/")[-1] == "duckdb_wh__" + clean(f"t_{topic}") and deps[key] == [f"kafka/{clean(topic)}"]
     assert "the tables 't_${topic}' gives for the routed topics" in specs[key].description
     with dg.instance_for_test() as instance:
         res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)

@@ -113,7 +113,7 @@ def test_dead_letters_fail_the_check(kafka, topic_factory, tmp_path, unique, mon
         res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance,
                                                                               raise_on_error=False)
         mats, checks = _events(res)
-        key = f"parquet/dl_{unique}/{topic.replace('-', '_')}"
+        key = f"parquet/dl_{unique}/dl_{unique}__{topic.replace('-', '_')}"
         assert mats[key]["rows"] == 2 and mats[key]["dead_lettered"] == 1
         ev = checks[(key, "dead_letters_within_threshold")]
         assert ev.passed is False and ev.metadata["dead_lettered"].value == 1
