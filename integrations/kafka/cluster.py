@@ -152,15 +152,14 @@ class KafkaSettings:
                     return
             except KafkaException as e:
                 last = e
-            admin.poll(0)  # serve error_cb: a refused certificate or password is reported there
-            refused = _LAST_ERROR.get(self._key())
-            if refused is not None and refused.code() in _REFUSALS:
+            # the backoff (and 3 s after the last attempt) serves error_cb, where a refused certificate or
+            # password is reported: on a loaded machine the TLS handshake can end after list_topics gave up
+            refused = self._refusal(admin, delay if attempt < self.connect_retries else 3.0)
+            if refused is not None:
                 what, hint = _REFUSALS[refused.code()]
                 raise KafkaRefused(f"Kafka at {self.bootstrap_servers} refused the connection: {what} "
                                    f"({refused.str()}); {hint} in HEADRACE_KAFKA_CONFIG")
-            if attempt < self.connect_retries:
-                time.sleep(delay)
-                delay = min(delay * 2, 10)
+            delay = min(delay * 2, 10)
         # an unreachable cluster's shared client would keep reconnecting (and logging) for the process's life
         _ADMINS.pop(self._key(), None)
         admin = None  # the traceback keeps this frame: let the client go now, not when it is collected
@@ -169,6 +168,18 @@ class KafkaSettings:
             + (f" ({last.args[0].str()})" if last else "")
             + "; start it with `headrace kafka up` or set KAFKA_BOOTSTRAP_SERVERS"
         )
+
+    def _refusal(self, admin: Any, wait: float) -> Any:
+        """The refusal (bad certificate, bad password...) ``admin``'s error_cb reports within ``wait``
+        seconds, or None."""
+        deadline = time.monotonic() + wait
+        while True:
+            admin.poll(max(0.0, min(0.2, deadline - time.monotonic())))
+            refused = _LAST_ERROR.get(self._key())
+            if refused is not None and refused.code() in _REFUSALS:
+                return refused
+            if time.monotonic() >= deadline:
+                return None
 
     def ensure_topic(
         self, topic: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None,
