@@ -41,8 +41,12 @@ def _request_key(context: dg.SensorEvaluationContext, base: str) -> str | None:
     runs = context.instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: base}), limit=20)
     if not runs:
         return base
+    # Dagster stores a run's failure, then (in a second write) whether run retries will re-execute it:
+    # with retries on, a failed run without that tag yet is undecided, not failed for good
+    undecided = "" if context.instance.run_retries_enabled else None
     if any(r.status in _ACTIVE or r.status == dg.DagsterRunStatus.SUCCESS
-           or (r.status == dg.DagsterRunStatus.FAILURE and r.tags.get(WILL_RETRY_TAG) == "true") for r in runs):
+           or (r.status == dg.DagsterRunStatus.FAILURE and r.tags.get(WILL_RETRY_TAG, undecided) in ("true", ""))
+           for r in runs):
         return None
     return f"{base}#retry{len(runs)}"
 
