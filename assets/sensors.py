@@ -43,10 +43,13 @@ def _request_key(context: dg.SensorEvaluationContext, base: str) -> str | None:
         return base
     # Dagster stores a run's failure, then (in a second write) whether run retries will re-execute it:
     # with retries on, a failed run without that tag yet is undecided, not failed for good
-    undecided = "" if context.instance.run_retries_enabled else None
-    if any(r.status in _ACTIVE or r.status == dg.DagsterRunStatus.SUCCESS
-           or (r.status == dg.DagsterRunStatus.FAILURE and r.tags.get(WILL_RETRY_TAG, undecided) in ("true", ""))
-           for r in runs):
+    retries_on = context.instance.run_retries_enabled
+
+    def retry_pending(r: dg.DagsterRun) -> bool:
+        tag = r.tags.get(WILL_RETRY_TAG)
+        return r.status == dg.DagsterRunStatus.FAILURE and (tag == "true" or (tag is None and retries_on))
+
+    if any(r.status in _ACTIVE or r.status == dg.DagsterRunStatus.SUCCESS or retry_pending(r) for r in runs):
         return None
     return f"{base}#retry{len(runs)}"
 

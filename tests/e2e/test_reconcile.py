@@ -38,15 +38,20 @@ def _orders_db(tmp_path) -> tuple:  # noqa: ANN001
     return db, con
 
 
+def _sql_source(folder, name: str, db, prefix: str, **extra) -> None:  # noqa: ANN001
+    """An incrementing SQL source of ``db``'s ``orders`` table, topics ``<prefix>orders``."""
+    write_connector(folder, {"name": name, "type": "sql_source", "connection_url": f"sqlite:///{db}",
+                             "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
+                             "topic_prefix": prefix, **extra})
+
+
 def test_reconciliation_of_source_topic_and_outputs(kafka, tmp_path, unique, monkeypatch):
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
     db, con = _orders_db(tmp_path)
     topic = f"rec{unique}.orders"
     kafka.ensure_topic(topic, partitions=2)
     c = tmp_path / "c"
-    write_connector(c, {"name": f"src-{unique}", "type": "sql_source", "connection_url": f"sqlite:///{db}",
-                        "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
-                        "topic_prefix": f"rec{unique}."})
+    _sql_source(c, f"src-{unique}", db, f"rec{unique}.")
     write_connector(c, {"name": f"lake-{unique}", "type": "parquet_sink", "topics": [topic], "path": "lake"})
     write_connector(c, {"name": f"wh-{unique}", "type": "table_sink", "topics": [topic], "auto_create": True,
                         "connection_url": f"duckdb:///{tmp_path}/wh.duckdb", "table_name_format": "orders"})
@@ -144,11 +149,8 @@ def test_reconciliation_of_an_upsert_table_and_record_keeping_transforms(kafka, 
     kafka.ensure_topic(topic, partitions=1)
     c = tmp_path / "c"
     src = f"srcu-{unique}"
-    write_connector(c, {"name": src, "type": "sql_source", "connection_url": f"sqlite:///{db}",
-                        "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
-                        "key_columns": ["id"], "topic_prefix": f"recu{unique}.",
-                        "transforms": [{"type": "InsertField.Value", "static_field": "origin",
-                                        "static_value": "shop"}]})
+    _sql_source(c, src, db, f"recu{unique}.", key_columns=["id"],
+                transforms=[{"type": "InsertField.Value", "static_field": "origin", "static_value": "shop"}])
     write_connector(c, {"name": f"whu-{unique}", "type": "table_sink", "topics": [topic], "auto_create": True,
                         "connection_url": f"duckdb:///{tmp_path}/wh.duckdb", "table_name_format": "orders",
                         "insert_mode": "upsert", "pk_mode": "record_value", "pk_fields": ["id"]})
@@ -239,9 +241,7 @@ def test_reconciliation_bounds_of_a_filtered_dataset_and_an_upsert_on_another_ke
     topic = f"recb{unique}.orders"
     kafka.ensure_topic(topic, partitions=1)
     c = tmp_path / "c"
-    write_connector(c, {"name": f"srcb-{unique}", "type": "sql_source", "connection_url": f"sqlite:///{db}",
-                        "mode": "incrementing", "incrementing_column": "id", "tables": ["orders"],
-                        "topic_prefix": f"recb{unique}."})
+    _sql_source(c, f"srcb-{unique}", db, f"recb{unique}.")
     write_connector(c, {"name": f"lakeb-{unique}", "type": "parquet_sink", "topics": [topic], "path": "lake",
                         "transforms": [{"type": "Filter", "predicate": {"type": "RecordIsTombstone"}}]})
     write_connector(c, {"name": f"whb-{unique}", "type": "table_sink", "topics": [topic], "auto_create": True,
