@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,18 @@ from integrations.kafka.cluster import KafkaSettings, forget_clients
 from integrations.kafka.local import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
+
+def _undo_background_sigint() -> None:
+    """A shell starts a background job (``make test &``, a CI runner's script) with SIGINT ignored, and
+    ignored signals survive ``exec``: every process the tests start would ignore SIGINT too. Dagster's
+    code server maps SIGTERM to its SIGINT handler, so it then ignored SIGTERM as well and had to be
+    killed (the browser test's stop check failed in CI, never in a terminal). Give the test processes,
+    and so their children, the SIGINT a terminal gives."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_undo_background_sigint()
 PG_URL = os.environ.get("HEADRACE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres")
 
 
