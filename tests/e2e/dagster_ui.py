@@ -53,11 +53,12 @@ class DagsterServices:
         self._seen: dict[int, psutil.Process] = {}
         self.workspace = folder / "workspace.yaml"
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.folder / f"{name}.log").open("w")
         self._logs.append(log)
-        self.procs[name] = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]], env=self.env,
-                                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]],
+                                            env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_code_server(self) -> None:
         """``dagster code-server start`` for the location of the project's workspace.yaml."""
@@ -66,7 +67,11 @@ class DagsterServices:
         self._start("code-server", ["dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
                                     "-m", entry["module_name"], "-a", entry["attribute"],
                                     "-d", str(ROOT / entry.get("working_directory", ".")),
-                                    "--location-name", entry["location_name"]])
+                                    "--location-name", entry["location_name"]],
+                    # on SIGTERM a code server waits for its calls in flight (a sensor tick the stopped
+                    # daemon left behind) up to this grace period, 60 s by default, and its proxy's child
+                    # server then again: the clients are stopped first here, so 10 s each is plenty
+                    env={"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"})
         self.location = entry["location_name"]
         self.workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
             "host": "127.0.0.1", "port": port, "location_name": self.location}}]}))
@@ -128,14 +133,16 @@ class DagsterServices:
     def tail(self, name: str, lines: int = 40) -> str:
         """The end of one service's log."""
         for log in self._logs:
-            log.flush()
+            if not log.closed:
+                log.flush()
         text = (self.folder / f"{name}.log").read_text(errors="replace")
         return f"--- {name}\n" + "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30) -> list[str]:
         """SIGTERM the clients (daemon, webserver) and then the code server they call, each with its
         process group, then SIGKILL whatever is left of the trees. Returns the processes that had to be
-        killed. (A code server waits up to 60 s for in-flight calls: it gets 70 s.)"""
+        killed. (The code server waits up to its grace period, 10 s here, for calls in flight, then its
+        child server as long again: it gets 70 s.)"""
         tree = self.processes()
         killed = []
         # the code server stops "once all current RPC calls terminate or 60 seconds pass" (its own log)

@@ -311,6 +311,7 @@ def test_ui_lineage_backfill_and_clean_console(kafka, tmp_path, capsys, monkeypa
         with capsys.disabled():
             print(f"\nbrowser test: screenshots in {shots} (at {', '.join(phases)}); "
                   f"{len(console)} console error(s)")
-    assert not leftover, f"processes that ignored SIGTERM and were killed: {leftover}"
+    assert not leftover, (f"processes that ignored SIGTERM and were killed: {leftover}; logs:\n"
+                          + "\n".join(dev.tail(n, 25) for n in ("code-server", "daemon", "webserver")))
     real = [m for m in console if not any(re.search(p, m) for p, _why in ALLOWED_CONSOLE_ERRORS)]
     assert not real, "the browser console had errors:\n" + "\n".join(real)

@@ -9,14 +9,15 @@ sends it, so the source's session is ``active`` only for the first ~0.1-0.3 s of
 killer that terminates "a session seen active reading the table" (the old flaky test) sometimes hit
 one just as its query ended: the pool's pre-ping then replaced the dead session silently, or the
 read was already complete, nothing failed and no retry happened (about 1 run in 5 here under load).
-Here the source reads two tables through one session; the session is killed (idle, after its first
-table's ``COPY``) once the first table's records are in Kafka, so the second table's read always
-finds it dead."""
+Here the source reads two tables through one session; the session is killed at the run's first stored
+offset (the first table's first batch, from the engine's own fault point, patched in process): the
+run's next read on that session, the rest of the first table's COPY or the second table's, finds it
+dead. (An earlier version killed it from a thread once the first records showed up in Kafka; on a
+loaded machine that thread could see them only after the source had moved on to the second table.)"""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import orjson
@@ -27,30 +28,30 @@ from integrations.config import SqlSourceConfig
 from integrations.offsets import OffsetStore
 from integrations.runtime.errors import ErrorHandler, is_connection_error
 from integrations.runtime.source_runner import run_source
-from tests.integration.source_helpers import gaps_and_duplicates, numbered_table, read_ids, uncommitted_end
+from tests.integration.source_helpers import gaps_and_duplicates, numbered_table, read_ids
 
 
-def kill_source_session(pg_url: str, first_table: str, ready: threading.Event, stop: threading.Event) -> list[int]:
-    """Once ``ready`` is set, ``pg_terminate_backend`` the session that streamed ``first_table`` (its last
-    query is that ``COPY``); return the pids killed."""
+def kill_source_sessions(pg_url: str, tables: list[str]) -> list[int]:
+    """``pg_terminate_backend`` every session whose last query is a ``COPY`` of one of ``tables`` (the
+    source's ADBC session, active or idle); return the pids killed."""
     eng = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     killed: list[int] = []
     try:
         with eng.connect() as c:
-            while not stop.is_set() and not killed:
-                if not ready.wait(0.01):
-                    continue
+            for t in tables:
                 for (pid,) in c.execute(sa.text(
                         "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                        "AND query ILIKE 'COPY%' AND query ILIKE :q"), {"q": f"%{first_table}%"}).all():
-                    if c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar():
+                        "AND query ILIKE 'COPY%' AND query ILIKE :q"), {"q": f"%{t}%"}).all():
+                    if pid not in killed and c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar():
                         killed.append(pid)
     finally:
         eng.dispose()
     return killed
 
 
-def test_a_terminated_session_is_reconnected_by_default(pg_url, kafka, topic_factory, unique, caplog):
+def test_a_terminated_session_is_reconnected_by_default(pg_url, kafka, topic_factory, unique, caplog, monkeypatch):
+    from integrations.runtime import source_runner
+
     rows, batch = 200_000, 20_000
     tables = [f"term_a_{unique}", f"term_b_{unique}"]
     for t in tables:
@@ -59,27 +60,21 @@ def test_a_terminated_session_is_reconnected_by_default(pg_url, kafka, topic_fac
     cfg = SqlSourceConfig(name=f"term-{unique}", type="sql_source", connection_url=pg_url, mode="incrementing",
                           incrementing_column="id", tables=tables, topic_prefix=prefix, batch_max_rows=batch)
     assert cfg.errors_retry_timeout == 0 and cfg.connection_retry_timeout == 300  # the defaults
-    ready, stop = threading.Event(), threading.Event()
     killed: list[int] = []
 
-    def watch() -> None:  # the first table's first records are in Kafka: its COPY is done, the next not begun
-        while not stop.is_set() and uncommitted_end(kafka, prefix + tables[0]) == 0:
-            time.sleep(0.01)
-        ready.set()
+    def kill_once(name: str) -> None:
+        # the run's first stored offset (the first table's first batch): the run waits here while its
+        # session is terminated, so the kill lands at the same place whatever the machine's load (a
+        # watcher thread polling Kafka could see the first records only after the source had moved on)
+        if name == "source_after_commit" and not killed:
+            killed.extend(kill_source_sessions(pg_url, tables) or [0])
 
-    threads = [threading.Thread(target=lambda: killed.extend(kill_source_session(pg_url, tables[0], ready, stop))),
-               threading.Thread(target=watch)]
-    for t in threads:
-        t.start()
+    monkeypatch.setattr(source_runner, "fault_point", kill_once)
+    with caplog.at_level(logging.WARNING, logger="headrace.errors"):
+        res = run_source(cfg, kafka, offsets)
     try:
-        with caplog.at_level(logging.WARNING, logger="headrace.errors"):
-            res = run_source(cfg, kafka, offsets)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    try:
-        assert len(killed) == 1, "the source's session was never killed"
+        assert killed and killed[0] != 0, "the source's session was not found to kill"
+        assert len(killed) == 1
         retries = [r.getMessage() for r in caplog.records if "retry 1 in" in r.getMessage()]
         assert len(retries) == 1 and "session was lost" in retries[0], retries
         assert res.rows == 2 * rows
