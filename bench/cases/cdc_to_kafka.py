@@ -4,16 +4,18 @@ the postgres_cdc source (wal2json, Debezium envelopes, JSON converter, tombstone
 Every run needs the same pending changes: setup creates a pool of wal2json slots first, then writes the
 changes once; each engine or ceiling run takes a fresh slot of the pool (all hold the same WAL).
 
-Ceiling: a bare reader of the same kind of slot with the same plugin and options —
-``pg_logical_slot_peek_changes`` in chunks of the same size, the documents fetched the same way, each
-change's wal2json document (not a Debezium envelope: the ceiling does no conversion) produced with the
-same confluent-kafka client, flushed per chunk, then ``pg_replication_slot_advance``. It is the floor
-of decoding plus transport; the engine adds parsing, envelopes, JSON conversion and tombstones.
+Ceiling: a bare reader of the same kind of slot with the same plugin and options, reading one chunk
+ahead as the engine does — ``pg_logical_slot_get_changes`` on a temporary copy of the slot in a thread,
+chunks of the same size, the documents fetched the same way — each change's wal2json document (not a
+Debezium envelope: the ceiling does no conversion) produced with the same confluent-kafka client,
+flushed per chunk, then ``pg_replication_slot_advance`` of the slot. It is the floor of decoding plus
+transport; the engine adds parsing, envelopes, JSON conversion and tombstones.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import deque
 from itertools import repeat
@@ -62,6 +64,11 @@ def _changes(c: psycopg.Connection, ins: int, upd: int, dele: int) -> None:
                   "FROM generate_series(%s::bigint, %s::bigint) g", (lo, min(lo + step - 1, ins)))
     c.execute("UPDATE bench_rows SET qty = qty + 1 WHERE id <= %s", (upd,))
     c.execute("DELETE FROM bench_rows WHERE id > %s", (ins - dele,))
+    # synchronous_commit is off here: a run bounds its read by the WAL flush position, so wait until the
+    # last commit is flushed (else a run may start before it and leave it to the next run)
+    end = c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+    while c.execute("SELECT pg_current_wal_flush_lsn() < %s::pg_lsn", (end,)).fetchone()[0]:
+        time.sleep(0.05)
 
 
 def _take_slot(state: dict) -> str:
@@ -93,29 +100,44 @@ def engine(state: dict) -> int:
 
 
 def ceiling(state: dict) -> int:
-    """Bare loop: peek a chunk → produce each change document → flush → advance the slot."""
+    """Bare loop, reading one call ahead as the engine does when much is pending: a thread decodes the
+    next chunk from a temporary copy of the slot (get_changes) while the main thread produces each
+    change document of the current one, flushes, and advances the slot."""
+    from concurrent.futures import ThreadPoolExecutor
+
     slot = _take_slot(state)
     kafka = KafkaSettings.from_env()
     topic = f"bench-cdcc-{uuid.uuid4().hex[:8]}"
     kafka.ensure_topic(topic)
     p = kafka.producer()
-    conn = pg.connect(state["url"])
+    conn, reader = pg.connect(state["url"]), pg.connect(state["url"])
     tables = pg.list_tables(conn, [r"public\.bench_rows"], [])
     upto = pg.current_lsn(conn)
+    copy = f"{slot}_c"
+    pg.copy_slot_temporary(reader, slot, copy)
     total = 0
-    while True:
-        blob = pg.peek(conn, slot, upto, CHUNK, tables)
-        lines = [ln for ln in blob.split(b"\n") if b'"action":"B"' not in ln[:40] and b'"action":"C"' not in ln[:40]]
-        if not blob:
-            break
-        last = blob.rsplit(b"\n", 1)[-1]
-        deque(map(p.produce, repeat(topic), lines), maxlen=0)
-        assert p.flush(300) == 0
-        total += len(lines)
-        end = json.loads(last)["_l"]
-        pg.advance_slot(conn, slot, int(end))
-        if end >= upto:
-            break
+    with ThreadPoolExecutor(1) as pool:
+        def fetch() -> bytes:
+            return bytes(pg.peek(reader, copy, upto, CHUNK, tables, consume=True))  # produce() takes bytes
+
+        ahead = pool.submit(fetch)
+        while True:
+            blob = ahead.result()
+            if not blob:
+                break
+            full = blob.count(b"\n") + 1 >= CHUNK
+            if full:
+                ahead = pool.submit(fetch)
+            lines = [ln for ln in blob.split(b"\n") if b'"action":"B"' not in ln[:40] and b'"action":"C"' not in ln[:40]]
+            last = blob.rsplit(b"\n", 1)[-1]
+            deque(map(p.produce, repeat(topic), lines), maxlen=0)
+            assert p.flush(300) == 0
+            total += len(lines)
+            end = json.loads(last)["_l"]
+            pg.advance_slot(conn, slot, int(end))
+            if end >= upto or not full:
+                break
+    reader.close()
     conn.close()
     delete_topics(topic)
     return total

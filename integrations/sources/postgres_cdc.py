@@ -4,7 +4,9 @@ How a run moves changes (see docs/cdc.md):
 
 * The slot (wal2json) is read with ``pg_logical_slot_peek_changes`` up to the WAL position of the
   run's start and about ``batch_max_events`` rows per call: whole transactions, in commit order. The
-  slot does not move while reading.
+  slot does not move while reading. When much WAL is pending, the batches are read one call ahead
+  from a temporary copy of the slot instead (``postgres_cdc_prefetch``): the same stream, decoded by
+  the server while the previous batch is converted and produced.
 * Each produced batch's offset says how far the stream is delivered: ``lsn_commit`` / ``lsn`` (the
   commit and change LSN of the last event delivered, so a large transaction can be split) and
   ``lsn_flush`` (every transaction committed before it is delivered).
@@ -32,8 +34,9 @@ from integrations.sources import postgres_cdc_incremental as incremental
 from integrations.sources import postgres_cdc_pg as pg
 from integrations.sources.base import Source, SourceBatch
 from integrations.sources.postgres_cdc_config import PostgresCdcConfig
-from integrations.sources.postgres_cdc_decode import envelopes, parse_changes, pivot, snapshot_envelopes
+from integrations.sources.postgres_cdc_decode import OPS, envelopes, pivot, snapshot_envelopes
 from integrations.sources.postgres_cdc_pg import CdcError, TableInfo
+from integrations.sources.postgres_cdc_prefetch import ChangeReader
 
 log = logging.getLogger("headrace.source.cdc")
 _TOMBSTONE = pa.schema([pa.field("__value__", pa.null())])
@@ -48,6 +51,7 @@ class PostgresCdcSource(Source):
         self._url = resolve_env(config.connection_url)
         self.conn = pg.connect(self._url)
         self.db = self.conn.execute("SELECT current_database()").fetchone()[0]
+        self._reader: Any = None  # the snapshot's ADBC session (pg.connect_reader), opened on first use
         self.last_run: dict[str, Any] = {}  # what the last poll did (events per op, LSN range): metadata
 
     # ---------------------------------------------------------------- contract
@@ -59,6 +63,7 @@ class PostgresCdcSource(Source):
         """Snapshot (when due), then the changes pending up to the WAL position of the call's start."""
         if self.conn.closed or self.conn.broken:
             self.conn = pg.connect(self._url)  # e.g. after pg_terminate_backend: the stored offset is the truth
+        self._close_reader()  # a poll retried after a failure starts with a fresh snapshot session
         state = dict(offset or {})
         state = self._check_slot(state, offset is not None)
         self.last_run = {"events": {}, "lsn_from": state.get("lsn_flush"), "lsn_to": state.get("lsn_flush")}
@@ -79,7 +84,22 @@ class PostgresCdcSource(Source):
             if self.config.slot_drop_on_stop and not self.conn.closed and not self.conn.broken:
                 pg.drop_slot(self.conn, self.slot)
         finally:
+            self._close_reader()
             self.conn.close()
+
+    def reader(self) -> Any:
+        """The ADBC session the snapshot reads its chunks through (opened on first use)."""
+        if self._reader is None:
+            self._reader = pg.connect_reader(self._url)
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                reader.close()
+            except Exception:  # noqa: BLE001 - a broken session: nothing left to release
+                log.debug("connector %s: closing the snapshot session failed", self.config.name, exc_info=True)
 
     # ---------------------------------------------------------------- slot state
     def _check_slot(self, state: dict[str, Any], stored: bool) -> dict[str, Any]:
@@ -172,7 +192,8 @@ class PostgresCdcSource(Source):
             table = by_name.get(names[snap["table"]])
             where = (snap.get("filters") or {}).get(names[snap["table"]])
             try:
-                rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where)
+                rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where,
+                                            reader=self.reader())
                               if table is not None else (None, None))
             except CdcError as e:
                 if not where:
@@ -204,20 +225,32 @@ class PostgresCdcSource(Source):
         if signal and signal not in by_name:
             tables = tables + pg.list_tables(self.conn, [_re_escape(signal)], [])
         upto = pg.current_lsn(self.conn)  # the run's bound: changes committed later wait for the next run
-        budget = cfg.max_events_per_run
-        last_beat = float(state.get("ts_sec") or 0)
-        window = incremental.open_window(self.conn, cfg, state, by_name) if signal else None
+        window = incremental.open_window(self.conn, cfg, state, by_name, self.reader) if signal else None
         if window is not None:  # its watermarks are past the bound: read up to them in this run
             upto = max(upto, pg.current_lsn(self.conn))
+        pending = upto - int(state.get("lsn_flush") or 0)
+        ahead = cfg.read_ahead_wal_bytes is not None and pending > 0 and pending >= cfg.read_ahead_wal_bytes
+        reader = ChangeReader(self.conn, self._url, self.slot, tables, cfg.batch_max_events, read_ahead=ahead)
+        try:
+            yield from self._stream_batches(partition, state, reader, by_name, upto, window)
+        finally:
+            reader.close()
+
+    def _stream_batches(self, partition: dict[str, Any], state: dict[str, Any], reader: ChangeReader,
+                        by_name: dict[str, TableInfo], upto: int,
+                        window: incremental.Window | None) -> Iterator[SourceBatch]:
+        """The stream's batches up to ``upto`` (raised when an incremental snapshot's window needs it)."""
+        cfg = self.config
+        signal = cfg.signal_data_collection
+        budget = cfg.max_events_per_run
+        last_beat = float(state.get("ts_sec") or 0)
         while True:
-            peeked_upto = upto
-            blob = pg.peek(self.conn, self.slot, upto, cfg.batch_max_events, tables)
-            rows = parse_changes(blob)
+            rows, peeked_upto = reader.next(upto)
             events, end_all = _new_events(rows, state)
-            # a peek stops early only past nchanges rows, or it reached the bound: no second decode then
-            complete = rows.num_rows < cfg.batch_max_events or (end_all is not None and end_all >= upto)
+            # a peek stops early only past nchanges rows, or it reached its bound: no second decode then
+            complete = rows.num_rows < cfg.batch_max_events or (end_all is not None and end_all >= peeked_upto)
             stored = int(state.get("lsn_flush") or 0)
-            flush_all = max(upto if complete else 0, end_all or 0, stored)
+            flush_all = max(peeked_upto if complete else 0, end_all or 0, stored)
             if events.num_rows == 0:
                 beat = cfg.heartbeat_interval > 0 and time.time() - last_beat >= cfg.heartbeat_interval
                 if flush_all > stored and (beat or not complete):
@@ -280,7 +313,7 @@ class PostgresCdcSource(Source):
                 if requested:  # stored with the chunk: a crash resumes the snapshot before streaming on
                     yield from self._snapshot(partition, state)
                 if window is None and state.get("incremental"):  # the next chunk's window, in this run
-                    window = incremental.open_window(self.conn, cfg, state, by_name)
+                    window = incremental.open_window(self.conn, cfg, state, by_name, self.reader)
                     if window is not None:
                         upto = max(upto, pg.current_lsn(self.conn))
             if budget is not None:
@@ -312,8 +345,8 @@ class PostgresCdcSource(Source):
             value, key, ops = envelopes(rows, prefix=cfg.topic_prefix, db=self.db, schema=schema, table=tname,
                                         layout=layout)
             topic = cfg.topic_for(name)
-            for op, n in zip(*np.unique(ops, return_counts=True), strict=True):
-                self._count(str(op), int(n), offset, name)
+            for code, n in zip(*np.unique(ops, return_counts=True), strict=True):
+                self._count(OPS[int(code)].as_py(), int(n), offset, name)
             for op, lo, hi in _runs(ops):
                 part_key = None if key is None or op == "t" else key.slice(lo, hi - lo)
                 out.append(Outgoing(partition, topic, value.slice(lo, hi - lo), None, part_key))
@@ -360,11 +393,12 @@ def _new_events(rows: pa.Table, state: dict[str, Any]) -> tuple[pa.Table, int | 
 
 
 def _runs(ops: np.ndarray) -> list[tuple[str, int, int]]:
-    """Maximal runs of (deletes | truncates one by one | everything else) as (kind, start, stop)."""
+    """Maximal runs of (deletes | truncates one by one | everything else) as (kind, start, stop); ``ops``
+    holds op codes (indexes into ``OPS``: 2 delete, 3 truncate)."""
     n = len(ops)
     if n == 0:
         return []
-    kind = np.where(ops == "d", 1, np.where(ops == "t", 2, 0))
+    kind = np.where(ops == 2, 1, np.where(ops == 3, 2, 0))
     starts = np.flatnonzero(np.concatenate([[True], (kind[1:] != kind[:-1]) | (kind[1:] == 2)]))
     stops = np.append(starts[1:], n)
     return [("d" if kind[s] == 1 else "t" if kind[s] == 2 else "cu", int(s), int(e)) for s, e in zip(starts, stops,

@@ -78,6 +78,12 @@ else:
         batch_max_events: Annotated[
             int, Field(gt=0, le=10_000_000, description="Row changes per decoding call and per produced batch")
         ] = 100_000
+        read_ahead_wal_bytes: Annotated[
+            int | None, Field(ge=0, description="Pending WAL (bytes from the slot's position to the run's bound) "
+                                                "above which a run decodes the next batch from a temporary copy "
+                                                "of the slot while it produces the current one (0: always; null: "
+                                                "never; needs one free replication slot while the run lasts)")
+        ] = 16 << 20
         max_events_per_run: Annotated[
             int | None, Field(gt=0, description="Cap on changes moved by one micro-batch (default: all pending "
                                                 "up to the WAL position at the run's start)")

@@ -29,16 +29,19 @@ SCHEMA = pa.schema([
 ])
 _UNQUOTED = r'"value":(-?[0-9][0-9.eE+-]*|true|false)'
 _QUOTED = r'"value":"\1"'
-_OPS = {"I": "c", "U": "u", "D": "d", "T": "t"}
+_ACTIONS = pa.array(["I", "U", "D", "T"])
+#: Debezium's op per wal2json action, in the order of ``_ACTIONS``; :func:`envelopes` returns op codes
+#: as indexes into it (numpy int8: no Python string per event)
+OPS = pa.array(["c", "u", "d", "t"])
 
 
-def parse_changes(blob: bytes) -> pa.Table:
+def parse_changes(blob: bytes | bytearray) -> pa.Table:
     """Parse newline-separated wal2json v2 documents (with ``_l``) into a table of :data:`SCHEMA`.
 
     wal2json writes numbers and booleans bare, so a ``value`` changes JSON type from column to column,
     which ``pyarrow.json`` refuses: the blob is viewed (no copy) as one Arrow string and every bare
     value is quoted by one RE2 replace over it (C++), then the lines are parsed."""
-    if not blob.strip():
+    if not blob or blob.isspace():  # isspace stops at the first other byte: no copy, no full scan
         return SCHEMA.empty_table()
     whole = pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(blob)], dtype=np.int64)),
                                              pa.py_buffer(blob))
@@ -135,7 +138,7 @@ def source_struct(n: int, *, prefix: str, db: str, schema: str, table: str, ts_m
                   lsn: pa.Array, snapshot: pa.Array | str) -> pa.StructArray:
     """Debezium's ``source`` block for ``n`` events of one table."""
     def rep(v: Any) -> pa.Array:
-        return pa.array(np.full(n, v, dtype=object), pa.string()) if n else pa.array([], pa.string())
+        return pa.repeat(pa.scalar(v, pa.string()), n)  # in C: no Python object per event
 
     snap = rep(snapshot) if isinstance(snapshot, str) else snapshot
     return pa.StructArray.from_arrays(
@@ -146,7 +149,8 @@ def source_struct(n: int, *, prefix: str, db: str, schema: str, table: str, ts_m
 def envelopes(rows: pa.Table, *, prefix: str, db: str, schema: str, table: str,
               layout: tuple[list[str], dict[str, pa.DataType], list[str]] | None = None
               ) -> tuple[pa.Table, pa.Table | None, np.ndarray]:
-    """One table's stream rows (actions I/U/D/T, stream order) → (envelope values, key table, op codes).
+    """One table's stream rows (actions I/U/D/T, stream order) → (envelope values, key table, op codes:
+    indexes into :data:`OPS`).
 
     ``before``: the old row under REPLICA IDENTITY FULL, the old key for deletes under DEFAULT/INDEX
     (other fields null), null for updates under DEFAULT/INDEX. ``after``: the new row; an unchanged
@@ -155,9 +159,8 @@ def envelopes(rows: pa.Table, *, prefix: str, db: str, schema: str, table: str,
     rows = split_key_changes(rows, names, types, pk)
     n = rows.num_rows
     action = rows.column("action").combine_chunks()
-    ops = pc.replace_substring_regex(action, "^I$", "c")
-    for a, o in (("U", "u"), ("D", "d"), ("T", "t")):
-        ops = pc.replace_substring_regex(ops, f"^{a}$", o)
+    codes = pc.index_in(action, _ACTIONS)
+    ops = OPS.take(codes)
     is_ins_upd = pc.or_(pc.equal(action, "I"), pc.equal(action, "U"))
     cols = pc.if_else(is_ins_upd, rows.column("columns").combine_chunks(), pa.nulls(n, rows.schema.field("columns").type))
     after, present = pivot(cols, names, types)
@@ -183,13 +186,13 @@ def envelopes(rows: pa.Table, *, prefix: str, db: str, schema: str, table: str,
     ts = _ts_ms(rows.column("timestamp").combine_chunks())
     src = source_struct(n, prefix=prefix, db=db, schema=schema, table=table, ts_ms=ts,
                         txid=rows.column("xid").combine_chunks(), lsn=rows.column("_l").combine_chunks(), snapshot="false")
-    now = pa.array(np.full(n, int(time.time() * 1000), dtype=np.int64))
+    now = pa.repeat(pa.scalar(int(time.time() * 1000), pa.int64()), n)
     value = pa.table({"before": before, "after": after, "source": src, "op": ops, "ts_ms": now})
     key = None
     if pk:
         ident_key, _ = pivot(ident, pk, types)
         key = pa.table({k: pc.coalesce(after.field(names.index(k)), ident_key.field(i)) for i, k in enumerate(pk)})
-    return value, key, np.asarray(ops.to_numpy(zero_copy_only=False), dtype=object)
+    return value, key, codes.to_numpy(zero_copy_only=False).astype(np.int8)
 
 
 def split_key_changes(rows: pa.Table, names: list[str], types: dict[str, pa.DataType], pk: list[str]) -> pa.Table:
@@ -217,11 +220,11 @@ def split_key_changes(rows: pa.Table, names: list[str], types: dict[str, pa.Data
     idx = np.repeat(np.arange(rows.num_rows), 1 + changed.astype(np.int64))
     first = np.concatenate([[True], idx[1:] != idx[:-1]])
     out = rows.take(pa.array(idx))
-    act = np.asarray(out.column("action").to_numpy(zero_copy_only=False), dtype=object)
+    act = pc.index_in(out.column("action"), _ACTIONS).to_numpy(zero_copy_only=False).astype(np.int8)
     split = changed[idx]
-    act[split & first] = "D"
-    act[split & ~first] = "I"
-    return out.set_column(out.schema.get_field_index("action"), "action", pa.array(act, pa.string()))
+    act[split & first] = 2  # D
+    act[split & ~first] = 0  # I
+    return out.set_column(out.schema.get_field_index("action"), "action", _ACTIONS.take(pa.array(act)))
 
 
 def _ts_ms(text: pa.Array) -> pa.Array:
@@ -238,15 +241,13 @@ def snapshot_envelopes(after: pa.StructArray, pk: list[str], *, prefix: str, db:
     """Snapshot reads (op ``r``) of rows already typed as a struct; ``source.snapshot`` is ``marker``
     (``true``; ``incremental`` for incremental snapshots), the last event of a snapshot says ``last``."""
     n = len(after)
-    snap = np.full(n, marker, dtype=object)
+    snap = pa.repeat(pa.scalar(marker, pa.string()), n)
     if last and n:
-        snap[-1] = "last"
-    now = int(time.time() * 1000)
-    src = source_struct(n, prefix=prefix, db=db, schema=schema, table=table,
-                        ts_ms=pa.array(np.full(n, now, dtype=np.int64)), txid=pa.nulls(n, pa.int64()),
-                        lsn=pa.array(np.full(n, lsn, dtype=np.int64)), snapshot=pa.array(snap, pa.string()))
+        snap = pa.concat_arrays([snap.slice(0, n - 1), pa.array(["last"])])
+    now = pa.repeat(pa.scalar(int(time.time() * 1000), pa.int64()), n)
+    src = source_struct(n, prefix=prefix, db=db, schema=schema, table=table, ts_ms=now,
+                        txid=pa.nulls(n, pa.int64()), lsn=pa.repeat(pa.scalar(lsn, pa.int64()), n), snapshot=snap)
     value = pa.table({"before": pa.nulls(n, after.type), "after": after, "source": src,
-                      "op": pa.array(np.full(n, "r", dtype=object), pa.string()),
-                      "ts_ms": pa.array(np.full(n, now, dtype=np.int64))})
+                      "op": pa.repeat(pa.scalar("r", pa.string()), n), "ts_ms": now})
     key = pa.table({k: after.field(k) for k in pk}) if pk else None
     return value, key

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +82,11 @@ def stop(state: dict[str, Any], tables: list[str]) -> bool:
     return current
 
 
-def open_window(conn: Any, config: Any, state: dict[str, Any], by_name: dict[str, TableInfo]) -> Window | None:
-    """Write the low watermark, read the next chunk of the queued snapshot, write the high watermark;
-    None when nothing is queued (the state's ``incremental`` is then cleared)."""
+def open_window(conn: Any, config: Any, state: dict[str, Any], by_name: dict[str, TableInfo],
+                reader: Callable[[], Any] | None = None) -> Window | None:
+    """Write the low watermark, read the next chunk of the queued snapshot (through ``reader()``'s ADBC
+    session when given), write the high watermark; None when nothing is queued (the state's
+    ``incremental`` is then cleared)."""
     inc = state.get("incremental")
     while inc and inc["table"] < len(inc["tables"]):
         name = inc["tables"][inc["table"]]
@@ -96,7 +99,8 @@ def open_window(conn: Any, config: Any, state: dict[str, Any], by_name: dict[str
         wid = f"headrace-window-{uuid.uuid4().hex[:12]}"
         _signal(conn, config.signal_data_collection, f"{wid}-open", "snapshot-window-open", name)
         try:
-            rows, last = pg.read_chunk(conn, table, inc["after"], config.snapshot_fetch_size, condition)
+            rows, last = pg.read_chunk(conn, table, inc["after"], config.snapshot_fetch_size, condition,
+                                       reader=reader() if reader is not None else None)
         except CdcError as e:
             if not condition:
                 raise

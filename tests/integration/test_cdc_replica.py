@@ -115,10 +115,14 @@ def _lsn_duplicates(cdc: Cdc, topic: str) -> tuple[int, int]:
     return sum(seen.values()), sum(n - 1 for n in seen.values())
 
 
-def test_kill9_during_streaming_three_times(cdc: Cdc, tmp_path: Path) -> None:
+# read_ahead_wal_bytes 0: every run reads its batches from a temporary copy of the slot, one call ahead
+# (postgres_cdc_prefetch); null: in line, from the connector's slot
+@pytest.mark.parametrize("read_ahead", [None, 0], ids=["in_line", "read_ahead"])
+def test_kill9_during_streaming_three_times(cdc: Cdc, tmp_path: Path, read_ahead: int | None) -> None:
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)")
     conf = {"type": "postgres_cdc", "name": cdc.name, "connection_url": cdc.pg_url, "topic_prefix": cdc.prefix,
-            "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "batch_max_events": 2000}
+            "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "batch_max_events": 2000,
+            "read_ahead_wal_bytes": read_ahead}
     path = write_connector(tmp_path / "connectors", conf)
     cdc.run(batch_max_events=2000)  # slot and (empty) snapshot
     topic = cdc.topic("items")
@@ -149,9 +153,16 @@ def test_kill9_during_streaming_three_times(cdc: Cdc, tmp_path: Path) -> None:
     run_sink(_sink(cdc, url, topic), cdc.kafka)
     assert _replica(url) == _source(cdc)
     assert cdc.run().rows == 0
+    assert _temporary_slots(cdc) == []  # the killed runs' copies went with their sessions
 
 
-def test_terminated_session_resumes_without_gap(cdc: Cdc, tmp_path: Path) -> None:
+def _temporary_slots(cdc: Cdc) -> list[str]:
+    return [r[0] for r in cdc.query("SELECT slot_name FROM pg_replication_slots WHERE temporary")
+            if r[0].startswith(cdc.slot)]
+
+
+@pytest.mark.parametrize("read_ahead", [None, 0], ids=["in_line", "read_ahead"])
+def test_terminated_session_resumes_without_gap(cdc: Cdc, tmp_path: Path, read_ahead: int | None) -> None:
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)")
     cdc.run()
     for i in range(20):
@@ -172,12 +183,12 @@ def test_terminated_session_resumes_without_gap(cdc: Cdc, tmp_path: Path) -> Non
     try:
         # the run may fail after its retries; the next run resumes from the stored offset
         with contextlib.suppress(psycopg.OperationalError):
-            cdc.run(batch_max_events=1000)
+            cdc.run(batch_max_events=1000, read_ahead_wal_bytes=read_ahead)
     finally:
         stop.set()
         t.join()
     assert killed, "the connector's session was never terminated"
-    cdc.run(batch_max_events=1000)
+    cdc.run(batch_max_events=1000, read_ahead_wal_bytes=read_ahead)
     ids = collections.Counter(k["id"] for k, v in envelopes(cdc.kafka, cdc.topic("items")) if v is not None)
     assert set(ids) == set(range(1, 40001))  # no gap
     url = f"duckdb:///{tmp_path}/replica.duckdb"

@@ -116,10 +116,10 @@ def test_incremental_snapshot_keeps_changes_made_during_its_windows(cdc: Cdc, tm
     real = pg.read_chunk
     touched: list[int] = []
 
-    def racing_read(conn, table, after, limit, condition=None):  # a writer commits around each chunk read
+    def racing_read(conn, table, after, limit, condition=None, reader=None):  # a writer commits around each read
         first = 1 if after is None else int(after[0]) + 1
         cdc.sql(f"UPDATE items SET name = 'before-read' WHERE id = {first + 1}")  # visible to the read
-        out = real(conn, table, after, limit, condition)
+        out = real(conn, table, after, limit, condition, reader=reader)
         cdc.sql(f"UPDATE items SET name = 'after-read' WHERE id = {first + 2}",  # newer than the chunk's copy
                 f"DELETE FROM items WHERE id = {first + 3}")  # the chunk still holds it
         touched.extend(i for i in (first + 1, first + 2, first + 3) if i <= 2000)
@@ -155,8 +155,8 @@ def test_stop_snapshot_drops_the_rest_of_an_incremental_snapshot(cdc: Cdc, tmp_p
     topic = cdc.topic("items")
     real, reads = pg.read_chunk, []
 
-    def read_then_stop(conn, table, after, limit, condition=None):
-        out = real(conn, table, after, limit, condition)
+    def read_then_stop(conn, table, after, limit, condition=None, reader=None):
+        out = real(conn, table, after, limit, condition, reader=reader)
         reads.append(after)
         if len(reads) == 2:  # committed between the second window's watermarks
             request_stop(cdc.config(), ["items"])

@@ -3,6 +3,8 @@ runs bounded by batch_max_events, the slot advanced only to stored offsets, lost
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from integrations.sources.postgres_cdc_pg import CdcError
@@ -135,3 +137,46 @@ def test_max_events_per_run_splits_a_transaction_across_runs(cdc: Cdc) -> None:
     records = envelopes(cdc.kafka, cdc.topic("t"))
     seqs = ops_by_key(records)
     assert seqs == {i: ["c", "u"] if i <= 120 else ["c", "d", "-"] if i > 990 else ["c"] for i in range(1, 1001)}
+
+
+def test_read_ahead_moves_the_same_stream_as_reading_in_line(cdc: Cdc, caplog: pytest.LogCaptureFixture) -> None:
+    """Two connectors on one database, one reading in line, one reading ahead from a temporary copy of
+    its slot (read_ahead_wal_bytes 0), both in batches of 1,000 with a per-run cap: the same events in
+    the same order, each once, both slots at the same position, and no temporary slot left."""
+    from dataclasses import replace
+
+    ahead = replace(cdc, name=f"{cdc.name}ra", prefix=f"{cdc.prefix}ra", offsets_topic=f"{cdc.offsets_topic}-ra",
+                    topics=set())
+    cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)")
+    opts = {"batch_max_events": 1000, "max_events_per_run": 7000}
+    cdc.run(read_ahead_wal_bytes=None, **opts)
+    ahead.run(read_ahead_wal_bytes=0, **opts)
+    for i in range(6):  # 6 transactions of 2,000 inserts, 500 updates and 100 deletes; one of 2,900 updates
+        base = i * 2000
+        cdc.sql(f"INSERT INTO items SELECT g, 'n' || g, g FROM generate_series({base + 1}, {base + 2000}) g",
+                f"UPDATE items SET n = -n WHERE id BETWEEN {base + 1} AND {base + 500}",
+                f"DELETE FROM items WHERE id BETWEEN {base + 1901} AND {base + 2000}")
+    cdc.sql("UPDATE items SET name = 'all' WHERE id <= 3000")
+    caplog.set_level(logging.DEBUG, logger="headrace.source.cdc")
+    try:
+        for c, read_ahead in ((cdc, None), (ahead, 0)):
+            runs = [c.run(read_ahead_wal_bytes=read_ahead, **opts).rows for _ in range(4)]
+            assert sum(runs) == 6 * (2000 + 500 + 100 + 100) + 2900, runs  # + a tombstone per delete (ids 1901-2000 gone)
+            assert runs[-1] == 0 and runs[0] >= 7000  # the cap splits the work over runs
+        mine, theirs = (envelopes(c.kafka, c.topic("items")) for c in (cdc, ahead))
+
+        def shape(records):
+            return [(k, None if v is None else (v["op"], v["before"], v["after"], v["source"]["lsn"],
+                                                v["source"]["txId"])) for k, v in records]
+
+        assert shape(mine) == shape(theirs)
+        assert len({(k["id"], v["source"]["lsn"], v["op"]) for k, v in theirs if v is not None}) == \
+            sum(v is not None for _k, v in theirs)  # each event once
+        assert _confirmed(cdc) == _confirmed(ahead)
+        assert [r for r in cdc.query("SELECT slot_name FROM pg_replication_slots WHERE temporary")
+                if r[0].startswith(ahead.slot)] == []
+        read_ahead = [r.getMessage() for r in caplog.records if "reading ahead from its temporary copy" in r.getMessage()]
+        # `ahead`'s runs only: the three with changes (the fourth too if other databases wrote WAL meanwhile)
+        assert len(read_ahead) in (3, 4) and all(ahead.slot in m for m in read_ahead), read_ahead
+    finally:
+        cdc.kafka.delete_topics(sorted(ahead.topics | {ahead.offsets_topic}))
