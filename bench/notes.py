@@ -99,6 +99,46 @@ NOTES: dict[str, str] = {
         "the 1 s run queue, a run worker start (3.5–9 s here under load), then the steps (source 1–2 s, DuckDB "
         "0.4 s, Parquet 1.4 s). Continuous: the loops' idle sleep and the engine's per-batch work."
     ),
+    "cdc_to_kafka": (
+        "1,000,000 row changes (600k inserts in 20 transactions, one UPDATE of 300k rows, one DELETE of 100k) "
+        "from a fresh wal2json slot: Debezium envelopes, JSON converter, a tombstone after each delete (1.1M "
+        "records). The WAL pending is far above `read_ahead_wal_bytes`, so the run reads ahead: a thread "
+        "decodes and parses batch n+1 from a temporary copy of the slot while batch n is enveloped, converted "
+        "and produced (44k events/s before read-ahead, measured as a whole process in the peers case). What "
+        "limits it now is CPU on the 2 cores: per 100k changes the server's wal2json decoding (~0.8 s, in the "
+        "PostgreSQL backend), the parse (RE2 quoting of bare numbers ~0.2-0.3 s and pyarrow.json ~0.25 s, in "
+        "the read-ahead thread), then on the main thread envelopes (~0.2 s), DuckDB to_json (~0.25 s) and "
+        "produce (~0.25 s), beside the broker. The ceiling reads ahead the same way but produces wal2json's "
+        "documents as they come (no parse, no envelope, no JSON conversion, no tombstones): a floor of "
+        "decoding plus transport, faster than any code doing the engine's work. Peak RSS ~1 GB: the 300k-row "
+        "UPDATE is one transaction, which a decoding call returns whole (next to the batch in flight). Issue "
+        "13's goals, 100k events/s and 0.8 of the ceiling, are not met."
+    ),
+    "cdc_snapshot": (
+        "A 1,000,000-row table snapshotted (`snapshot_mode: initial_only`): chunks of 100k rows in key order "
+        "(`WHERE id > last ORDER BY id LIMIT n`), every column read as PostgreSQL's text output through ADBC's "
+        "binary COPY on a second session (3x the former `row_to_json` lines through psycopg) and cast in "
+        "Arrow, envelopes built column-wise, JSON converter, produce. The ceiling streams the table in one "
+        "ADBC query with native types and builds the same envelopes with DuckDB's to_json: the engine's "
+        "extra work is one query per chunk and the text casts, which keep a snapshot row identical to the "
+        "same row streamed from wal2json. Issue 13's goal of 200k rows/s is not met; the ceiling itself "
+        "runs at about that rate here."
+    ),
+    "kafka_to_parquet_4p": (
+        "1,000,000 JSON messages on a 4-partition topic drained into Parquet by `tasks_max` forked task "
+        "processes (each `run_sink(config, task=i)` on the partitions it owns, as the multiprocess executor's "
+        "steps would, without their start-up); the ceiling is the bare consume → pyarrow.json → Parquet loop "
+        "in as many processes over the same partitions. The table row is 2 tasks; docs/scale.md has 1, 2 and "
+        "4 tasks from the same quiet run (scaling efficiency 0.62 for 2 tasks, 0.36 for 4, against the "
+        "ceiling's 0.77 and 0.36): each task process needs most of a core, and the broker shares the two."
+    ),
+    "sql_to_kafka_parallel": (
+        "A 1,000,000-row PostgreSQL table in bulk mode read in 2 key ranges by 2 forked task processes "
+        "(`tasks_max: 2`, each `run_source(config, task=i)`); the ceiling is 2 processes each streaming its "
+        "range with ADBC and producing it as sql_to_kafka's ceiling does. docs/scale.md has 1 range and 2 "
+        "ranges as threads within one task (`read_ranges: 2`) from the same quiet run: a second range gives "
+        "1.18x (the ceiling 1.41x), PostgreSQL's COPY, the broker and two producers sharing two cores."
+    ),
     "pg_to_parquet_e2e": (
         "End to end through both connectors in one process: the SQL source (ADBC COPY read, DuckDB to_json, "
         "the produce loop, one stored offset per 100k rows) and then the Parquet sink (consume, JSON parse with "
