@@ -44,7 +44,10 @@ class DagsterServices:
     """
 
     def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env = env
+        # on SIGTERM a code server waits for its calls in flight (a sensor tick the stopped daemon left
+        # behind) up to this grace period, 60 s by default, and its proxy's child server then again: the
+        # clients are stopped first here, so 10 s each is plenty (every code server started from here)
+        self.env = {**env, "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"}
         self.folder = folder
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,11 +70,7 @@ class DagsterServices:
         self._start("code-server", ["dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
                                     "-m", entry["module_name"], "-a", entry["attribute"],
                                     "-d", str(ROOT / entry.get("working_directory", ".")),
-                                    "--location-name", entry["location_name"]],
-                    # on SIGTERM a code server waits for its calls in flight (a sensor tick the stopped
-                    # daemon left behind) up to this grace period, 60 s by default, and its proxy's child
-                    # server then again: the clients are stopped first here, so 10 s each is plenty
-                    env={"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"})
+                                    "--location-name", entry["location_name"]])
         self.location = entry["location_name"]
         self.workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
             "host": "127.0.0.1", "port": port, "location_name": self.location}}]}))

@@ -116,5 +116,6 @@ def test_daemon_evaluates_lag_and_broken_file_checks(kafka, topic_factory, tmp_p
         assert status == "HEALTHY", f"freshness {status} 120 s after the write"
     finally:
         leftover = dev.stop()
-    assert not leftover, f"processes needed SIGKILL: {leftover}"
+    assert not leftover, (f"processes needed SIGKILL: {leftover}; logs:\n"
+                          + "\n".join(dev.tail(n, 25) for n in ("code-server", "daemon", "webserver")))
     assert sorted(p.name for p in Path(home / "lake" / topic).rglob("*.parquet"))  # the run wrote the records

@@ -228,8 +228,11 @@ def test_snapshot_with_concurrent_changes_converges(cdc: Cdc, tmp_path: Path) ->
 
 
 def test_kill9_during_snapshot_resumes_mid_table(cdc: Cdc, tmp_path: Path) -> None:
+    # 300k rows: each run is killed once its records grow by 6,000, so a run must outlast the watcher's
+    # polls (a few hundred ms under load); 60k rows were snapshotted faster than that once
+    rows = 300_000
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)",
-            "INSERT INTO items SELECT g, 'n' || g, g FROM generate_series(1, 60000) g")
+            f"INSERT INTO items SELECT g, 'n' || g, g FROM generate_series(1, {rows}) g")
     conf = {"type": "postgres_cdc", "name": cdc.name, "connection_url": cdc.pg_url, "topic_prefix": cdc.prefix,
             "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "snapshot_fetch_size": 2000}
     path = write_connector(tmp_path / "connectors", conf)
@@ -254,7 +257,7 @@ def test_kill9_during_snapshot_resumes_mid_table(cdc: Cdc, tmp_path: Path) -> No
     reads = collections.Counter(k["id"] for k, v in envelopes(cdc.kafka, topic) if v is not None and v["op"] == "r")
     dups = sum(n - 1 for n in reads.values())
     print(f"kill -9 x3 during the snapshot: {sum(reads.values())} reads, {dups} read twice")
-    assert set(reads) == set(range(1, 60001))  # resumed mid-table: nothing skipped
+    assert set(reads) == set(range(1, rows + 1))  # resumed mid-table: nothing skipped
     assert dups <= 3 * 2000  # at most the chunk in flight per kill
     url = f"duckdb:///{tmp_path}/replica.duckdb"
     run_sink(_sink(cdc, url, topic), cdc.kafka)
