@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -180,7 +181,11 @@ class PostgresCdcSource(Source):
 
     # ---------------------------------------------------------------- snapshot
     def _snapshot(self, partition: dict[str, Any], state: dict[str, Any]) -> Iterator[SourceBatch]:
-        """Key-ordered chunks of every captured table (op ``r``); the offset after each chunk resumes it."""
+        """Key-ordered chunks of every captured table (op ``r``); the offset after each chunk resumes it.
+
+        After a full chunk the next one of the same table is read in a thread while this one is
+        enveloped, converted and produced (reading is independent of what is stored: the next run's
+        offset still names this chunk's last key). A re-snapshot with a filter reads in line."""
         cfg = self.config
         tables = self._tables()
         snap = dict(state["snapshot"])
@@ -188,30 +193,39 @@ class PostgresCdcSource(Source):
             snap["tables"] = [t.qualified for t in tables]
         by_name = {t.qualified: t for t in tables}  # a requested table that is not captured is skipped
         names = snap["tables"]
-        while snap["table"] < len(names):
-            table = by_name.get(names[snap["table"]])
-            where = (snap.get("filters") or {}).get(names[snap["table"]])
-            try:
-                rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where,
-                                            reader=self.reader())
-                              if table is not None else (None, None))
-            except CdcError as e:
-                if not where:
-                    raise
-                # a signal's bad filter: that table's re-snapshot is dropped, streaming goes on
-                log.error("connector %s: %s; that re-snapshot is skipped (send a corrected signal)", cfg.name, e)
-                rows, last = None, None
-            if last is None:  # table done (or dropped since)
-                snap = {**snap, "table": snap["table"] + 1, "after": None}
-                continue
-            final = len(rows) < cfg.snapshot_fetch_size and snap["table"] == len(names) - 1
-            value, key = snapshot_envelopes(rows, table.pk, prefix=cfg.topic_prefix, db=self.db,
-                                            schema=table.schema, table=table.name,
-                                            lsn=int(state.get("lsn_flush") or 0), last=final)
-            snap = {**snap, "after": last}
-            state["snapshot"] = snap
-            self._count("r", len(rows), state, table.qualified)
-            yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
+        with ThreadPoolExecutor(1, thread_name_prefix="headrace-cdc-snapshot") as pool:
+            ahead: tuple[tuple[int, Any], Future] | None = None
+            while snap["table"] < len(names):
+                table = by_name.get(names[snap["table"]])
+                where = (snap.get("filters") or {}).get(names[snap["table"]])
+                try:
+                    if ahead is not None and ahead[0] == (snap["table"], snap["after"]):
+                        rows, last = ahead[1].result()
+                    else:
+                        rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where,
+                                                    reader=self.reader())
+                                      if table is not None else (None, None))
+                except CdcError as e:
+                    if not where:
+                        raise
+                    # a signal's bad filter: that table's re-snapshot is dropped, streaming goes on
+                    log.error("connector %s: %s; that re-snapshot is skipped (send a corrected signal)", cfg.name, e)
+                    rows, last = None, None
+                ahead = None
+                if last is None:  # table done (or dropped since)
+                    snap = {**snap, "table": snap["table"] + 1, "after": None}
+                    continue
+                if len(rows) == cfg.snapshot_fetch_size and not where:  # more of this table: read it meanwhile
+                    ahead = ((snap["table"], last), pool.submit(pg.read_chunk, self.conn, table, last,
+                                                                cfg.snapshot_fetch_size, None, self.reader()))
+                final = len(rows) < cfg.snapshot_fetch_size and snap["table"] == len(names) - 1
+                value, key = snapshot_envelopes(rows, table.pk, prefix=cfg.topic_prefix, db=self.db,
+                                                schema=table.schema, table=table.name,
+                                                lsn=int(state.get("lsn_flush") or 0), last=final)
+                snap = {**snap, "after": last}
+                state["snapshot"] = snap
+                self._count("r", len(rows), state, table.qualified)
+                yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
         state["snapshot"] = None
         # the snapshot is complete: stored before any streamed event
         yield SourceBatch(partition, cfg.topic_for("snapshot"), pa.table({}), dict(state))
