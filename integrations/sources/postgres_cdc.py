@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from integrations.sources.postgres_cdc_config import PostgresCdcConfig
 from integrations.sources.postgres_cdc_decode import OPS, envelopes, pivot, snapshot_envelopes
 from integrations.sources.postgres_cdc_pg import CdcError, TableInfo
 from integrations.sources.postgres_cdc_prefetch import ChangeReader
+from integrations.sources.sql_streams import prefetch
 
 log = logging.getLogger("headrace.source.cdc")
 _TOMBSTONE = pa.schema([pa.field("__value__", pa.null())])
@@ -183,9 +183,9 @@ class PostgresCdcSource(Source):
     def _snapshot(self, partition: dict[str, Any], state: dict[str, Any]) -> Iterator[SourceBatch]:
         """Key-ordered chunks of every captured table (op ``r``); the offset after each chunk resumes it.
 
-        After a full chunk the next one of the same table is read in a thread while this one is
-        enveloped, converted and produced (reading is independent of what is stored: the next run's
-        offset still names this chunk's last key). A re-snapshot with a filter reads in line."""
+        Without row filters the chunks are read a chunk ahead in a thread (``prefetch``) while the one
+        before is enveloped, converted and produced: reading is independent of what is stored, and the
+        offset still names the last key produced."""
         cfg = self.config
         tables = self._tables()
         snap = dict(state["snapshot"])
@@ -193,42 +193,43 @@ class PostgresCdcSource(Source):
             snap["tables"] = [t.qualified for t in tables]
         by_name = {t.qualified: t for t in tables}  # a requested table that is not captured is skipped
         names = snap["tables"]
-        with ThreadPoolExecutor(1, thread_name_prefix="headrace-cdc-snapshot") as pool:
-            ahead: tuple[tuple[int, Any], Future] | None = None
-            while snap["table"] < len(names):
-                table = by_name.get(names[snap["table"]])
-                where = (snap.get("filters") or {}).get(names[snap["table"]])
-                try:
-                    if ahead is not None and ahead[0] == (snap["table"], snap["after"]):
-                        rows, last = ahead[1].result()
-                    else:
-                        rows, last = (pg.read_chunk(self.conn, table, snap["after"], cfg.snapshot_fetch_size, where,
-                                                    reader=self.reader())
-                                      if table is not None else (None, None))
-                except CdcError as e:
-                    if not where:
-                        raise
-                    # a signal's bad filter: that table's re-snapshot is dropped, streaming goes on
-                    log.error("connector %s: %s; that re-snapshot is skipped (send a corrected signal)", cfg.name, e)
-                    rows, last = None, None
-                ahead = None
-                if last is None:  # table done (or dropped since)
-                    snap = {**snap, "table": snap["table"] + 1, "after": None}
-                    continue
-                if len(rows) == cfg.snapshot_fetch_size and not where:  # more of this table: read it meanwhile
-                    ahead = ((snap["table"], last), pool.submit(pg.read_chunk, self.conn, table, last,
-                                                                cfg.snapshot_fetch_size, None, self.reader()))
-                final = len(rows) < cfg.snapshot_fetch_size and snap["table"] == len(names) - 1
-                value, key = snapshot_envelopes(rows, table.pk, prefix=cfg.topic_prefix, db=self.db,
-                                                schema=table.schema, table=table.name,
-                                                lsn=int(state.get("lsn_flush") or 0), last=final)
-                snap = {**snap, "after": last}
-                state["snapshot"] = snap
-                self._count("r", len(rows), state, table.qualified)
-                yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
+        chunks = self._chunks(names, by_name, snap)
+        for index, table, rows, last in chunks if snap.get("filters") else prefetch(chunks):
+            final = len(rows) < cfg.snapshot_fetch_size and index == len(names) - 1
+            value, key = snapshot_envelopes(rows, table.pk, prefix=cfg.topic_prefix, db=self.db,
+                                            schema=table.schema, table=table.name,
+                                            lsn=int(state.get("lsn_flush") or 0), last=final)
+            snap = {**snap, "table": index, "after": last}
+            state["snapshot"] = snap
+            self._count("r", len(rows), state, table.qualified)
+            yield Outgoing(partition, cfg.topic_for(table.qualified), value, dict(state), key)
         state["snapshot"] = None
         # the snapshot is complete: stored before any streamed event
         yield SourceBatch(partition, cfg.topic_for("snapshot"), pa.table({}), dict(state))
+
+    def _chunks(self, names: list[str], by_name: dict[str, TableInfo], snap: dict[str, Any]
+                ) -> Iterator[tuple[int, TableInfo, pa.StructArray, list[str]]]:
+        """The snapshot's chunks from ``snap``'s table and key on: (table index, table, rows, last key)."""
+        cfg = self.config
+        index, after = snap["table"], snap["after"]
+        while index < len(names):
+            table = by_name.get(names[index])
+            where = (snap.get("filters") or {}).get(names[index])
+            try:
+                rows, last = (pg.read_chunk(self.conn, table, after, cfg.snapshot_fetch_size, where,
+                                            reader=self.reader())
+                              if table is not None else (None, None))
+            except CdcError as e:
+                if not where:
+                    raise
+                # a signal's bad filter: that table's re-snapshot is dropped, streaming goes on
+                log.error("connector %s: %s; that re-snapshot is skipped (send a corrected signal)", cfg.name, e)
+                rows, last = None, None
+            if last is None:  # table done (or dropped since)
+                index, after = index + 1, None
+                continue
+            yield index, table, rows, last
+            after = last
 
     # ---------------------------------------------------------------- stream
     def _stream(self, partition: dict[str, Any], state: dict[str, Any]) -> Iterator[SourceBatch]:

@@ -134,15 +134,18 @@ def table_layout(rows: pa.Table) -> tuple[list[str], dict[str, pa.DataType], lis
     return names, types, pk
 
 
+def _const(value: Any, typ: pa.DataType, n: int) -> pa.Array:
+    """``n`` copies of one value, built in C (no Python object per event)."""
+    return pa.repeat(pa.scalar(value, typ), n)
+
+
 def source_struct(n: int, *, prefix: str, db: str, schema: str, table: str, ts_ms: pa.Array, txid: pa.Array,
                   lsn: pa.Array, snapshot: pa.Array | str) -> pa.StructArray:
     """Debezium's ``source`` block for ``n`` events of one table."""
-    def rep(v: Any) -> pa.Array:
-        return pa.repeat(pa.scalar(v, pa.string()), n)  # in C: no Python object per event
-
-    snap = rep(snapshot) if isinstance(snapshot, str) else snapshot
+    snap = _const(snapshot, pa.string(), n) if isinstance(snapshot, str) else snapshot
     return pa.StructArray.from_arrays(
-        [rep("headrace"), rep("postgresql"), rep(prefix), ts_ms, snap, rep(db), rep(schema), rep(table), txid, lsn],
+        [*(_const(v, pa.string(), n) for v in ("headrace", "postgresql", prefix)), ts_ms, snap,
+         *(_const(v, pa.string(), n) for v in (db, schema, table)), txid, lsn],
         names=["version", "connector", "name", "ts_ms", "snapshot", "db", "schema", "table", "txId", "lsn"])
 
 
@@ -186,7 +189,7 @@ def envelopes(rows: pa.Table, *, prefix: str, db: str, schema: str, table: str,
     ts = _ts_ms(rows.column("timestamp").combine_chunks())
     src = source_struct(n, prefix=prefix, db=db, schema=schema, table=table, ts_ms=ts,
                         txid=rows.column("xid").combine_chunks(), lsn=rows.column("_l").combine_chunks(), snapshot="false")
-    now = pa.repeat(pa.scalar(int(time.time() * 1000), pa.int64()), n)
+    now = _const(int(time.time() * 1000), pa.int64(), n)
     value = pa.table({"before": before, "after": after, "source": src, "op": ops, "ts_ms": now})
     key = None
     if pk:
@@ -241,13 +244,13 @@ def snapshot_envelopes(after: pa.StructArray, pk: list[str], *, prefix: str, db:
     """Snapshot reads (op ``r``) of rows already typed as a struct; ``source.snapshot`` is ``marker``
     (``true``; ``incremental`` for incremental snapshots), the last event of a snapshot says ``last``."""
     n = len(after)
-    snap = pa.repeat(pa.scalar(marker, pa.string()), n)
+    snap = _const(marker, pa.string(), n)
     if last and n:
         snap = pa.concat_arrays([snap.slice(0, n - 1), pa.array(["last"])])
-    now = pa.repeat(pa.scalar(int(time.time() * 1000), pa.int64()), n)
+    now = _const(int(time.time() * 1000), pa.int64(), n)
     src = source_struct(n, prefix=prefix, db=db, schema=schema, table=table, ts_ms=now,
-                        txid=pa.nulls(n, pa.int64()), lsn=pa.repeat(pa.scalar(lsn, pa.int64()), n), snapshot=snap)
+                        txid=pa.nulls(n, pa.int64()), lsn=_const(lsn, pa.int64(), n), snapshot=snap)
     value = pa.table({"before": pa.nulls(n, after.type), "after": after, "source": src,
-                      "op": pa.repeat(pa.scalar("r", pa.string()), n), "ts_ms": now})
+                      "op": _const("r", pa.string(), n), "ts_ms": now})
     key = pa.table({k: after.field(k) for k in pk}) if pk else None
     return value, key

@@ -65,10 +65,14 @@ class TableInfo:
 _SESSION = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'iso_8601'")
 
 
+def _libpq_url(url: str) -> str:
+    """A SQLAlchemy-style URL (``postgresql+psycopg://``) as libpq reads it."""
+    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
+
+
 def connect(url: str) -> psycopg.Connection:
     """An autocommit session in UTC / ISO dates (what wal2json's and the snapshot's text depend on)."""
-    url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
-    conn = psycopg.connect(url, autocommit=True, application_name="headrace-cdc")
+    conn = psycopg.connect(_libpq_url(url), autocommit=True, application_name="headrace-cdc")
     conn.execute("; ".join(_SESSION))
     return conn
 
@@ -78,8 +82,7 @@ def connect_reader(url: str) -> Any:
     bulk reads go through it."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
-    conn = adbc.connect(url, autocommit=True)
+    conn = adbc.connect(_libpq_url(url), autocommit=True)
     with conn.cursor() as cur:
         for stmt in (*_SESSION, "SET client_encoding = 'UTF8'"):  # Arrow strings are UTF-8 whatever the database's
             cur.execute(stmt)

@@ -66,11 +66,6 @@ class ChangeReader:
         log.debug("slot %s: reading ahead from its temporary copy %s", self._slot, copy)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="headrace-cdc-read")
 
-    @property
-    def reading_ahead(self) -> bool:
-        """Whether batches come from the temporary copy, one call ahead."""
-        return self._pool is not None
-
     def _fetch(self, upto: int) -> tuple[pa.Table, int]:
         assert self._copy_conn is not None
         return parse_changes(pg.peek(self._copy_conn, self._copy, upto, self._n, self._tables, consume=True)), upto
