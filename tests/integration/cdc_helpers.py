@@ -34,10 +34,18 @@ class Cdc:
     def slot(self) -> str:
         return f"hr_{self.name}"
 
-    def config(self, **extra: Any) -> PostgresCdcConfig:
-        conf = {"type": "postgres_cdc", "name": self.name, "connection_url": self.pg_url, "topic_prefix": self.prefix,
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """The connector's fields (with the test's overrides): for a config here or a YAML file to run."""
+        return {"type": "postgres_cdc", "name": self.name, "connection_url": self.pg_url, "topic_prefix": self.prefix,
                 "slot_name": self.slot, "publication_name": f"hr_{self.name}", **self.overrides, **extra}
-        return PostgresCdcConfig(**conf)
+
+    def config(self, **extra: Any) -> PostgresCdcConfig:
+        return PostgresCdcConfig(**self.settings(**extra))
+
+    def temporary_slots(self) -> list[str]:
+        """Temporary replication slots named after this connector's slot (read-ahead copies) that still exist."""
+        return [r[0] for r in self.query("SELECT slot_name FROM pg_replication_slots WHERE temporary")
+                if r[0].startswith(self.slot)]
 
     def topic(self, table: str) -> str:
         t = f"{self.prefix}.public.{table}"

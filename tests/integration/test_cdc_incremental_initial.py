@@ -82,12 +82,9 @@ def test_kill9_before_the_first_offset_requests_the_snapshot_again(cdc: Cdc, tmp
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text)",
             "CREATE TABLE signals (id text PRIMARY KEY, type text, data text)",
             "INSERT INTO items SELECT g, 'seed' || g FROM generate_series(1, 2000) g")
-    conf = {"type": "postgres_cdc", "name": cdc.name, "connection_url": cdc.pg_url, "topic_prefix": cdc.prefix,
-            "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "signal_data_collection": "public.signals",
-            "snapshot_strategy": "incremental", "snapshot_fetch_size": 500, "batch_max_events": 600}
-    cdc.overrides.update({k: conf[k] for k in ("signal_data_collection", "snapshot_strategy", "snapshot_fetch_size",
-                                               "batch_max_events")})
-    path = write_connector(tmp_path / "connectors", conf)
+    cdc.overrides.update(signal_data_collection="public.signals", snapshot_strategy="incremental",
+                         snapshot_fetch_size=500, batch_max_events=600)
+    path = write_connector(tmp_path / "connectors", cdc.settings())
     once = tmp_path / "killed-once"
     code, _out, err = finish(start_run(path, cdc.offsets_topic, {"HEADRACE_FAULT": "source_after_produce",
                                                                  "HEADRACE_FAULT_ONCE": str(once)}))

@@ -120,10 +120,8 @@ def _lsn_duplicates(cdc: Cdc, topic: str) -> tuple[int, int]:
 @pytest.mark.parametrize("read_ahead", [None, 0], ids=["in_line", "read_ahead"])
 def test_kill9_during_streaming_three_times(cdc: Cdc, tmp_path: Path, read_ahead: int | None) -> None:
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)")
-    conf = {"type": "postgres_cdc", "name": cdc.name, "connection_url": cdc.pg_url, "topic_prefix": cdc.prefix,
-            "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "batch_max_events": 2000,
-            "read_ahead_wal_bytes": read_ahead}
-    path = write_connector(tmp_path / "connectors", conf)
+    path = write_connector(tmp_path / "connectors", cdc.settings(batch_max_events=2000,
+                                                                 read_ahead_wal_bytes=read_ahead))
     cdc.run(batch_max_events=2000)  # slot and (empty) snapshot
     topic = cdc.topic("items")
     for i in range(60):  # 60 transactions of 1,000 inserts, updates and deletes mixed
@@ -153,12 +151,7 @@ def test_kill9_during_streaming_three_times(cdc: Cdc, tmp_path: Path, read_ahead
     run_sink(_sink(cdc, url, topic), cdc.kafka)
     assert _replica(url) == _source(cdc)
     assert cdc.run().rows == 0
-    assert _temporary_slots(cdc) == []  # the killed runs' copies went with their sessions
-
-
-def _temporary_slots(cdc: Cdc) -> list[str]:
-    return [r[0] for r in cdc.query("SELECT slot_name FROM pg_replication_slots WHERE temporary")
-            if r[0].startswith(cdc.slot)]
+    assert cdc.temporary_slots() == []  # the killed runs' copies went with their sessions
 
 
 @pytest.mark.parametrize("read_ahead", [None, 0], ids=["in_line", "read_ahead"])
@@ -233,9 +226,7 @@ def test_kill9_during_snapshot_resumes_mid_table(cdc: Cdc, tmp_path: Path) -> No
     rows = 300_000
     cdc.sql("CREATE TABLE items (id int PRIMARY KEY, name text, n bigint)",
             f"INSERT INTO items SELECT g, 'n' || g, g FROM generate_series(1, {rows}) g")
-    conf = {"type": "postgres_cdc", "name": cdc.name, "connection_url": cdc.pg_url, "topic_prefix": cdc.prefix,
-            "slot_name": cdc.slot, "publication_name": f"hr_{cdc.name}", "snapshot_fetch_size": 2000}
-    path = write_connector(tmp_path / "connectors", conf)
+    path = write_connector(tmp_path / "connectors", cdc.settings(snapshot_fetch_size=2000))
     topic = cdc.topic("items")
     cdc.topics.update(f"{cdc.prefix}.public.{t}" for t in ("snapshot", "heartbeat"))
     kills = 0
