@@ -123,7 +123,7 @@ NOTES: dict[str, str] = {
         "envelopes with DuckDB's to_json. Engine and ceiling are within noise of each other (the text casts "
         "that keep a snapshot row identical to the same row streamed from wal2json cost about what the "
         "prefetch saves). Issue 13's goal of 200k rows/s is not met in this harness: the ceiling itself runs "
-        "at 170-180k here (~210k when the same loops run repeatedly in one process)."
+        "at 168-180k here (~210k when the same loops run repeatedly in one process)."
     ),
     "kafka_to_parquet_4p": (
         "1,000,000 JSON messages on a 4-partition topic drained into Parquet by `tasks_max` forked task "
