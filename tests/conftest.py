@@ -26,17 +26,28 @@ from integrations.kafka.local import LocalKafka
 
 REPO = Path(__file__).resolve().parents[1]
 
-def _undo_background_sigint() -> None:
-    """A shell starts a background job (``make test &``, a CI runner's script) with SIGINT ignored, and
-    ignored signals survive ``exec``: every process the tests start would ignore SIGINT too. Dagster's
-    code server maps SIGTERM to its SIGINT handler, so it then ignored SIGTERM as well and had to be
-    killed (the browser test's stop check failed in CI, never in a terminal). Give the test processes,
-    and so their children, the SIGINT a terminal gives."""
+def _terminal_signals() -> None:
+    """Give this process, and so the processes a test starts, the SIGINT and SIGTERM a terminal gives.
+
+    An ignored signal survives ``exec``, and two things leave them ignored: a shell starts a background
+    job (``make test &``, a CI runner's script) with SIGINT ignored, and an in-process ``headrace`` CLI
+    call ignores both once its run is over (``headrace.cli._ignore_stop_signals``, right for a process
+    about to exit). Dagster's code server maps SIGTERM to its SIGINT handler, so a code server started
+    after either ignored SIGTERM and had to be killed (the browser test's stop check, in full suites
+    only: it depended on which tests had run before on the same worker)."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-_undo_background_sigint()
+_terminal_signals()
+
+
+@pytest.fixture(autouse=True)
+def terminal_signals() -> None:
+    """Every test starts with a terminal's SIGINT and SIGTERM (see :func:`_terminal_signals`)."""
+    _terminal_signals()
 PG_URL = os.environ.get("HEADRACE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres")
 
 
